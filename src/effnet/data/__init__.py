@@ -1,0 +1,1 @@
+"""Images in, arrays out: decoding, preprocessing, labels (numpy/Pillow only for inference)."""

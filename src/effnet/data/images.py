@@ -1,0 +1,178 @@
+"""Safe image decoding to RGB uint8 arrays: any format Pillow reads, any mode, EXIF-rotated.
+
+JPEGs take the simplejpeg (libjpeg-turbo) fast path when they need no colour conversion;
+everything else, and anything simplejpeg refuses, goes through Pillow. Every failure is an
+``ImageError`` naming the file and the reason, so a caller can report it and go on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:
+    import simplejpeg
+except ImportError:  # optional accelerator
+    simplejpeg = None
+
+#: Default pixel limit (width x height): above it an image is treated as a decompression bomb.
+MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+ImageSource = Union[str, os.PathLike, bytes, "Image.Image", np.ndarray]
+
+
+class ImageError(ValueError):
+    """An input that cannot be used as an image; ``str()`` is one line for the user."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _read_bytes(source: ImageSource, name: str) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)  # type: ignore[arg-type]
+        if not path.exists():
+            raise ImageError(name, "file not found")
+        if path.is_dir():
+            raise ImageError(name, "is a directory, not an image")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    return data
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # malformed EXIF must never sink a readable photo
+        return 1
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an HxWxC array, as ImageOps.exif_transpose does."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.rot90(a, 1)[::-1],  # transpose
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, -1)[::-1],  # transverse
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](array)) if orientation in ops else array
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16/32-bit scaled (not clipped), alpha composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        image = Image.fromarray(np.clip(values / high * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _check_pixels(width: int, height: int, name: str, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            name, f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
+            "(possible decompression bomb)"
+        )
+
+
+def _decode_jpeg_fast(data: bytes, name: str, max_pixels: int) -> np.ndarray | None:
+    if simplejpeg is None or not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        height, width, _, colorspace = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "Gray"):
+        return None  # CMYK/YCCK: Pillow converts those
+    _check_pixels(width, height, name, max_pixels)
+    try:
+        array = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+        return None  # truncated or odd files: let Pillow give the precise reason
+    if b"Exif" in data[:65536]:
+        with Image.open(io.BytesIO(data)) as header_only:
+            array = _orient(array, _exif_orientation(header_only))
+    return array
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> HxWx3 uint8 RGB array, upright per EXIF."""
+    array = _decode_jpeg_fast(data, name, max_pixels)
+    if array is not None:
+        return array
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                _check_pixels(image.width, image.height, name, max_pixels)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return np.asarray(to_rgb(image))
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower() or "premature" in reason.lower():
+            reason = f"truncated or corrupt image ({reason})"
+        raise ImageError(name, f"cannot decode image: {reason}") from None
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A path, bytes, PIL image or array -> HxWx3 uint8 RGB array."""
+    name = _describe(source)
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+            raise ImageError(name, f"expected an HxW, HxWx3 or HxWx4 array, got shape {array.shape}")
+        if array.shape[2] == 1:
+            array = np.repeat(array, 3, axis=2)
+        if array.shape[2] == 4:
+            return np.asarray(to_rgb(Image.fromarray(array.astype(np.uint8), "RGBA")))
+        if array.dtype != np.uint8:
+            raise ImageError(name, f"expected a uint8 array, got {array.dtype}")
+        return array
+    if isinstance(source, Image.Image):
+        _check_pixels(source.width, source.height, name, max_pixels)
+        return np.asarray(to_rgb(ImageOps.exif_transpose(source)))
+    return decode_image(_read_bytes(source, name), name, max_pixels)
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), by suffix."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -1,0 +1,1 @@
+"""Architecture: spec (pure Python) -> network (torch)."""

@@ -1,0 +1,110 @@
+"""Building bricks: convolution with either padding convention, SE, DropPath, activations."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Padding(str, enum.Enum):
+    """How a convolution pads.
+
+    SYMMETRIC: PyTorch style, ``kernel // 2`` on every side (torchvision/timm-native weights).
+    TF_SAME: TensorFlow "SAME", decided per input size; for stride 2 on even inputs it pads
+    one pixel less on the top/left than on the bottom/right. Weights trained in TF
+    (the Lite packages, lukemelas, timm ``tf_*``, Keras) need it to reproduce their logits.
+    """
+
+    SYMMETRIC = "symmetric"
+    TF_SAME = "tf_same"
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """Total padding TF "SAME" adds along one axis of length ``size``.
+
+    Written with integer ops and ``torch.sym_max`` so it stays symbolic under torch.export,
+    which keeps the padding dynamic in an exported graph.
+    """
+    out = -(-size // stride)
+    return torch.sym_max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+
+class Conv2dSame(nn.Conv2d):
+    """A Conv2d that pads like TensorFlow "SAME" for whatever input size it receives."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h = same_padding(height, self.kernel_size[0], self.stride[0], self.dilation[0])
+        pad_w = same_padding(width, self.kernel_size[1], self.stride[1], self.dilation[1])
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def create_conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    padding: Padding = Padding.SYMMETRIC,
+) -> nn.Conv2d:
+    """A conv whose padding follows ``padding``.
+
+    With stride 1 and an odd kernel, TF "SAME" is exactly symmetric, so only strided
+    convolutions pay for dynamic padding.
+    """
+    if padding == Padding.TF_SAME and stride > 1:
+        return Conv2dSame(in_channels, out_channels, kernel, stride, padding=0, groups=groups, bias=bias)
+    return nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "silu": lambda: nn.SiLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+}
+
+
+def create_act(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention: global pool, reduce, activate, expand, sigmoid gate (timm names)."""
+
+    def __init__(self, channels: int, reduced_channels: int, activation: str) -> None:
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, reduced_channels, 1, bias=True)
+        self.act1 = create_act(activation)
+        self.conv_expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.conv_expand(self.act1(self.conv_reduce(scale)))
+        return x * scale.sigmoid()
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample while training."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.4f}"
+
+
+def create_norm(channels: int, eps: float, momentum: float = 0.1) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)

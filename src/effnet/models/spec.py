@@ -1,0 +1,247 @@
+"""The architecture as data: families, variants, scaling rules and the resolved plan.
+
+Pure Python on purpose (no torch import): the whole family can be listed, scaled and
+counted (parameters) in microseconds, and every other room builds from the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .tables import BlockKind, Stage, StageTable
+
+Activation = Literal["silu", "relu6"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Rules shared by every member of a family, so no code ever asks ``if name == ...``.
+
+    ``round_limit``: V1 rounds channels to a multiple of ``divisor`` and adds one divisor when
+    rounding lost more than 10% (limit 0.9); V2 never adds it (limit 0.0).
+    ``fixed_stem_head``: Lite keeps stem 32 and head 1280 whatever the width multiplier.
+    ``unscaled_depth_stages``: stage indices whose repeats ignore the depth multiplier
+    (Lite: the first and the last, "-1" meaning the last).
+    """
+
+    name: str
+    table: StageTable
+    activation: Activation
+    use_se: bool = True
+    round_limit: float = 0.9
+    divisor: int = 8
+    fixed_stem_head: bool = False
+    unscaled_depth_stages: tuple[int, ...] = ()
+    drop_path_rate: float = 0.2
+    paper: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One named member: a family plus its compound-scaling coefficients."""
+
+    family: Family
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+    table: StageTable | None = None
+    eval_resolution: int | None = None
+
+    @property
+    def stage_table(self) -> StageTable:
+        return self.table or self.family.table
+
+    @property
+    def test_resolution(self) -> int:
+        return self.eval_resolution or self.resolution
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One block after scaling: everything needed to build it, nothing to look up."""
+
+    stage: int
+    index: int
+    kind: BlockKind
+    in_channels: int
+    out_channels: int
+    mid_channels: int
+    kernel: int
+    stride: int
+    se_channels: int
+    drop_path_rate: float
+
+    @property
+    def has_residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """The resolved network: what ``EfficientNet`` builds and what counts are computed from."""
+
+    name: str
+    family: str
+    activation: Activation
+    stem_channels: int
+    head_channels: int
+    blocks: tuple[BlockPlan, ...]
+    num_stages: int
+    resolution: int
+    eval_resolution: int
+    width: float
+    depth: float
+    dropout: float
+    drop_path_rate: float
+    num_classes: int = 1000
+    in_chans: int = 3
+
+    def stage_blocks(self, stage: int) -> tuple[BlockPlan, ...]:
+        return tuple(b for b in self.blocks if b.stage == stage)
+
+    def feature_info(self) -> list[dict[str, int]]:
+        """Stages ending at each stride (2, 4, 8, 16, 32): the detection/segmentation taps."""
+        info: dict[int, dict[str, int]] = {}
+        reduction = 2
+        for stage in range(self.num_stages):
+            blocks = self.stage_blocks(stage)
+            reduction *= blocks[0].stride
+            info[reduction] = {"stage": stage, "reduction": reduction, "channels": blocks[-1].out_channels}
+        return [info[r] for r in sorted(info)]
+
+    def num_params(self) -> int:
+        """Trainable parameters, counted from the plan alone (equals the torch module's count)."""
+        bn = 2
+
+        def conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
+            return cin // groups * cout * k * k
+
+        total = conv(self.in_chans, self.stem_channels, 3) + bn * self.stem_channels
+        for b in self.blocks:
+            se = 0
+            if b.se_channels:
+                se = 2 * b.mid_channels * b.se_channels + b.se_channels + b.mid_channels
+            if b.kind == "depthwise":
+                total += conv(b.in_channels, b.in_channels, b.kernel, b.in_channels) + bn * b.in_channels
+                total += se + conv(b.in_channels, b.out_channels, 1) + bn * b.out_channels
+            elif b.kind == "mbconv":
+                if b.mid_channels != b.in_channels:
+                    total += conv(b.in_channels, b.mid_channels, 1) + bn * b.mid_channels
+                total += conv(b.mid_channels, b.mid_channels, b.kernel, b.mid_channels) + bn * b.mid_channels
+                total += se + conv(b.mid_channels, b.out_channels, 1) + bn * b.out_channels
+            elif b.mid_channels == b.in_channels:  # fused, no expansion: a single conv
+                total += conv(b.in_channels, b.out_channels, b.kernel) + bn * b.out_channels
+            else:
+                total += conv(b.in_channels, b.mid_channels, b.kernel) + bn * b.mid_channels
+                total += se + conv(b.mid_channels, b.out_channels, 1) + bn * b.out_channels
+        last = self.blocks[-1].out_channels
+        total += conv(last, self.head_channels, 1) + bn * self.head_channels
+        if self.num_classes:
+            total += self.head_channels * self.num_classes + self.num_classes
+        return total
+
+
+def round_channels(channels: float, multiplier: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Scale ``channels`` by ``multiplier`` and round to a multiple of ``divisor``.
+
+    Matches TF's ``round_filters``: round half up to the divisor, never below it, and (V1
+    only, ``round_limit=0.9``) add one divisor when rounding lost more than 10%.
+    """
+    scaled = channels * multiplier
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, multiplier: float) -> int:
+    return int(math.ceil(multiplier * repeats))
+
+
+def plan_network(
+    name: str,
+    variant: Variant,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    width_mult: float | None = None,
+    depth_mult: float | None = None,
+    resolution: int | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+) -> NetworkPlan:
+    """Apply the family's scaling rules to a variant (optionally with overridden multipliers)."""
+    family = variant.family
+    if width_mult is not None or depth_mult is not None or resolution is not None:
+        variant = replace(
+            variant,
+            width=variant.width if width_mult is None else width_mult,
+            depth=variant.depth if depth_mult is None else depth_mult,
+            resolution=variant.resolution if resolution is None else resolution,
+            eval_resolution=None if resolution is not None else variant.eval_resolution,
+        )
+    table = variant.stage_table
+
+    def width(channels: int) -> int:
+        return round_channels(channels, variant.width, family.divisor, family.round_limit)
+
+    stem = table.stem_channels if family.fixed_stem_head else width(table.stem_channels)
+    head = table.head_channels if family.fixed_stem_head else width(table.head_channels)
+    unscaled = {s % len(table.stages) for s in family.unscaled_depth_stages}
+    rows: list[tuple[int, Stage, int]] = []
+    for stage_index, stage in enumerate(table.stages):
+        repeats = stage.repeats if stage_index in unscaled else round_repeats(stage.repeats, variant.depth)
+        rows.append((stage_index, stage, repeats))
+
+    total_blocks = sum(repeats for _, _, repeats in rows)
+    rate = family.drop_path_rate if drop_path_rate is None else drop_path_rate
+    blocks: list[BlockPlan] = []
+    in_channels = stem
+    for stage_index, stage, repeats in rows:
+        out_channels = width(stage.out_channels)
+        for i in range(repeats):
+            se_ratio = stage.se_ratio if family.use_se else 0.0
+            blocks.append(
+                BlockPlan(
+                    stage=stage_index,
+                    index=i,
+                    kind=stage.kind,
+                    in_channels=in_channels,
+                    out_channels=out_channels,
+                    mid_channels=in_channels * stage.expand_ratio,
+                    kernel=stage.kernel,
+                    stride=stage.stride if i == 0 else 1,
+                    se_channels=max(1, int(in_channels * se_ratio)) if se_ratio else 0,
+                    drop_path_rate=rate * len(blocks) / total_blocks,
+                )
+            )
+            in_channels = out_channels
+
+    return NetworkPlan(
+        name=name,
+        family=family.name,
+        activation=family.activation,
+        stem_channels=stem,
+        head_channels=head,
+        blocks=tuple(blocks),
+        num_stages=len(table.stages),
+        resolution=variant.resolution,
+        eval_resolution=variant.test_resolution,
+        width=variant.width,
+        depth=variant.depth,
+        dropout=variant.dropout if drop_rate is None else drop_rate,
+        drop_path_rate=rate,
+        num_classes=num_classes,
+        in_chans=in_chans,
+    )
+
+
+def resolve(name: str, **overrides: object) -> NetworkPlan:
+    """``resolve("efficientnet_b3", num_classes=10)`` -> the scaled plan for that variant."""
+    from .variants import get_variant
+
+    canonical, variant = get_variant(name)
+    return plan_network(canonical, variant, **overrides)  # type: ignore[arg-type]

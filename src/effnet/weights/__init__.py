@@ -1,0 +1,1 @@
+"""Weights: the registry of entries, converters from other ecosystems, and loading."""

@@ -1,0 +1,196 @@
+"""``create_model``: build a variant and load weights from a registry entry or any file.
+
+A file brings its own metadata when it is one of ours (safetensors written by
+``effnet convert``); otherwise its layout says where it came from and the registry's entry
+for that architecture and source supplies padding, BN epsilon and preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.transforms import Preprocessing
+from ..models.layers import Padding
+from ..models.network import EfficientNet, build_model
+from ..models.variants import canonical_name
+from .convert import check_compatible, convert_state_dict, detect_source, read_checkpoint
+from .registry import (
+    DEFAULT_MODEL,
+    Source,
+    WeightsEntry,
+    WeightsError,
+    get_weights,
+    sha256_of,
+    template_for,
+)
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
+
+#: What a bare file of each source was trained with, when no registry entry says better.
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lukemelas": {"padding": Padding.TF_SAME, "bn_eps": 1e-3},
+    "timm": {"padding": Padding.SYMMETRIC, "bn_eps": 1e-5},
+    "effnet": {"padding": Padding.SYMMETRIC, "bn_eps": 1e-5},
+    "torchvision": {"padding": Padding.SYMMETRIC, "bn_eps": 1e-3},
+}
+
+
+def looks_like_path(weights: str | Path) -> bool:
+    text = str(weights)
+    return isinstance(weights, Path) or "/" in text or "\\" in text or text.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def entry_from_metadata(metadata: dict[str, str], path: Path) -> WeightsEntry | None:
+    """Rebuild the entry that ``effnet convert`` stored in a safetensors header."""
+    if "arch" not in metadata:
+        return None
+
+    def load(key: str, default: Any = None) -> Any:
+        value = metadata.get(key)
+        if value is None:
+            return default
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+    labels = load("labels", "imagenet1k")
+    return WeightsEntry(
+        name=str(load("name", f"{metadata['arch']}.file")),
+        arch=canonical_name(metadata["arch"]),
+        source="effnet",
+        file=str(path),
+        padding=Padding(load("padding", "symmetric")),
+        bn_eps=float(load("bn_eps", 1e-5)),
+        preprocessing=Preprocessing.from_dict(load("preprocessing", {})),
+        labels=tuple(labels) if isinstance(labels, list) else labels,
+        num_classes=int(load("num_classes", 1000)),
+        top1=load("top1"),
+        top5=load("top5"),
+        reported_by=str(load("reported_by", "")),
+    )
+
+
+def entry_for_file(path: Path, arch: str | None, state: dict[str, torch.Tensor], metadata: dict[str, str],
+                   source: Source | None = None) -> WeightsEntry:
+    """The entry describing a local checkpoint: its own metadata, else registry template, else defaults."""
+    stored = entry_from_metadata(metadata, path)
+    if stored is not None:
+        if arch is not None and stored.arch != arch:
+            raise WeightsError(f"{path}: weights are for {stored.arch}, not {arch}")
+        return stored
+    if arch is None:
+        raise WeightsError(f"{path}: the file does not name its architecture; pass --model")
+    source = source or detect_source(state)
+    template = template_for(arch, source)
+    if template is not None:
+        return replace(template, name=f"{arch}.file", file=str(path), sha256=None, url=None)
+    num_classes = _classifier_rows(state)
+    defaults = SOURCE_DEFAULTS.get(source, SOURCE_DEFAULTS["timm"])
+    from ..models.spec import resolve
+
+    size = resolve(arch).eval_resolution
+    return WeightsEntry(
+        name=f"{arch}.file", arch=arch, source=source, file=str(path),
+        preprocessing=Preprocessing(size=size), num_classes=num_classes or 1000, **defaults,
+    )
+
+
+def _classifier_rows(state: dict[str, torch.Tensor]) -> int | None:
+    for key in ("classifier.weight", "_fc.weight", "classifier.1.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    return None
+
+
+def resolve_entry(weights: str | Path | WeightsEntry, arch: str | None) -> WeightsEntry:
+    """A registry entry (by name/tag/``default``) or the entry for a local file."""
+    if isinstance(weights, WeightsEntry):
+        return weights
+    if looks_like_path(weights):
+        path = Path(weights).expanduser()
+        state, metadata = read_checkpoint(path)
+        return entry_for_file(path, arch, state, metadata)
+    return get_weights(str(weights), arch)
+
+
+def load_entry_state(entry: WeightsEntry) -> dict[str, torch.Tensor]:
+    """Tensors of an entry, checksum-verified when the entry has one."""
+    path = entry.locate()
+    if path is None or not path.is_file():
+        where = f" from {entry.url}" if entry.url else ""
+        raise WeightsError(
+            f"weights '{entry.name}' are not available on this machine; download them{where} "
+            "and pass the file with --weights FILE"
+        )
+    if entry.sha256:
+        actual = sha256_of(path)
+        if actual != entry.sha256:
+            raise WeightsError(f"{path}: sha256 {actual[:12]}... does not match the expected {entry.sha256[:12]}...")
+    state, _ = read_checkpoint(path)
+    return state
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Pretrained RGB stem filters for ``in_chans`` inputs instead of a random stem.
+
+    1 channel: the sum of the RGB filters (a grey image x gives the same response as RGB
+    (x, x, x)). C channels: the RGB filters repeated and scaled by 3/C so activations keep
+    their magnitude.
+    """
+    if in_chans == weight.shape[1]:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = math.ceil(in_chans / weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def create_model(
+    name: str = DEFAULT_MODEL,
+    weights: str | Path | WeightsEntry | None = None,
+    *,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    **kwargs: Any,
+) -> EfficientNet:
+    """Build ``name`` and optionally load ``weights`` (entry name, tag, ``"default"`` or a file).
+
+    A ``num_classes`` different from the weights' drops the pretrained classifier and
+    creates a new one; ``in_chans`` other than 3 adapts the pretrained stem. Extra keywords
+    (``drop_rate``, ``drop_path_rate``, ``global_pool``, ``features_only``, ``width_mult`` ...)
+    go to the builder.
+    """
+    arch = canonical_name(name)
+    if weights is None:
+        return build_model(arch, num_classes=1000 if num_classes is None else num_classes, in_chans=in_chans, **kwargs)
+    entry = resolve_entry(weights, arch)
+    state = convert_state_dict(load_entry_state(entry), entry.source, build_plan(entry))
+    if "conv_stem.weight" in state:
+        state["conv_stem.weight"] = adapt_input_conv(state["conv_stem.weight"], in_chans)
+    new_head = num_classes is not None and num_classes != entry.num_classes
+    dropped = ("conv_head.", "bn2.", "classifier.") if kwargs.get("features_only") else ("classifier.",)
+    if new_head or kwargs.get("features_only"):
+        state = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    options = {"padding": entry.padding, "bn_eps": entry.bn_eps} | kwargs
+    model = build_model(
+        arch, num_classes=num_classes if new_head else entry.num_classes, in_chans=in_chans, **options
+    )
+    expected = model.state_dict()
+    check_compatible(state, expected, arch, ignore=("classifier.",) if new_head else ())
+    model.load_state_dict(state, strict=not new_head)
+    model.pretrained_cfg = entry
+    return model
+
+
+def build_plan(entry: WeightsEntry):  # noqa: ANN201 - NetworkPlan
+    """The plan the entry's tensors were made for (used by converters to place blocks)."""
+    from ..models.spec import resolve
+
+    return resolve(entry.arch, num_classes=entry.num_classes)
