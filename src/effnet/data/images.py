@@ -16,6 +16,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import EffnetError
+
 try:
     import simplejpeg
 except ImportError:  # optional accelerator
@@ -28,7 +30,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 ImageSource = Union[str, os.PathLike, bytes, "Image.Image", np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(EffnetError, ValueError):
     """An input that cannot be used as an image; ``str()`` is one line for the user."""
 
     def __init__(self, source: str, reason: str) -> None:

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class Padding(str, enum.Enum):
-    """How a convolution pads.
-
-    SYMMETRIC: PyTorch style, ``kernel // 2`` on every side (torchvision/timm-native weights).
-    TF_SAME: TensorFlow "SAME", decided per input size; for stride 2 on even inputs it pads
-    one pixel less on the top/left than on the bottom/right. Weights trained in TF
-    (the Lite packages, lukemelas, timm ``tf_*``, Keras) need it to reproduce their logits.
-    """
-
-    SYMMETRIC = "symmetric"
-    TF_SAME = "tf_same"
+from .spec import Padding
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> int:

@@ -6,6 +6,7 @@ counted (parameters) in microseconds, and every other room builds from the same 
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -13,6 +14,19 @@ from typing import Literal
 from .tables import BlockKind, Stage, StageTable
 
 Activation = Literal["silu", "relu6"]
+
+
+class Padding(str, enum.Enum):
+    """How a convolution pads.
+
+    SYMMETRIC: PyTorch style, ``kernel // 2`` on every side (torchvision/timm-native weights).
+    TF_SAME: TensorFlow "SAME", decided per input size; for stride 2 on even inputs it pads
+    one pixel less on the top/left than on the bottom/right. Weights trained in TF
+    (the Lite packages, lukemelas, timm ``tf_*``, Keras) need it to reproduce their logits.
+    """
+
+    SYMMETRIC = "symmetric"
+    TF_SAME = "tf_same"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from difflib import get_close_matches
 
+from ..errors import UsageError
 from .spec import Family, Variant
 from .tables import V1_BASE, V2_BASE, V2_L, V2_M, V2_S, V2_XL
 
@@ -66,7 +67,7 @@ def _short_names() -> dict[str, str]:
 ALIASES = _short_names()
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UsageError):
     """An unknown variant name; the message lists what exists."""
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..data.transforms import Preprocessing
-from ..models.layers import Padding
+from ..models.spec import Padding
 from ..models.network import EfficientNet, build_model
 from ..models.variants import canonical_name
 from .convert import check_compatible, convert_state_dict, detect_source, read_checkpoint

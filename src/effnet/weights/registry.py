@@ -14,14 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import EffnetError
 from ..data.transforms import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
-from ..models.layers import Padding
+from ..models.spec import Padding
 from ..models.variants import canonical_name
 
 Source = Literal["effnet", "lukemelas", "timm", "torchvision", "keras"]
 
 
-class WeightsError(ValueError):
+class WeightsError(EffnetError, ValueError):
     """Unusable weights (unknown entry, missing file, checksum, mismatch); one line for users."""
 
 

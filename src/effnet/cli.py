@@ -1,0 +1,76 @@
+"""``effnet``: thin command line. Parse arguments, call a task, print; errors are one line.
+
+Only the chosen subcommand's module is imported, so ``effnet --help`` and the ONNX path
+start fast and never import torch unless the task needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import EffnetError
+
+#: subcommand -> task module (each has DESCRIPTION, add_arguments(parser), run(args) -> int)
+COMMANDS: dict[str, str] = {
+    "predict": "effnet.tasks.predict",
+    "models": "effnet.tasks.models",
+}
+
+SUMMARIES: dict[str, str] = {
+    "predict": "classify images (top-k with class names)",
+    "models": "list every variant with params, input size and weights",
+}
+
+
+def _top_level_help() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: effnet COMMAND [options]   (effnet COMMAND --help for details)",
+        "",
+        "EfficientNet V1, Lite and V2: build, load, predict, evaluate, train, export, quantize, bench, serve.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
+    lines += ["", "example: effnet predict photo.jpg   (EfficientNet-Lite0, embedded ImageNet weights)"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_top_level_help())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"effnet {version('effnet')}")
+        return 0
+    command = argv[0]
+    if command not in COMMANDS:
+        print(_top_level_help(), file=sys.stderr)
+        print(f"\neffnet: error: unknown command '{command}'", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command])
+    parser = argparse.ArgumentParser(
+        prog=f"effnet {command}", description=module.DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter if getattr(module, "SHOW_DEFAULTS", False)
+        else argparse.HelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except EffnetError as error:
+        print(f"effnet: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("effnet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

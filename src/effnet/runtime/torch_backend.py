@@ -1,0 +1,69 @@
+"""The reference backend: the PyTorch module itself, in inference mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.labels import resolve_labels
+from ..data.transforms import Preprocessing
+from ..models.network import EfficientNet
+from ..models.variants import canonical_name
+from ..weights.loading import create_model, looks_like_path
+from ..weights.registry import DEFAULT_MODEL
+from .base import Backend
+
+
+@dataclass
+class TorchBackend(Backend):
+    model: EfficientNet = field(default=None, repr=False)  # type: ignore[assignment]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = True
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        weights: Any = "default",
+        device: str = "cpu",
+        channels_last: bool = True,
+    ) -> "TorchBackend":
+        """Model name and weights (entry, tag, ``default``, or a file) -> backend.
+
+        With only a file, the file's own metadata names the architecture; with neither,
+        the embedded default (EfficientNet-Lite0) is used.
+        """
+        arch = canonical_name(model) if model else None
+        if arch is None and (weights in (None, "default") or not looks_like_path(weights)):
+            arch = DEFAULT_MODEL
+        if isinstance(weights, str) and weights.lower() in ("none", "random"):
+            weights = None  # random init: for benchmarks and smoke tests, never for answers
+        net = create_model(arch, weights) if arch else _from_file(weights)
+        entry = getattr(net, "pretrained_cfg", None)
+        preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
+        labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
+        target = torch.device(device)
+        net = net.eval().to(target)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return cls(
+            name="torch", arch=net.plan.name, preprocessing=preprocessing, labels=labels,
+            model=net, device=target, channels_last=channels_last,
+        )
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).float().cpu().numpy()
+
+
+def _from_file(weights: Any) -> EfficientNet:
+    from ..weights.loading import resolve_entry
+
+    entry = resolve_entry(weights, None)
+    return create_model(entry.arch, entry)

@@ -1,0 +1,1 @@
+"""One module per user task; each offers ``DESCRIPTION``, ``add_arguments`` and ``run``."""
