@@ -17,11 +17,13 @@ from .errors import EffnetError
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "serve": "effnet.serve.command",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "serve": "HTTP server with dynamic batching, a web page and metrics",
 }
 
 
