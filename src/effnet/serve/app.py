@@ -12,6 +12,7 @@ a 5xx means a bug or a failed model, never the client's data.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import logging
 import os
@@ -272,6 +273,8 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
     metrics = ServeMetrics()
     services: dict[str, ModelService] = {}
     for name, predictor in predictors.items():
+        predictor = copy.copy(predictor)  # shares the loaded backend; the pixel limit is the server's
+        predictor.max_pixels = settings.max_pixels
         batcher = DynamicBatcher(
             predictor.backend, max_batch=settings.max_batch, max_wait=settings.max_wait_ms / 1000,
             workers=settings.workers, queue_size=settings.queue_size, observer=metrics.batch_observer(name),
@@ -435,8 +438,9 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
 
     @app.get("/metrics", dependencies=protected, include_in_schema=True, response_class=Response,
              summary="Prometheus metrics (text exposition format)")
-    async def metrics_endpoint() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type})
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

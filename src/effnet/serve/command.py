@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     predictors: dict[str, Predictor] = {}
     for name in names:
         print(f"effnet serve: loading {name or 'the default model'} ({args.backend})", file=sys.stderr)
-        predictor = Predictor(name, args.weights, backend=args.backend, max_pixels=settings.max_pixels, **options)
+        predictor = Predictor(name, args.weights, backend=args.backend, **options)
         predictors.setdefault(predictor.arch, predictor)
     app = create_app(predictors, settings, backend=args.backend)
 

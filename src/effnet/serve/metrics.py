@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -18,8 +17,8 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
 
 #: Request latency buckets (seconds): CPU inference of big variants can take several seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -28,8 +27,6 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class ServeMetrics:
     """Every series the server exports; names follow Prometheus conventions."""
-
-    content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -78,5 +75,8 @@ class ServeMetrics:
 
         return observe
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition and its content type, in the format the scraper's Accept asks for
+        (Prometheus text 0.0.4 by default, OpenMetrics when requested)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
