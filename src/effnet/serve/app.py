@@ -300,7 +300,7 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
             await loop.run_in_executor(pool, service.predictor.backend, np.zeros((1, 3, size, size), np.float32))
         state["ready"] = True
         metrics.ready.set(1)
-        log.info("ready: %s", ", ".join(services))
+        log.info("ready: %s (%s)", ", ".join(services), backend)
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ below serve/ in the import order (a lower room never imports a higher one).
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import os
 import socket
@@ -120,26 +121,32 @@ def run(args: argparse.Namespace) -> int:
     options = {"device": args.device} if args.device else {}
     if options and args.backend != "torch":
         raise UsageError("--device applies to the torch backend only")
-    sock = _bind(args.host, args.port)
-
-    predictors: dict[str, Predictor] = {}
-    for name in names:
-        print(f"effnet serve: loading {name or 'the default model'} ({args.backend})", file=sys.stderr)
-        predictor = Predictor(name, args.weights, backend=args.backend, **options)
-        predictors.setdefault(predictor.arch, predictor)
-    app = create_app(predictors, settings, backend=args.backend)
+    sock = _bind(args.host, args.port)  # before the slow model load: a busy port fails at once
+    try:
+        predictors: dict[str, Predictor] = {}
+        for name in names:
+            print(f"effnet serve: loading {name or 'the default model'} ({args.backend})", file=sys.stderr)
+            predictor = Predictor(name, args.weights, backend=args.backend, **options)
+            predictors.setdefault(predictor.arch, predictor)
+        app = create_app(predictors, settings, backend=args.backend)
+    except BaseException:
+        sock.close()
+        raise
 
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"effnet serve: http://{shown}:{port}/  (page at /, API docs at /docs, metrics at /metrics; "
           f"max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms, {settings.workers} worker(s))",
-          file=sys.stderr)
+          file=sys.stderr, flush=True)
     if not _is_loopback(args.host) and not settings.api_key:
         print(f"effnet serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the server", file=sys.stderr)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # our "ready" line in uvicorn's format
+    log_config["loggers"]["effnet.serve"] = {"handlers": ["default"], "level": args.log_level.upper(),
+                                             "propagate": False}
     config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=args.shutdown_timeout,
-        server_header=False,
+        app, log_level=args.log_level, log_config=log_config, access_log=args.access_log,
+        timeout_graceful_shutdown=args.shutdown_timeout, server_header=False,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
