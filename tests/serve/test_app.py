@@ -238,3 +238,18 @@ def test_metrics_count_what_happened(lite0: Predictor, photo_files: dict[str, by
     assert "process_cpu_seconds" in families
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
     assert openmetrics.text.endswith("# EOF\n")
+
+
+def test_two_models_are_routed_by_name(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
+    lite1 = Predictor("efficientnet_lite1")
+    data = photo_files["china.jpg"]
+    with serve({"efficientnet_lite0": lite0, "efficientnet_lite1": lite1}) as live:
+        listing = httpx.get(f"{live.url}/v1/models").json()
+        by_default = httpx.post(f"{live.url}/v1/predict", content=data, timeout=60).json()
+        by_alias = httpx.post(f"{live.url}/v1/predict", params={"model": "lite1"}, content=data, timeout=60).json()
+    assert listing["default"] == "efficientnet_lite0"
+    assert [(m["name"], m["input_size"]) for m in listing["models"]] == [
+        ("efficientnet_lite0", 224), ("efficientnet_lite1", 240)]
+    assert by_default["model"] == "efficientnet_lite0" and by_alias["model"] == "efficientnet_lite1"
+    assert_same(answered(by_default["results"][0]), expected(lite0, data))
+    assert_same(answered(by_alias["results"][0]), expected(lite1, data))

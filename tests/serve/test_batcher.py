@@ -201,3 +201,28 @@ def test_settings_are_checked() -> None:
         DynamicBatcher(first_value, max_batch=0)
     with pytest.raises(ValueError):
         DynamicBatcher(first_value, max_wait=-1)
+
+
+def test_workers_run_forward_passes_side_by_side() -> None:
+    running, most = [0], [0]
+    lock = threading.Lock()
+    both_in = threading.Barrier(2, timeout=10)
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        both_in.wait()  # passes only if two forward passes are in flight together
+        with lock:
+            running[0] -= 1
+        return first_value(batch)
+
+    async def scenario() -> list[float]:
+        batcher = DynamicBatcher(forward, max_batch=1, max_wait=0.0, workers=2, queue_size=8)
+        await batcher.start()
+        outcomes = await asyncio.gather(*(batcher.run(item(i)) for i in range(4)))
+        await batcher.close()
+        return [float(o.output[0]) for o in outcomes]
+
+    assert asyncio.run(scenario()) == [0.0, 1.0, 2.0, 3.0]
+    assert most[0] == 2

@@ -98,8 +98,10 @@ class Chromium:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, seconds: float = 120) -> Any:
+        """Poll until truthy; a page still loading (elements missing) counts as not yet."""
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (error) {{ return false; }} }})()"
         deadline = time.monotonic() + seconds
-        while not (value := self.evaluate(expression)):
+        while not (value := self.evaluate(guarded)):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {expression}")
             time.sleep(0.1)
@@ -167,6 +169,14 @@ def test_pick_a_file_and_see_the_top5(browser: Chromium, lite0: Predictor, tmp_p
         browser.wait_for("[...document.querySelectorAll('.result img')].every(i => i.complete)")
         shown = json.loads(browser.evaluate(SHOWN))
         browser.screenshot(tmp_path / "page-espresso.png")
+        notes = tmp_path / "notes.jpg"
+        notes.write_text("a shopping list, not a photo")
+        browser.send("DOM.setFileInputFiles", nodeId=picker, files=[str(notes)])
+        browser.wait_for("document.body.dataset.state === 'error'")
+        refusal = browser.evaluate("document.querySelector('#status').textContent")
+        assert browser.evaluate("document.querySelectorAll('.result').length") == 0
+        browser.screenshot(tmp_path / "page-error.png")
+    assert refusal == "notes.jpg: not an image (unrecognised format)"
     check_page_shows(shown, lite0, [photo])
     assert shown["cards"][0]["bars"][0]["label"] == "espresso" and "espresso" in shown["status"]
     requested = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]

@@ -112,15 +112,18 @@ async function classify(files) {
   try {
     response = await fetch(`/v1/predict?topk=${TOPK}`, { method: "POST", body: form, headers: authHeaders() });
   } catch (error) {
+    elements.results.replaceChildren();
     setStatus(`Could not reach the server: ${error.message}`, true);
     return;
   }
   if (response.status === 401) {
+    elements.results.replaceChildren();
     elements.auth.hidden = false;
     setStatus("This server needs an API key: enter it above.", true);
     return;
   }
   if (!response.ok) {
+    elements.results.replaceChildren();  // nothing was classified: no half-empty cards
     setStatus(await errorMessage(response), true);
     return;
   }
