@@ -71,6 +71,8 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
                "--workers", str(args.workers), "--queue-size", "1024", "--log-level", "warning"]
     if args.device:
         command += ["--device", args.device]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert process.stderr is not None
     while True:
@@ -93,32 +95,66 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
         time.sleep(0.1)
 
 
+class Connection:
+    """A keep-alive HTTP/1.1 client that only writes a prepared request and reads the reply.
+
+    A load generator on the same machine competes with the server for CPU; this one costs a
+    fraction of a general client's per request (httpx spends several ms), so the numbers are
+    the server's. Replies are checked for status 200 and read in full.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> "Connection":
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def post(self, request: bytes) -> None:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        body = await self.reader.readexactly(length)
+        if status != b"200":
+            raise SystemExit(f"request failed: {status.decode()} {body[:300]!r}")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def prepared(images: list[bytes]) -> list[bytes]:
+    return [b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode() + data for data in images]
+
+
 async def load(url: str, images: list[bytes], concurrency: int, seconds: float) -> tuple[float, list[float], float]:
     """Closed loop: each client sends its next request when the last is answered.
 
     Returns (requests/s, latencies in seconds, client CPU seconds per request).
     """
+    requests = prepared(images)
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-        async def client_loop(offset: int, until: float, record: bool) -> None:
-            i = offset
-            while time.perf_counter() < until:
-                sent = time.perf_counter()
-                reply = await client.post("/v1/predict", content=images[i % len(images)],
-                                          headers={"Content-Type": "image/jpeg"})
-                if reply.status_code != 200:
-                    raise SystemExit(f"request failed: {reply.status_code} {reply.text}")
-                if record:
-                    latencies.append(time.perf_counter() - sent)
-                i += 1
+    connections = [await Connection.open(url) for _ in range(concurrency)]
 
-        warmup = time.perf_counter() + min(3.0, seconds / 3)
-        await asyncio.gather(*(client_loop(c, warmup, False) for c in range(concurrency)))
-        cpu, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(client_loop(c, started + seconds, True) for c in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+    async def client_loop(connection: Connection, offset: int, until: float, record: bool) -> None:
+        i = offset
+        while time.perf_counter() < until:
+            sent = time.perf_counter()
+            await connection.post(requests[i % len(requests)])
+            if record:
+                latencies.append(time.perf_counter() - sent)
+            i += 1
+
+    warmup = time.perf_counter() + min(3.0, seconds / 3)
+    await asyncio.gather(*(client_loop(c, i, warmup, False) for i, c in enumerate(connections)))
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client_loop(c, i, started + seconds, True) for i, c in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    for connection in connections:
+        connection.close()
     return len(latencies) / elapsed, latencies, cpu / max(len(latencies), 1)
 
 
@@ -136,6 +172,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="server --threads (torch intra-op threads)")
     parser.add_argument("--images", nargs="+", type=Path,
                         default=sorted((ROOT / "examples/images").glob("*.jpg")))
     args = parser.parse_args()
