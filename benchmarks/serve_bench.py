@@ -6,7 +6,8 @@ default) post one JPEG per request for a fixed time. Printed beside it, measured
 same run on the same machine:
 
 - backend: the backend's own throughput on ready-made batches of ``--max-batch`` images
-  (no decoding), measured again just before each row so that a shared machine's load
+  (no decoding) with the server's thread layout (``--workers`` forward passes at once,
+  ``--threads`` each), measured again just before each row so that a shared machine's load
   drifts into both sides alike: the ceiling the issue's goal is stated against;
 - pipeline: decode + preprocess + forward in one process, as ``effnet predict`` does (the
   same work the server does, minus HTTP).
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -49,16 +51,23 @@ class Offline:
         for _ in range(3):
             self.predictor.backend(self.ready)
 
-    def _rate(self, step, seconds: float) -> float:
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            step()
-            done += len(self.batch)
+    def _rate(self, step, seconds: float, parallel: int = 1) -> float:
+        started = time.perf_counter()
+
+        def loop() -> int:
+            done = 0
+            while time.perf_counter() - started < seconds:
+                step()
+                done += len(self.batch)
+            return done
+
+        with ThreadPoolExecutor(parallel) as pool:
+            done = sum(pool.map(lambda _: loop(), range(parallel)))
         return done / (time.perf_counter() - started)
 
-    def backend(self, seconds: float) -> float:
-        """Images/s of forward passes on ready-made batches (no decoding)."""
-        return self._rate(lambda: self.predictor.backend(self.ready), seconds)
+    def backend(self, seconds: float, parallel: int = 1) -> float:
+        """Images/s of forward passes on ready-made batches (no decoding), ``parallel`` at once."""
+        return self._rate(lambda: self.predictor.backend(self.ready), seconds, parallel)
 
     def pipeline(self, seconds: float) -> float:
         """Images/s of decode + preprocess + forward, as ``effnet predict`` runs them."""
@@ -182,10 +191,17 @@ def main() -> None:
           f"python {platform.python_version()}; model {args.model}, backend {args.backend}"
           f"{', device ' + args.device if args.device else ''}")
     reference = Offline(args, images)
+    default_rate = reference.backend(args.seconds)
     pipeline_rate = reference.pipeline(args.seconds)
-    print(f"offline decode+preprocess+forward, batch {args.max_batch}: {pipeline_rate:.1f} img/s")
-    print("'backend' is the backend's offline rate on ready batches of the same size, measured just before "
-          "each row (the machine may be shared)\n")
+    print(f"offline, batch {args.max_batch}, default threads: backend {default_rate:.1f} img/s, "
+          f"decode+preprocess+forward {pipeline_rate:.1f} img/s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    layout = f"{args.workers} forward pass(es) at once, {args.threads or 'default'} thread(s) each"
+    print(f"'backend': the backend offline on ready batches of {args.max_batch} with the server's layout "
+          f"({layout}), measured just before each row, as the machine may be shared\n")
 
     header = (f"{'mode':<18} {'clients':>7} {'img/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
               f"{'backend':>8} {'vs backend':>10} {'vs pipeline':>11} {'client cpu ms/req':>17}")
@@ -196,7 +212,7 @@ def main() -> None:
         process, url = start_server(args, max_batch)
         try:
             for concurrency in args.concurrency:
-                backend_rate = reference.backend(args.seconds / 2)
+                backend_rate = reference.backend(args.seconds / 2, args.workers)
                 rate, latencies, client_cpu = asyncio.run(load(url, images, concurrency, args.seconds))
                 p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
                 print(f"{mode:<18} {concurrency:>7} {rate:>7.1f} {1000 * p50:>8.1f} {1000 * p99:>8.1f} "
