@@ -17,11 +17,13 @@ from .errors import EffnetError
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "convert": "effnet.tasks.convert",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "convert": "convert lukemelas/timm/torchvision/Keras checkpoints to safetensors with metadata",
 }
 
 
