@@ -85,8 +85,10 @@ class Preprocessing:
             side = int(self.crop_fraction * min(height, width))
             side = max(side, 1)
             top, left = (height - side + 1) // 2, (width - side + 1) // 2
-            box = (left, top, left + side, top + side)
-            return np.asarray(pil.resize((self.size, self.size), resample, box=box))
+            # Crop first, then resize: a resize ``box`` would let the filter read pixels
+            # outside the crop, which the reference (decode_and_crop, then resize) never sees.
+            crop = Image.fromarray(image[top : top + side, left : left + side])
+            return np.asarray(crop.resize((self.size, self.size), resample))
         short = math.floor(self.size / self.crop_fraction)
         if height <= width:
             new_h, new_w = short, max(short, int(short * width / height))
