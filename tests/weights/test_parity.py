@@ -66,13 +66,13 @@ def test_geffnet(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
     torch.manual_seed(0)
     reference = geffnet.create_model(name)
     assert {m.eps for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {bn_eps}
-    batch = images(2, 67, 83)
+    batch = images(2, 45, 51)
     calibrate(reference, batch)
     ours = ours_from(reference.state_dict(), arch, "timm", padding, bn_eps)
     with torch.no_grad():
         expected, actual = reference(batch), ours(batch)
     diff = max_abs_diff(expected, actual)
-    report(f"geffnet {name} (67, 83)", diff, expected)
+    report(f"geffnet {name} (45, 51)", diff, expected)
     assert diff < TOLERANCE
 
 
@@ -199,7 +199,7 @@ def test_keras_efficientnet_v2b0_odd_size_full_h5(keras, tmp_path: Path) -> None
     randomize_keras(reference, 1)
     path = tmp_path / "v2b0.h5"
     reference.save(path)  # legacy full-model .h5 (config + weights)
-    batch = pixels(2, 65, 79)
+    batch = pixels(1, 65, 79)
     expected = keras_logits(reference, batch)
     assert keras_trainable_params(reference) == resolve("efficientnetv2_b0").num_params()
     actual, entry = ours_on_pixels(path, "efficientnetv2_b0", batch)
@@ -212,15 +212,15 @@ def test_keras_efficientnet_v2b0_odd_size_full_h5(keras, tmp_path: Path) -> None
 def test_keras_efficientnet_v2s_weights_only(keras, tmp_path: Path) -> None:
     keras.utils.set_random_seed(2)
     reference = keras.applications.EfficientNetV2S(weights=None, classifier_activation=None,
-                                                   input_shape=(67, 61, 3))
+                                                   input_shape=(35, 33, 3))
     randomize_keras(reference, 2)
     path = tmp_path / "v2s.weights.h5"
     reference.save_weights(path)  # Keras 3 weights-only file: no config, so keras.applications' recipe
-    batch = pixels(2, 67, 61)
+    batch = pixels(1, 35, 33)
     expected = keras_logits(reference, batch)
     assert keras_trainable_params(reference) == resolve("efficientnetv2_s").num_params()
     actual, entry = ours_on_pixels(path, "efficientnetv2_s", batch)
     assert entry.preprocessing.mean == pytest.approx((128 / 255,) * 3)  # S/M/L: x / 128 - 1
     diff = float(np.abs(actual - expected).max())
-    report("keras EfficientNetV2S .weights.h5 (67, 61)", diff, expected)
+    report("keras EfficientNetV2S .weights.h5 (35, 33)", diff, expected)
     assert diff < TOLERANCE

@@ -121,6 +121,7 @@ def metadata_for(entry: Any, source: str, src_name: str) -> dict[str, Any]:
         "top1": entry.top1,
         "top5": entry.top5,
         "reported_by": entry.reported_by,
+        "settings_from": entry.extra.get("settings_from", entry.name),
     }
 
 
@@ -148,12 +149,18 @@ def _summary(result: dict[str, Any], src: Path, out: Path) -> str:
     accuracy = f"; reported top-1 {entry.top1} ({entry.reported_by})" if entry.top1 is not None else ""
     return "\n".join([
         f"wrote {out}: {entry.arch}, {result['num_params']:,} parameters, {entry.num_classes} classes "
-        f"(from {result['source']} file {src.name}, as {entry.name})",
+        f"(from {result['source']} file {src.name}, {_described_as(entry)})",
         f"  padding {entry.padding.value}, BatchNorm eps {entry.bn_eps:g}",
         f"  preprocessing: {pre.size}px, {pre.crop_mode} (crop {pre.crop_fraction:.3f}), {pre.interpolation}, "
         f"mean {_triple(pre.mean)}, std {_triple(pre.std)}{accuracy}",
         f"  use it: effnet predict IMAGE --weights {out}",
     ])
+
+
+def _described_as(entry: Any) -> str:
+    if "settings_from" in entry.extra:
+        return f"checksum not registered: settings of {entry.extra['settings_from']}"
+    return f"as {entry.name}"
 
 
 def _triple(values: tuple[float, ...]) -> str:

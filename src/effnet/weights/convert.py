@@ -431,7 +431,7 @@ def from_keras(state: Mapping[str, torch.Tensor], plan: NetworkPlan) -> StateDic
             weight = kernel.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, height, width)
         else:
             weight = kernel.permute(3, 2, 0, 1)
-        out[f"{ours}.weight"] = weight.contiguous()
+        out[f"{ours}.weight"] = weight
         if rest:
             out[f"{ours}.bias"] = rest[0]
         out.update({f"{ours}.#{i}": t for i, t in enumerate(rest[1:], 2)})

@@ -109,7 +109,9 @@ def entry_for_file(path: Path, arch: str | None, state: dict[str, torch.Tensor],
     template = template_for(arch, source)
     num_classes = classifier_rows(state) or 1000
     if template is not None and template.num_classes == num_classes:
-        return replace(template, name=f"{arch}.file", file=str(path), sha256=None, url=None)
+        # Same layout as a registered checkpoint but not that file: take its settings, not its accuracy.
+        return replace(template, name=f"{arch}.file", file=str(path), sha256=None, url=None, top1=None, top5=None,
+                       reported_by="", extra={"settings_from": template.name})
     defaults = SOURCE_DEFAULTS.get(source, SOURCE_DEFAULTS["timm"])
     from ..models.spec import resolve
 
@@ -206,8 +208,14 @@ def create_model(
     arch = canonical_name(name)
     if weights is None:
         return build_model(arch, num_classes=1000 if num_classes is None else num_classes, in_chans=in_chans, **kwargs)
-    entry = resolve_entry(weights, arch)
-    state = convert_state_dict(load_entry_state(entry), entry.source, build_plan(entry))
+    if not isinstance(weights, WeightsEntry) and looks_like_path(weights):
+        path = Path(weights).expanduser()
+        raw, metadata = read_checkpoint(path)  # read once: entry and tensors come from the same file
+        entry = entry_for_file(path, arch, raw, metadata)
+    else:
+        entry = resolve_entry(weights, arch)
+        raw = load_entry_state(entry)
+    state = convert_state_dict(raw, entry.source, build_plan(entry))
     if "conv_stem.weight" in state:
         state["conv_stem.weight"] = adapt_input_conv(state["conv_stem.weight"], in_chans)
     new_head = num_classes is not None and num_classes != entry.num_classes
