@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from effnet.cli import main
 from effnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from effnet.models.spec import Padding, resolve
 from effnet.weights.loading import create_model, resolve_entry
@@ -207,6 +208,11 @@ def test_keras_efficientnet_v2b0_odd_size_full_h5(keras, tmp_path: Path) -> None
     diff = float(np.abs(actual - expected).max())
     report("keras EfficientNetV2B0 .h5 (65, 79)", diff, expected)
     assert diff < TOLERANCE
+
+    converted = tmp_path / "v2b0.safetensors"
+    assert main(["convert", str(path), "--from", "keras", "--model", "v2_b0", "-o", str(converted)]) == 0
+    from_safetensors, _ = ours_on_pixels(converted, "efficientnetv2_b0", batch)
+    np.testing.assert_array_equal(from_safetensors, actual)
 
 
 def test_keras_efficientnet_v2s_weights_only(keras, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,9 @@ def test_lookup_by_tag_and_errors() -> None:
         get_weights("nope", "efficientnet_b3")
     with pytest.raises(WeightsError, match="are for efficientnet_b1"):
         get_weights("efficientnet_b1.tv_in1k", "efficientnet_b0")
+
+
+def test_docs_list_every_entry() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "weights.md").read_text()
+    for name in ENTRIES:
+        assert f"`{name}`" in docs, name
