@@ -38,7 +38,8 @@ def ours_from(reference_state: dict[str, torch.Tensor], arch: str, source: str, 
               bn_eps: float, num_classes: int = 1000) -> EfficientNet:
     """Our model with a reference's tensors, converted and strictly checked."""
     model = build_model(arch, num_classes=num_classes, padding=padding, bn_eps=bn_eps).eval()
-    state = convert_state_dict(reference_state, source, resolve(arch, num_classes=num_classes))  # type: ignore[arg-type]
+    plan = resolve(arch, num_classes=num_classes)
+    state = convert_state_dict(reference_state, source, plan)  # type: ignore[arg-type]
     fill_batch_counters(state, model.state_dict())
     check_compatible(state, model.state_dict(), arch)
     model.load_state_dict(state)

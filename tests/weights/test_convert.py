@@ -113,7 +113,8 @@ def test_lukemelas_has_no_v2_blocks() -> None:
 
 def test_keras_unknown_layers_are_reported_not_dropped() -> None:
     plan = resolve("efficientnet_b0")
-    state = {"stem_conv/0": torch.zeros(3, 3, 3, 32), "dense_1/0": torch.zeros(1280, 10), "normalization/0": torch.zeros(3)}
+    state = {"stem_conv/0": torch.zeros(3, 3, 3, 32), "dense_1/0": torch.zeros(1280, 10),
+             "normalization/0": torch.zeros(3)}
     converted = from_keras(state, plan)
     assert "conv_stem.weight" in converted and tuple(converted["conv_stem.weight"].shape) == (32, 3, 3, 3)
     assert "dense_1/0" in converted and not any(k.startswith("normalization") for k in converted)
@@ -138,7 +139,8 @@ def test_keras_config_layers_are_composed_exactly() -> None:
         {"kind": "Rescaling", "scale": [1 / np.sqrt(s) for s in IMAGENET_STD], "offset": 0.0},
     ]
     state = {"normalization/0": torch.tensor(IMAGENET_MEAN), "normalization/1": torch.tensor(IMAGENET_STD)}
-    mean, std = keras_input_normalization(state, {"keras_preprocessing": json.dumps(layers)}, resolve("efficientnet_b0"))
+    metadata = {"keras_preprocessing": json.dumps(layers)}
+    mean, std = keras_input_normalization(state, metadata, resolve("efficientnet_b0"))
     assert mean == pytest.approx(IMAGENET_MEAN) and std == pytest.approx(IMAGENET_STD)
 
 

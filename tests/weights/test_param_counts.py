@@ -42,9 +42,12 @@ def test_geffnet_lite(index: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,arch", [("EfficientNetV2B1", "efficientnetv2_b1"), ("EfficientNetV2B2", "efficientnetv2_b2"),
-                                       ("EfficientNetV2B3", "efficientnetv2_b3"), ("EfficientNetV2M", "efficientnetv2_m"),
-                                       ("EfficientNetV2L", "efficientnetv2_l")])
+@pytest.mark.parametrize(
+    "name,arch",
+    [("EfficientNetV2B1", "efficientnetv2_b1"), ("EfficientNetV2B2", "efficientnetv2_b2"),
+     ("EfficientNetV2B3", "efficientnetv2_b3"), ("EfficientNetV2M", "efficientnetv2_m"),
+     ("EfficientNetV2L", "efficientnetv2_l")],
+)
 def test_keras_v2(name: str, arch: str) -> None:
     """Trainable weights only: Keras's count_params() also counts BatchNorm moving statistics."""
     os.environ["KERAS_BACKEND"] = "torch"

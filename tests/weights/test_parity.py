@@ -180,7 +180,8 @@ def test_keras_efficientnet_b0_imagenet_recipe(keras, tmp_path: Path, monkeypatc
     assert keras_trainable_params(reference) == resolve("efficientnet_b0").num_params()
 
     actual, entry = ours_on_pixels(weights_h5, "efficientnet_b0", batch)
-    assert entry.preprocessing.mean == pytest.approx(IMAGENET_MEAN) and entry.preprocessing.std == pytest.approx(IMAGENET_STD)
+    assert entry.preprocessing.mean == pytest.approx(IMAGENET_MEAN)
+    assert entry.preprocessing.std == pytest.approx(IMAGENET_STD)
     diff = float(np.abs(actual - expected).max())
     report("keras EfficientNetB0 imagenet .h5 (224, 224)", diff, expected)
     assert diff < TOLERANCE

@@ -154,11 +154,11 @@ def _legacy_layers(group: Any) -> Iterator[tuple[str, list[np.ndarray]]]:
 
 def _keras3_layers(handle: Any) -> Iterator[tuple[str, list[np.ndarray]]]:
     """Keras 3 layout: ``layers/<auto name>/vars/<i>``; the ``vars`` group's ``name`` attribute
-    is the layer's real name. Nested models are walked."""
+    is the layer's real name. Nested models are walked; optimizer state is not model weights."""
     found: list[tuple[str, Any]] = []
 
     def visit(name: str, obj: Any) -> None:
-        if name.endswith("/vars") and len(obj):
+        if name.startswith("layers/") and name.endswith("/vars") and len(obj):
             found.append((_text(obj.attrs.get("name", name.rsplit("/", 2)[-2])), obj))
 
     handle.visititems(visit)
@@ -227,8 +227,8 @@ def keras_input_normalization(
                 raise WeightsError("an inverted Keras Normalization layer before the stem is not supported")
             normalize(*values)
     else:
-        norm = next((stored(n) for n in json.loads(metadata.get("keras_layers", "[]")) if n.startswith("normalization")),
-                    None)
+        layer_names = json.loads(metadata.get("keras_layers", "[]"))
+        norm = next((stored(n) for n in layer_names if n.startswith("normalization")), None)
         if norm is not None:
             mean, variance = norm
             rescale(1 / 255.0, 0.0)
@@ -302,7 +302,9 @@ _LUKEMELAS_BLOCK = {
     ("mbconv", False): {"_depthwise_conv": "conv_dw", "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"},
 }
 _LUKEMELAS_SE = {"_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
-_LUKEMELAS_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LUKEMELAS_TOP = {
+    "_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier",
+}
 
 
 def lukemelas_key_map(plan: NetworkPlan) -> dict[str, str]:
@@ -311,7 +313,9 @@ def lukemelas_key_map(plan: NetworkPlan) -> dict[str, str]:
     for flat, block in enumerate(plan.blocks):
         layout = (block.kind, block.mid_channels != block.in_channels)
         if layout not in _LUKEMELAS_BLOCK:
-            raise WeightsError(f"lukemelas checkpoints hold EfficientNet V1/Lite blocks, not {plan.name}'s {block.kind}")
+            raise WeightsError(
+                f"lukemelas checkpoints hold EfficientNet V1/Lite blocks, not {plan.name}'s {block.kind}"
+            )
         for theirs, ours in (_LUKEMELAS_BLOCK[layout] | _LUKEMELAS_SE).items():
             mapping[f"_blocks.{flat}.{theirs}"] = f"blocks.{block.stage}.{block.index}.{ours}"
     return mapping

@@ -123,7 +123,7 @@ def verify_checksum(path: Path, expected: str | None) -> None:
         return
     actual = sha256_of(path)
     if not checksum_matches(actual, expected):
-        what = "sha256" if len(expected) == 64 else f"sha256 prefix (the {len(expected)} hex digits its publisher gives)"
+        what = "sha256" if len(expected) == 64 else f"sha256 prefix ({len(expected)} hex digits, as published)"
         raise WeightsError(
             f"{path}: checksum mismatch: expected {what} {expected}, got {actual[: max(len(expected), 12)]}; "
             "the file is corrupt, truncated or not these weights"
@@ -342,7 +342,7 @@ def _torchvision(arch: str, tag: str, file: str, crop: int, resize: int, interpo
     with 1e-3; the B5-B7 weights are TF checkpoints evaluated with symmetric padding.
     """
     norm = {"mean": INCEPTION_MEAN, "std": INCEPTION_STD} if inception else {}
-    short = arch.removeprefix("efficientnet_") if arch.startswith("efficientnet_") else arch.replace("efficientnetv2_", "v2_")
+    short = arch.replace("efficientnetv2_", "v2_").removeprefix("efficientnet_")
     enum = f"EfficientNet_{short.upper()}_Weights.IMAGENET1K_{'V2' if tag == 'tv2_in1k' else 'V1'}"
     return WeightsEntry(
         name=f"{arch}.{tag}",
