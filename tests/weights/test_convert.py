@@ -161,3 +161,10 @@ def test_keras_weights_only_files_follow_keras_applications(arch, variance, mean
         layers.insert(0, "normalization")
     got_mean, got_std = keras_input_normalization(state, {"keras_layers": json.dumps(layers)}, resolve(arch))
     assert got_mean == pytest.approx(mean) and got_std == pytest.approx(std)
+
+
+def test_keras_files_are_recognised_as_files() -> None:
+    from effnet.weights.loading import looks_like_path
+
+    assert all(looks_like_path(name) for name in ("efficientnetb0.h5", "mine.keras", "v2s.weights.h5"))
+    assert not looks_like_path("tf_in1k")

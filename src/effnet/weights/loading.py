@@ -40,7 +40,7 @@ from .registry import (
     verify_checksum,
 )
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras")
 
 #: What a bare file of each source was trained with, when no registry entry says better.
 #: (torchvision builds B0-B4 with eps 1e-5 and B5-B7/V2 with 1e-3; its entries say which.)
