@@ -17,11 +17,13 @@ from .errors import EffnetError
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "eval": "effnet.tasks.evaluate",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "eval": "top-1/top-5 accuracy on an ImageFolder tree or images + label file",
 }
 
 
