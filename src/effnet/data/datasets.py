@@ -186,7 +186,7 @@ def load_image_reduced(path: str | Path, min_side: int, max_pixels: int = MAX_PI
     data = _read_bytes(Path(path), name)
     if simplejpeg is not None and data.startswith(b"\xff\xd8"):
         try:
-            height, width, _, colorspace = simplejpeg.decode_jpeg_header(data)
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError:
             colorspace = None
         if colorspace in ("YCbCr", "Gray") and min(height, width) >= 2 * min_side:
