@@ -5,7 +5,9 @@ times cheaper to decode. The preprocessing then resizes the short side to about
 size / crop_fraction (T). This script decodes large JPEGs made from the real photos shipped in
 scikit-image / scikit-learn / matplotlib (native, and Lanczos-upscaled 2x/3x/4x, quality 90)
 both ways, and compares what Lite0/1/2 see and answer, for reductions that keep the short
-side >= safety x T. Baseline: the full-size decode, same run.
+side >= safety x T. Baseline: the full-size decode, same run. "aligned" places the crop where
+it lies in the full-size image (what effnet does); "naive" crops the reduced image as if it
+were the original, which shifts the crop by its rounding at the reduced size.
 
     flock /work/heavy.lock python benchmarks/eval_decode_scaling.py
 """
@@ -66,8 +68,9 @@ def main() -> int:
         full = [load_image(p) for p in paths]
         print(f"{len(paths)} JPEGs from {len(PHOTOS)} real photos, short sides "
               f"{min(min(a.shape[:2]) for a in full)}-{max(min(a.shape[:2]) for a in full)} px\n")
-        header = (f"{'model':<19} {'safety':>6} {'reduced':>7} {'min ratio':>9} {'|d input|':>9} {'max|d logit|':>12} "
-                  f"{'max|d prob|':>11} {'top1 same':>9} {'top5 same':>9} {'decode x':>8}")
+        header = (f"{'model':<19} {'safety':>6} {'crop':<7} {'reduced':>7} {'min ratio':>9} {'|d input|':>9} "
+                  f"{'max|d logit|':>12} {'max|d prob|':>11} {'top1 same':>9} {'top5 same':>9} {'decode x':>8}  "
+                  "flipped top-1 (its full-decode probability)")
         print(header)
         for model in MODELS:
             backend = open_backend("torch", model, "default")
@@ -83,22 +86,27 @@ def main() -> int:
                 start = time.perf_counter()
                 reduced = [load_image_reduced(p, side) for p in paths]
                 reduced_time = time.perf_counter() - start
-                changed = [i for i, (a, b) in enumerate(zip(full, reduced)) if a.shape != b.shape]
+                changed = [i for i, (a, b) in enumerate(zip(full, reduced)) if a.shape != b[0].shape]
                 if not changed:
-                    print(f"{model:<19} {safety:6.1f} {0:>7}   (no image large enough)")
+                    print(f"{model:<19} {safety:6.1f} {'':<7} {0:>7}   (no image large enough)")
                     continue
-                inputs = np.stack([prep(reduced[i]) for i in changed])
                 exact = np.stack([prep(full[i]) for i in changed])
-                logits = backend(inputs)
                 base = reference[changed]
-                pixel_scale = 255.0 * np.asarray(prep.std, np.float32)[:, None, None]
-                input_diff = float(np.abs((inputs - exact) * pixel_scale).mean())
-                top1 = float(np.mean(logits.argmax(1) == base.argmax(1)))
-                top5 = float(np.mean([set(np.argsort(-a)[:5]) == set(np.argsort(-b)[:5]) for a, b in zip(logits, base)]))
-                ratio = min(min(reduced[i].shape[:2]) for i in changed) / working
-                print(f"{model:<19} {safety:6.1f} {len(changed):>7} {ratio:9.2f} {input_diff:9.3f} "
-                      f"{np.abs(logits - base).max():12.4f} {np.abs(softmax(logits) - softmax(base)).max():11.4f} "
-                      f"{top1:9.0%} {top5:9.0%} {full_time / reduced_time:7.2f}x")
+                for crop in ("aligned", "naive"):
+                    size_hint = (lambda i: reduced[i][1]) if crop == "aligned" else (lambda i: None)
+                    inputs = np.stack([prep(reduced[i][0], source_size=size_hint(i)) for i in changed])
+                    logits = backend(inputs)
+                    pixel_scale = 255.0 * np.asarray(prep.std, np.float32)[:, None, None]
+                    input_diff = float(np.abs((inputs - exact) * pixel_scale).mean())
+                    same = logits.argmax(1) == base.argmax(1)
+                    top5 = np.mean([set(np.argsort(-a)[:5]) == set(np.argsort(-b)[:5]) for a, b in zip(logits, base)])
+                    ratio = min(min(reduced[i][0].shape[:2]) for i in changed) / working
+                    probabilities = softmax(base)
+                    flips = ", ".join(f"{paths[changed[j]].stem} ({probabilities[j].max():.2f})"
+                                      for j in np.flatnonzero(~same))
+                    print(f"{model:<19} {safety:6.1f} {crop:<7} {len(changed):>7} {ratio:9.2f} {input_diff:9.3f} "
+                          f"{np.abs(logits - base).max():12.4f} {np.abs(softmax(logits) - probabilities).max():11.4f} "
+                          f"{same.mean():9.0%} {top5:9.0%} {full_time / reduced_time:7.2f}x  {flips}")
     print("\n|d input|: mean absolute difference of the network input, in 0-255 pixel units.")
     print("decode x: full-size decode time / reduced decode time over all the JPEGs (both include small ones).")
     return 0

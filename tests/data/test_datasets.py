@@ -154,7 +154,8 @@ def test_reduced_decode_side_follows_the_crop():
 
 def test_large_jpeg_is_decoded_reduced_by_dct_scaling(tmp_path):
     path = _jpeg(tmp_path / "big.jpg", 1200, 1000)
-    reduced = load_image_reduced(path, 300)
+    reduced, source_size = load_image_reduced(path, 300)
+    assert source_size == (1000, 1200)
     # libjpeg-turbo scales by n/8: 3/8 is the smallest that keeps both sides >= 300 (1000 * 3/8 = 375)
     assert reduced.shape == (375, 450, 3)
     full = load_image(path)
@@ -165,15 +166,17 @@ def test_large_jpeg_is_decoded_reduced_by_dct_scaling(tmp_path):
 
 def test_small_jpegs_and_other_formats_decode_at_full_size(tmp_path):
     small = _jpeg(tmp_path / "small.jpg", 500, 375)
-    assert np.array_equal(load_image_reduced(small, 256), load_image(small))  # under 2x: no reduction
+    image, source_size = load_image_reduced(small, 256)
+    assert np.array_equal(image, load_image(small)) and source_size == (375, 500)  # under 2x: no reduction
     Image.open(small).resize((1200, 900)).save(tmp_path / "big.png")
-    assert load_image_reduced(tmp_path / "big.png", 256).shape == (900, 1200, 3)
+    assert load_image_reduced(tmp_path / "big.png", 256)[0].shape == (900, 1200, 3)
 
 
 def test_reduced_decode_keeps_exif_orientation(tmp_path):
     path = _jpeg(tmp_path / "rotated.jpg", 1200, 800, exif_orientation=6)  # stored landscape, shown portrait
     assert load_image(path).shape[:2] == (1200, 800)
-    assert load_image_reduced(path, 300).shape[:2] == (450, 300)  # 3/8 of 1200x800, turned upright
+    image, source_size = load_image_reduced(path, 300)
+    assert image.shape[:2] == (450, 300) and source_size == (1200, 800)  # 3/8 of 1200x800, turned upright
 
 
 # -- dataset ------------------------------------------------------------------------------------
@@ -184,7 +187,8 @@ def test_image_dataset_marks_bad_images_and_goes_on(tmp_path):
     truncated = good.read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(truncated[: len(truncated) // 2])
     names = ["good.jpg", "empty.jpg", "text.jpg", "truncated.jpg", "missing.jpg"]
-    dataset = ImageDataset([(tmp_path / n, i) for i, n in enumerate(names)], lambda a: a.shape, reduce_to=256)
+    dataset = ImageDataset([(tmp_path / n, i) for i, n in enumerate(names)], lambda a, source_size: a.shape,
+                           reduce_to=256)
     results = [dataset[i] for i in range(len(dataset))]
     assert results[0] == ((48, 64, 3), 0)
     failed = {label: item for item, label in results[1:]}
@@ -193,3 +197,20 @@ def test_image_dataset_marks_bad_images_and_goes_on(tmp_path):
     assert "not an image" in failed[2].reason
     assert "truncated" in failed[3].reason
     assert "file not found" in failed[4].reason
+
+
+def test_reduced_decode_with_aligned_crop_sees_what_a_full_decode_sees(tmp_path):
+    from importlib import resources
+
+    with resources.as_file(resources.files("skimage").joinpath("data/chelsea.png")) as source:
+        photo = Image.open(source).convert("RGB")
+    photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS).save(tmp_path / "big.jpg", quality=90)
+    lite0 = Preprocessing(size=224, crop_fraction=224 / 256, crop_mode="center_crop_then_resize")
+    exact = lite0.resize_crop(load_image(tmp_path / "big.jpg")).astype(np.float32)
+    image, source_size = load_image_reduced(tmp_path / "big.jpg", reduced_decode_side(lite0))
+    assert image.shape[0] <= source_size[0] // 2
+    aligned = np.abs(lite0.resize_crop(image, source_size) - exact).mean()
+    naive = np.abs(lite0.resize_crop(image) - exact).mean()
+    # measured on real photos (benchmarks/eval_decode_scaling.py): placing the crop in source
+    # coordinates at least halves the difference left by cropping at the reduced size
+    assert aligned < 0.6 * naive and aligned < 1.5

@@ -174,13 +174,17 @@ def reduced_decode_side(preprocessing: Preprocessing, safety: float = REDUCE_SAF
     return math.ceil(safety * working)
 
 
-def load_image_reduced(path: str | Path, min_side: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image_reduced(
+    path: str | Path, min_side: int, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Like ``load_image``, but a large JPEG is decoded straight to a smaller size.
 
     libjpeg-turbo (through simplejpeg) can skip most of the IDCT work by scaling by n/8 in the
     frequency domain; for a 12-megapixel photo that makes decoding several times faster. Only
     reductions of at least 2x are used (smaller ones are slower than a full decode) and the
     result keeps both sides >= ``min_side``. Anything else goes through ``load_image``.
+    Returns the image and the upright (height, width) of the full-size image, which
+    ``Preprocessing`` needs to place its crop exactly where a full decode would have it.
     """
     name = str(path)
     data = _read_bytes(Path(path), name)
@@ -197,11 +201,14 @@ def load_image_reduced(path: str | Path, min_side: int, max_pixels: int = MAX_PI
             except ValueError:
                 array = None  # truncated or odd files: decode_image gives the precise reason
             if array is not None:
+                orientation = 1
                 if b"Exif" in data[:65536]:
                     with Image.open(io.BytesIO(data)) as header_only:
-                        array = _orient(array, _exif_orientation(header_only))
-                return array
-    return decode_image(data, name, max_pixels)
+                        orientation = _exif_orientation(header_only)
+                upright = (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+                return _orient(array, orientation), upright
+    array = decode_image(data, name, max_pixels)
+    return array, array.shape[:2]
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,8 @@ class ImageDataset:
     ``transform`` maps an HxWx3 uint8 array to whatever the consumer needs (the eval
     preprocessing, or the training augmentation). A bad image yields ``Failed`` instead
     of raising, so one corrupt file never stops an epoch. With ``reduce_to`` set, large
-    JPEGs are decoded at reduced size (see ``load_image_reduced``).
+    JPEGs are decoded at reduced size (see ``load_image_reduced``) and ``transform`` is
+    called as ``transform(image, source_size=(height, width))``, as ``Preprocessing`` accepts.
     """
 
     def __init__(
@@ -237,7 +245,9 @@ class ImageDataset:
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         path, label = self.samples[index]
         try:
-            image = load_image_reduced(path, self.reduce_to) if self.reduce_to else load_image(path)
-            return self.transform(image), label
+            if self.reduce_to:
+                image, source_size = load_image_reduced(path, self.reduce_to)
+                return self.transform(image, source_size=source_size), label
+            return self.transform(load_image(path)), label
         except ImageError as error:
             return Failed(str(path), error.reason), label
