@@ -45,7 +45,6 @@ DESCRIPTION = (
     "image folder plus a label file (--labels, 'filename label' lines as in ImageNet val). "
     "Works under torchrun: each process evaluates a shard and rank 0 prints the totals."
 )
-SHOW_DEFAULTS = True
 TOPK = 5
 
 
@@ -299,13 +298,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="variant name, e.g. efficientnet_lite0, lite1, b0 (default: lite0, or the "
                              "architecture stored in --weights); see `effnet models`")
     parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry or tag, or a file (.safetensors from `effnet convert`, .pth)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine")
+                        help="weights entry or tag (default: the model's embedded weights), or a file "
+                             "(.safetensors from `effnet convert`, .pth from timm/lukemelas)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
     parser.add_argument("--device", default="cpu",
-                        help="torch device, e.g. cuda; under torchrun cuda means cuda:LOCAL_RANK")
-    parser.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass")
+                        help="torch device (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK")
+    parser.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--workers", "-j", type=int, default=default_workers(),
-                        help="DataLoader processes decoding images (0: decode in the main process)")
+                        help="DataLoader processes decoding images; 0 decodes in the main process "
+                             f"(default: {default_workers()}, one per spare CPU core, at most 8)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate N images spread evenly over the set (a quick check that sees every class)")
     parser.add_argument("--labels", metavar="FILE", default=None,
@@ -446,6 +447,6 @@ def _document(report: EvalReport, eval_set: EvalSet, backend: Backend, args: arg
         "preprocessing": backend.preprocessing.to_dict(),
         "exact_decode": args.exact_decode,
         "failed": [{"file": name, "reason": reason} for name, reason in report.failed],
-        "per_class": [vars(c) for c in report.per_class] if args.per_class else None,
+        "per_class": [vars(c) for c in report.per_class],
         "predictions": report.predictions,
     }
