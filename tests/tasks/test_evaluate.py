@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from effnet.cli import main
-from effnet.data.datasets import LabelResolver
+from effnet.data.datasets import Failed, LabelResolver
 from effnet.data.images import load_image
 from effnet.runtime import open_backend
-from effnet.tasks.evaluate import ShardOutput, load_eval_set, predict_shard, score, spread
+from effnet.tasks.evaluate import ShardOutput, collate, load_eval_set, predict_shard, score, spread
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -182,6 +182,16 @@ def test_fine_tuned_model_folders_named_by_its_classes(tmp_path, photos, capsys)
     assert [p["target"] for p in result["predictions"]] == [[0], [1], [2]]
     assert all(len(p["top3"]) == 3 for p in result["predictions"])  # top-k capped at the class count
     assert result["Top_3_Accuracy"] == 1.0 and "cup" in out
+
+
+def test_collate_sets_failures_aside():
+    image = np.zeros((3, 4, 4), np.float32)
+    images, positions, failed = collate([(image, 0), (Failed("b.jpg", "empty file (0 bytes)"), 1), (image + 1, 2)])
+    assert isinstance(images, torch.Tensor) and images.shape == (2, 3, 4, 4) and images[1].eq(1).all()
+    assert positions == [0, 2] and failed == [(1, "empty file (0 bytes)")]
+    assert collate([(Failed("a", "x"), 7)]) == (None, [], [(7, "x")])
+    raw = [np.zeros((5, 6, 3), np.uint8), np.zeros((7, 6, 3), np.uint8)]  # for graphs that preprocess
+    assert isinstance(collate([(raw[0], 0), (raw[1], 1)])[0], list)
 
 
 def test_merge_restores_data_order():

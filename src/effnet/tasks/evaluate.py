@@ -13,6 +13,7 @@ and scores them exactly as a single process would, so the numbers are identical.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -107,13 +108,25 @@ class ShardOutput:
 
 
 def collate(batch: list[tuple[Any, int]]) -> tuple[Any, list[int], list[tuple[int, str]]]:
-    """Stack the good images into one tensor (shared memory across workers); set failures aside."""
+    """Stack the good images into one tensor (shared memory across workers); set failures aside.
+
+    Images of different sizes (a backend whose graph preprocesses raw images) stay a list.
+    """
     import torch
 
     good = [(image, position) for image, position in batch if not isinstance(image, Failed)]
     failed = [(position, image.reason) for image, position in batch if isinstance(image, Failed)]
-    images = torch.from_numpy(np.stack([image for image, _ in good])) if good else None
+    arrays = [image for image, _ in good]
+    images: Any = None
+    if arrays:
+        same_shape = all(a.shape == arrays[0].shape for a in arrays)
+        images = torch.from_numpy(np.stack(arrays)) if same_shape else arrays
     return images, [position for _, position in good], failed
+
+
+def places_crop_in_source(preprocessing: Any) -> bool:
+    """Whether the preprocessing can take a reduced decode (it accepts ``source_size``)."""
+    return "source_size" in inspect.signature(preprocessing).parameters
 
 
 def make_loader(
@@ -130,7 +143,8 @@ def make_loader(
 
     # The dataset's "label" is the sample's position: targets stay in the main process.
     samples = [(path, position) for position, path in enumerate(eval_set.paths)]
-    dataset = ImageDataset(samples, preprocessing, reduce_to=None if exact_decode else reduced_decode_side(preprocessing))
+    reduce = not exact_decode and places_crop_in_source(preprocessing)
+    dataset = ImageDataset(samples, preprocessing, reduce_to=reduced_decode_side(preprocessing) if reduce else None)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=list(positions), num_workers=workers,
         collate_fn=collate, pin_memory=pin_memory, prefetch_factor=4 if workers else None,
@@ -165,7 +179,7 @@ def predict_shard(
     for images, batch_positions, failed in loader:
         output.failed += failed
         if images is not None:
-            top = top_indices(backend(images.numpy()), k)
+            top = top_indices(backend(images.numpy() if hasattr(images, "numpy") else images), k)
             output.positions += batch_positions
             output.topk += top.tolist()
             hits += sum(int(row[0] in eval_set.targets[p]) for row, p in zip(top, batch_positions))
