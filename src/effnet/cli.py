@@ -18,12 +18,14 @@ COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
     "convert": "effnet.tasks.convert",
+    "eval": "effnet.tasks.evaluate",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
     "convert": "convert lukemelas/timm/torchvision/Keras checkpoints to safetensors with metadata",
+    "eval": "top-1/top-5 accuracy on an ImageFolder tree or images + label file",
 }
 
 
