@@ -14,6 +14,7 @@ one that cannot run here (no CUDA device, no ONNX backend yet) is skipped with a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import datetime
@@ -23,11 +24,11 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .._malloc import allocator
 from ..errors import UsageError
@@ -244,23 +245,18 @@ def summarize(model: str, config: BenchConfig, size: int, samples: Sequence[floa
                        config.batch_size / mean, len(samples), first_call, top1)
 
 
-def _thread_scope(threads: int):  # noqa: ANN202 - context manager
+@contextlib.contextmanager
+def _thread_scope(threads: int) -> Iterator[int]:
     """Run with ``threads`` intra-op threads (0: leave the default), restoring it afterwards."""
-    import contextlib
-
     import torch
 
-    @contextlib.contextmanager
-    def scope():  # noqa: ANN202
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            yield torch.get_num_threads()
-        finally:
-            torch.set_num_threads(before)
-
-    return scope()
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_module(model: str, plan: NetworkPlan | None = None) -> Any:
@@ -369,9 +365,7 @@ def write_json(path: str, machine: dict[str, Any], results: Sequence[BenchResult
         handle.write("\n")
 
 
-def _open_output(path: str):  # noqa: ANN202 - file-like context manager
-    import contextlib
-
+def _open_output(path: str) -> contextlib.AbstractContextManager[TextIO]:
     if path == "-":
         return contextlib.nullcontext(sys.stdout)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
