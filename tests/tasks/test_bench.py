@@ -11,7 +11,8 @@ import pytest
 from effnet.cli import main
 from effnet.tasks.bench import BACKENDS, BenchConfig, check_backends, measure, summarize, time_runner
 
-TINY = ["--models", "lite0", "--size", "64", "--budget", "0.2", "--warmup", "1", "--min-repeats", "2", "--threads", "1"]
+TINY = ["--models", "lite0", "--size", "64", "--budget", "0.1", "--rounds", "2", "--warmup", "1",
+        "--min-repeats", "2", "--threads", "1"]
 
 
 def test_tiny_run_writes_csv_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,7 +32,7 @@ def test_tiny_run_writes_csv_json_and_png(tmp_path: Path, capsys: pytest.Capture
         assert 0 < p50 <= p90 <= p99
         assert float(row["throughput_img_s"]) == pytest.approx(int(row["batch_size"]) / float(row["mean_ms"]) * 1e3,
                                                                rel=0.01)
-        assert int(row["repeats"]) >= 2 and row["size"] == "64" and row["threads"] == "1"
+        assert int(row["repeats"]) >= 4 and row["size"] == "64" and row["threads"] == "1"
         assert row["top1"] == "75.1"  # Lite0's reported top-1 from the weights registry
 
     document = json.loads(out["json"].read_text())

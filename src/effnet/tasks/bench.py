@@ -275,15 +275,46 @@ def load_module(model: str, plan: NetworkPlan | None = None) -> Any:
     return create_model(model).eval()
 
 
+@dataclass
+class Trial:
+    """One prepared configuration; ``add_round`` times it again and pools the samples.
+
+    Several rounds interleaved across configurations spread load from other processes
+    evenly over them, which keeps comparisons honest on a shared machine.
+    """
+
+    model: str
+    config: BenchConfig
+    size: int
+    run: Runner
+    top1: float | None = None
+    samples: list[float] = field(default_factory=list)
+    first_call: float = 0.0
+    threads: int = 0
+
+    def add_round(self) -> None:
+        with _thread_scope(self.config.threads) as threads:
+            samples, first_call = time_runner(self.run, self.config)
+        if not self.samples:
+            self.first_call, self.threads = first_call, threads
+        self.samples += samples
+
+    def result(self) -> BenchResult:
+        return summarize(self.model, self.config, self.size, self.samples, self.first_call, self.threads, self.top1)
+
+
+def prepare_trial(model: str, config: BenchConfig, module: Any, top1: float | None = None) -> Trial:
+    size = config.size or module.plan.eval_resolution
+    with _thread_scope(config.threads):
+        run = BACKENDS[config.backend].prepare(module, config, size)
+    return Trial(model, config, size, run, top1)
+
+
 def measure(model: str, config: BenchConfig, module: Any = None, top1: float | None = None) -> BenchResult:
     """Time one configuration of one model (``module`` given: time that instead of loading)."""
-    backend = BACKENDS[config.backend]
-    module = module if module is not None else load_module(model)
-    size = config.size or module.plan.eval_resolution
-    with _thread_scope(config.threads) as threads:
-        run = backend.prepare(module, config, size)
-        samples, first_call = time_runner(run, config)
-    return summarize(model, config, size, samples, first_call, threads, top1)
+    trial = prepare_trial(model, config, module if module is not None else load_module(model), top1)
+    trial.add_round()
+    return trial.result()
 
 
 def measure_plan(plan: NetworkPlan, config: BenchConfig) -> BenchResult:
@@ -481,8 +512,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                         help=f"comma-separated, from: {', '.join(BACKENDS)} (default: {','.join(DEFAULT_BACKENDS)})")
     parser.add_argument("--size", type=int, help="input size for every model (default: each model's eval size)")
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per configuration (default 2)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing (default 3)")
+    parser.add_argument("--budget", type=float, default=2.0,
+                        help="seconds of timing per configuration and round (default 2)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every configuration this many times, interleaved, and pool the samples: "
+                             "spreads load from other processes evenly on a shared machine (default 1)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing, each round (default 3)")
     parser.add_argument("--min-repeats", type=int, default=5, help="timed batches at least (default 5)")
     parser.add_argument("--csv", metavar="PATH", help="write results as CSV ('-' for stdout)")
     parser.add_argument("--json", metavar="PATH", help="write machine, config and results as JSON ('-' for stdout)")
@@ -496,8 +531,8 @@ def run(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not models or not backends:
         raise UsageError("--models and --backends must name at least one each")
-    if args.budget <= 0 or args.warmup < 0 or args.min_repeats < 1:
-        raise UsageError("--budget must be > 0, --warmup >= 0 and --min-repeats >= 1")
+    if args.budget <= 0 or args.warmup < 0 or args.min_repeats < 1 or args.rounds < 1:
+        raise UsageError("--budget must be > 0, --warmup >= 0, --min-repeats and --rounds >= 1")
     if args.size is not None and not 32 <= args.size <= 2048:
         raise UsageError(f"--size must be between 32 and 2048, not {args.size}")
     skipped = check_backends(backends)
@@ -509,20 +544,25 @@ def run(args: argparse.Namespace) -> int:
 
     base = BenchConfig(size=args.size, budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats)
     configs = [replace(base, backend=b, batch_size=n, threads=t) for b in runnable for t in threads for n in batch_sizes]
-    results: list[BenchResult] = []
     from rich.console import Console
     from rich.progress import Progress
 
+    trials: list[Trial] = []
+    modules: dict[str, Any] = {}
     with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("benchmarking", total=len(models) * len(configs))
-        for model in models:
-            module = load_module(model)
-            entry = reported_entry(model)
-            for config in configs:
-                bar.update(task, description=f"{_short(model)} {config.backend} bs{config.batch_size} "
-                                             f"{config.threads or 'default'} threads")
-                results.append(measure(model, config, module, entry.top1 if entry else None))
+        task = bar.add_task("benchmarking", total=len(models) * len(configs) * args.rounds)
+        for round_index in range(args.rounds):
+            for index, (model, config) in enumerate((m, c) for m in models for c in configs):
+                bar.update(task, description=f"round {round_index + 1}/{args.rounds}: {_short(model)} "
+                                             f"{config.backend} bs{config.batch_size} {config.threads or 'default'} threads")
+                if round_index == 0:
+                    if model not in modules:
+                        modules[model] = load_module(model)
+                    entry = reported_entry(model)
+                    trials.append(prepare_trial(model, config, modules[model], entry.top1 if entry else None))
+                trials[index].add_round()
                 bar.advance(task)
+    results = [trial.result() for trial in trials]
 
     if not to_stdout:
         print_table(results, skipped)
