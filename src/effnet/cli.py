@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "info": "effnet.tasks.info",
     "scale": "effnet.tasks.scale",
     "bench": "effnet.tasks.bench",
+    "serve": "effnet.serve.command",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -33,6 +34,7 @@ SUMMARIES: dict[str, str] = {
     "info": "params and FLOPs (multiply-adds) of every variant, with reported accuracy",
     "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
+    "serve": "HTTP server with dynamic batching, a web page and metrics",
 }
 
 
