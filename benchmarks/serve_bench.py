@@ -180,9 +180,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per point (after warm-up)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=2, help="server --workers (default: the server's, 2)")
+    parser.add_argument("--workers", type=int, default=1, help="server --workers (default: the server's, 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="server --threads (default: the server's, torch's thread count / workers)")
+    parser.add_argument("--modes", nargs="+", choices=("batching", "unbatched"), default=["batching", "unbatched"],
+                        help="server modes to measure: batching (--max-batch) and unbatched (--max-batch 1)")
     parser.add_argument("--images", nargs="+", type=Path,
                         default=sorted((ROOT / "examples/images").glob("*.jpg")))
     args = parser.parse_args()
@@ -210,7 +212,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     goal = None
-    for mode, max_batch in ((f"batching (<= {args.max_batch})", args.max_batch), ("no batching", 1)):
+    modes = {"batching": (f"batching (<= {args.max_batch})", args.max_batch), "unbatched": ("no batching", 1)}
+    for mode, max_batch in (modes[name] for name in args.modes):
         process, url = start_server(args, max_batch)
         try:
             for concurrency in args.concurrency:

@@ -61,7 +61,7 @@ class ServeSettings:
 
     max_batch: int = 16
     max_wait_ms: float = 5.0
-    workers: int = 2
+    workers: int = 1
     queue_size: int = 128
     max_body_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000

@@ -100,12 +100,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _split_threads(threads: int | None, workers: int) -> int:
-    """Set torch's intra-op threads: ``threads``, or its default divided among the workers.
-
-    Several forward passes each with a share of the cores beat one pass with all of them on
-    a CPU: no barrier waits across cores, and host work overlaps compute (docs/serving.md has
-    the measurements). Process-wide, which is right for a process that only serves.
-    """
+    """Set torch's intra-op threads: ``threads``, or its default divided among the workers,
+    so that concurrent forward passes do not oversubscribe the cores. Process-wide, which is
+    right for a process that only serves."""
     import torch
 
     chosen = threads or max(1, torch.get_num_threads() // workers)
