@@ -90,7 +90,11 @@ class Preprocessing:
         if self.crop_mode == "resize":
             return np.asarray(pil.resize((self.size, self.size), resample))
         if self.crop_mode == "center_crop_then_resize":
-            return np.asarray(pil.resize((self.size, self.size), resample, box=self._center_box(height, width)))
+            # Crop first, then resize: a resize ``box`` would let the filter read pixels
+            # outside the crop, which the reference (decode_and_crop, then resize) never sees.
+            left, top, right, bottom = self._center_box(height, width)
+            crop = Image.fromarray(image[top:bottom, left:right])
+            return np.asarray(crop.resize((self.size, self.size), resample))
         new_h, new_w = self._resized_dims(height, width)
         resized = np.asarray(pil.resize((new_w, new_h), resample))
         top = int(round((new_h - self.size) / 2.0))
