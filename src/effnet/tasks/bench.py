@@ -177,28 +177,42 @@ def _cuda(dtype: str | None, graph: bool = False, compiled: bool = False) -> Cal
     return prepare
 
 
-# -- ONNX Runtime (adapter to runtime/onnx_backend.py when that exists) ------------------
+# -- ONNX Runtime (adapter to effnet's exporter and runtime/onnx_backend.py) -------------
 def _onnx_missing() -> str | None:
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install 'effnet[onnx]')"
     if importlib.util.find_spec("effnet.runtime.onnx_backend") is None or importlib.util.find_spec(
             "effnet.tasks.export") is None:
-        return "effnet's ONNX Runtime backend (runtime/onnx_backend.py, tasks/export.py) is not in this build"
+        return "effnet's ONNX export and runtime (tasks/export.py, runtime/onnx_backend.py) are not in this build"
     return None
 
 
-def _onnx(int8: bool) -> Callable[[Any, BenchConfig, int], Runner]:
-    def prepare(model: Any, config: BenchConfig, size: int) -> Runner:
-        import numpy as np
+def _onnx_int8_missing() -> str:
+    return "int8 models come from `effnet quantize` (calibrated on images); time one with --backend onnx on its file"
 
-        from ..runtime.onnx_backend import session_for_module  # type: ignore[import-not-found]
 
-        session = session_for_module(model, size=size, batch_size=config.batch_size, threads=config.threads,
-                                     int8=int8)
-        batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
-        return lambda: session(batch)
+def _onnx(model: Any, config: BenchConfig, size: int) -> Runner:
+    """Export the module (dynamic batch, fixed size) to a temporary file and open an ORT session on it."""
+    import tempfile
 
-    return prepare
+    import numpy as np
+    import onnx
+
+    from ..runtime.onnx_backend import open_session
+    from .export import DEFAULT_OPSET, _export_friendly, torch_to_onnx
+
+    network = torch_to_onnx(_export_friendly(copy.deepcopy(model)), None, size, DEFAULT_OPSET, size)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        onnx.save_model(network, str(path))
+        session = open_session(path, threads=config.threads or None)
+    input_name = session.get_inputs()[0].name
+    batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
+    return lambda: session.run(None, {input_name: batch})
+
+
+def _unavailable(model: Any, config: BenchConfig, size: int) -> Runner:
+    raise UsageError(f"backend {config.backend} cannot run here")
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -206,8 +220,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch-cl", "PyTorch eager, channels_last (what effnet predict uses)", _torch_eager(channels_last=True)),
     Backend("torch-compile", "torch.compile (inductor), channels_last; compile time is in first_call_s",
             _torch_eager(channels_last=True, compiled=True)),
-    Backend("onnx", "ONNX Runtime fp32 (effnet export)", _onnx(int8=False), _onnx_missing),
-    Backend("onnx-int8", "ONNX Runtime int8, static quantization (effnet quantize)", _onnx(int8=True), _onnx_missing),
+    Backend("onnx", "ONNX Runtime fp32, the graph effnet export writes", _onnx, _onnx_missing),
+    Backend("onnx-int8", "ONNX Runtime int8 (effnet quantize)", _unavailable, _onnx_int8_missing),
     Backend("cuda", "CUDA fp32, channels_last", _cuda(None), _cuda_missing),
     Backend("cuda-fp16", "CUDA fp16 autocast, channels_last", _cuda("fp16"), _cuda_missing),
     Backend("cuda-bf16", "CUDA bf16 autocast, channels_last", _cuda("bf16"), _cuda_missing),
