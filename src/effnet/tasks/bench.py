@@ -188,7 +188,7 @@ def _onnx_missing() -> str | None:
 
 
 def _onnx_int8_missing() -> str:
-    return "int8 models come from `effnet quantize` (calibrated on images); time one with --backend onnx on its file"
+    return "int8 needs a calibrated model from `effnet quantize`, which bench does not drive yet"
 
 
 def _onnx(model: Any, config: BenchConfig, size: int) -> Runner:
