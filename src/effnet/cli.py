@@ -18,17 +18,23 @@ from .errors import EffnetError
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "convert": "effnet.tasks.convert",
+    "eval": "effnet.tasks.evaluate",
     "info": "effnet.tasks.info",
     "scale": "effnet.tasks.scale",
     "bench": "effnet.tasks.bench",
+    "serve": "effnet.serve.command",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "convert": "convert lukemelas/timm/torchvision/Keras checkpoints to safetensors with metadata",
+    "eval": "top-1/top-5 accuracy on an ImageFolder tree or images + label file",
     "info": "params and FLOPs (multiply-adds) of every variant, with reported accuracy",
     "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
+    "serve": "HTTP server with dynamic batching, a web page and metrics",
 }
 
 
