@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from .._malloc import allocator
 from ..errors import UsageError
 from ..models.spec import NetworkPlan, resolve
-from ..models.variants import canonical_name
+from ..models.variants import VARIANTS, canonical_name
 from .info import reported_entry
 
 DESCRIPTION = (
@@ -430,17 +430,23 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     series = sorted({(r.backend, r.threads) for r in results})
     smallest_batch = min((r.batch_size for r in results), default=1)
     unranked = sorted({r.model for r in results if r.top1 is None})
-    for backend, threads in series:
-        points = sorted(
-            (r.p50 * 1e3, r.top1, r.model) for r in results
-            if (r.backend, r.threads) == (backend, threads) and r.batch_size == smallest_batch and r.top1 is not None
-        )
-        if not points:
-            continue
-        xs, ys, names = zip(*points)
-        accuracy_axis.plot(xs, ys, marker="o", label=f"{backend}, {threads} threads")
-        for x, y, name in points:
-            accuracy_axis.annotate(_short(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    order = {name: index for index, name in enumerate(VARIANTS)}
+    families = sorted({VARIANTS[r.model].family.name for r in results})
+    for series_index, (backend, threads) in enumerate(series):
+        for family_index, family in enumerate(families):
+            # one line per family in variant order (B0, B1, ...), like the paper's Figure 1
+            points = sorted(
+                (order[r.model], r.p50 * 1e3, r.top1, r.model) for r in results
+                if (r.backend, r.threads) == (backend, threads) and r.batch_size == smallest_batch
+                and r.top1 is not None and VARIANTS[r.model].family.name == family
+            )
+            if not points:
+                continue
+            _, xs, ys, names = zip(*points)
+            accuracy_axis.plot(xs, ys, color=f"C{series_index % 10}", marker="osD^v"[family_index % 5],
+                               label=f"{backend}, {threads} thread{'s' * (threads != 1)} ({family})")
+            for x, y, name in zip(xs, ys, names):
+                accuracy_axis.annotate(_short(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     accuracy_axis.set_xscale("log")
     accuracy_axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     accuracy_axis.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
