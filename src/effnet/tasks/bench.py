@@ -590,6 +590,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not to_stdout:
         print_table(results, skipped)
+    else:
+        for name, reason in skipped.items():
+            print(f"skipped {name}: {reason}", file=sys.stderr)
     if args.csv:
         write_csv(args.csv, results)
     if args.json:
