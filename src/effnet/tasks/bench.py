@@ -148,7 +148,9 @@ def _cuda(dtype: str | None, graph: bool = False, compiled: bool = False) -> Cal
             model = torch.compile(model, mode="max-autotune")
 
         def forward() -> torch.Tensor:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            # autocast's weight cache must be off while capturing a CUDA graph (PyTorch's CUDA graphs notes)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                                                        cache_enabled=not graph):
                 return model(batch)
 
         if not graph:
