@@ -6,7 +6,8 @@ default) post one JPEG per request for a fixed time. Printed beside it, measured
 same run on the same machine:
 
 - backend: the backend's own throughput on ready-made batches of ``--max-batch`` images
-  (no decoding), measured again just before each row so that a shared machine's load
+  (no decoding) with the server's thread layout (``--workers`` forward passes at once,
+  ``--threads`` each), measured again just before each row so that a shared machine's load
   drifts into both sides alike: the ceiling the issue's goal is stated against;
 - pipeline: decode + preprocess + forward in one process, as ``effnet predict`` does (the
   same work the server does, minus HTTP).
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -49,16 +51,23 @@ class Offline:
         for _ in range(3):
             self.predictor.backend(self.ready)
 
-    def _rate(self, step, seconds: float) -> float:
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            step()
-            done += len(self.batch)
+    def _rate(self, step, seconds: float, parallel: int = 1) -> float:
+        started = time.perf_counter()
+
+        def loop() -> int:
+            done = 0
+            while time.perf_counter() - started < seconds:
+                step()
+                done += len(self.batch)
+            return done
+
+        with ThreadPoolExecutor(parallel) as pool:
+            done = sum(pool.map(lambda _: loop(), range(parallel)))
         return done / (time.perf_counter() - started)
 
-    def backend(self, seconds: float) -> float:
-        """Images/s of forward passes on ready-made batches (no decoding)."""
-        return self._rate(lambda: self.predictor.backend(self.ready), seconds)
+    def backend(self, seconds: float, parallel: int = 1) -> float:
+        """Images/s of forward passes on ready-made batches (no decoding), ``parallel`` at once."""
+        return self._rate(lambda: self.predictor.backend(self.ready), seconds, parallel)
 
     def pipeline(self, seconds: float) -> float:
         """Images/s of decode + preprocess + forward, as ``effnet predict`` runs them."""
@@ -71,6 +80,8 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
                "--workers", str(args.workers), "--queue-size", "1024", "--log-level", "warning"]
     if args.device:
         command += ["--device", args.device]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert process.stderr is not None
     while True:
@@ -93,32 +104,66 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
         time.sleep(0.1)
 
 
+class Connection:
+    """A keep-alive HTTP/1.1 client that only writes a prepared request and reads the reply.
+
+    A load generator on the same machine competes with the server for CPU; this one costs a
+    fraction of a general client's per request (httpx spends several ms), so the numbers are
+    the server's. Replies are checked for status 200 and read in full.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> "Connection":
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def post(self, request: bytes) -> None:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        body = await self.reader.readexactly(length)
+        if status != b"200":
+            raise SystemExit(f"request failed: {status.decode()} {body[:300]!r}")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def prepared(images: list[bytes]) -> list[bytes]:
+    return [b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode() + data for data in images]
+
+
 async def load(url: str, images: list[bytes], concurrency: int, seconds: float) -> tuple[float, list[float], float]:
     """Closed loop: each client sends its next request when the last is answered.
 
     Returns (requests/s, latencies in seconds, client CPU seconds per request).
     """
+    requests = prepared(images)
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-        async def client_loop(offset: int, until: float, record: bool) -> None:
-            i = offset
-            while time.perf_counter() < until:
-                sent = time.perf_counter()
-                reply = await client.post("/v1/predict", content=images[i % len(images)],
-                                          headers={"Content-Type": "image/jpeg"})
-                if reply.status_code != 200:
-                    raise SystemExit(f"request failed: {reply.status_code} {reply.text}")
-                if record:
-                    latencies.append(time.perf_counter() - sent)
-                i += 1
+    connections = [await Connection.open(url) for _ in range(concurrency)]
 
-        warmup = time.perf_counter() + min(3.0, seconds / 3)
-        await asyncio.gather(*(client_loop(c, warmup, False) for c in range(concurrency)))
-        cpu, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(client_loop(c, started + seconds, True) for c in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+    async def client_loop(connection: Connection, offset: int, until: float, record: bool) -> None:
+        i = offset
+        while time.perf_counter() < until:
+            sent = time.perf_counter()
+            await connection.post(requests[i % len(requests)])
+            if record:
+                latencies.append(time.perf_counter() - sent)
+            i += 1
+
+    warmup = time.perf_counter() + min(3.0, seconds / 3)
+    await asyncio.gather(*(client_loop(c, i, warmup, False) for i, c in enumerate(connections)))
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client_loop(c, i, started + seconds, True) for i, c in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    for connection in connections:
+        connection.close()
     return len(latencies) / elapsed, latencies, cpu / max(len(latencies), 1)
 
 
@@ -136,6 +181,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="server --threads (torch intra-op threads)")
     parser.add_argument("--images", nargs="+", type=Path,
                         default=sorted((ROOT / "examples/images").glob("*.jpg")))
     args = parser.parse_args()
@@ -145,10 +191,17 @@ def main() -> None:
           f"python {platform.python_version()}; model {args.model}, backend {args.backend}"
           f"{', device ' + args.device if args.device else ''}")
     reference = Offline(args, images)
+    default_rate = reference.backend(args.seconds)
     pipeline_rate = reference.pipeline(args.seconds)
-    print(f"offline decode+preprocess+forward, batch {args.max_batch}: {pipeline_rate:.1f} img/s")
-    print("'backend' is the backend's offline rate on ready batches of the same size, measured just before "
-          "each row (the machine may be shared)\n")
+    print(f"offline, batch {args.max_batch}, default threads: backend {default_rate:.1f} img/s, "
+          f"decode+preprocess+forward {pipeline_rate:.1f} img/s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    layout = f"{args.workers} forward pass(es) at once, {args.threads or 'default'} thread(s) each"
+    print(f"'backend': the backend offline on ready batches of {args.max_batch} with the server's layout "
+          f"({layout}), measured just before each row, as the machine may be shared\n")
 
     header = (f"{'mode':<18} {'clients':>7} {'img/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
               f"{'backend':>8} {'vs backend':>10} {'vs pipeline':>11} {'client cpu ms/req':>17}")
@@ -159,7 +212,7 @@ def main() -> None:
         process, url = start_server(args, max_batch)
         try:
             for concurrency in args.concurrency:
-                backend_rate = reference.backend(args.seconds / 2)
+                backend_rate = reference.backend(args.seconds / 2, args.workers)
                 rate, latencies, client_cpu = asyncio.run(load(url, images, concurrency, args.seconds))
                 p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
                 print(f"{mode:<18} {concurrency:>7} {rate:>7.1f} {1000 * p50:>8.1f} {1000 * p99:>8.1f} "

@@ -44,6 +44,8 @@ def test_api_key_from_the_environment_never_shows_in_help(capsys: pytest.Capture
     (["--port", "70000"], "--port must be between 0 and 65535"),
     (["--model", "lite0", "--model", "lite1", "--weights", "some.safetensors"], "single model"),
     (["--backend", "onnx", "--device", "cuda"], "torch backend only"),
+    (["--backend", "onnx", "--threads", "1"], "torch backend only"),
+    (["--threads", "0"], "--threads must be at least 1"),
     (["--model", "efficientnet_z9", "--port", "0"], "unknown model 'efficientnet_z9'"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(argv: list[str], message: str,

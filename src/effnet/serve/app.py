@@ -243,7 +243,7 @@ async def _images_from_request(request: Request, settings: ServeSettings) -> lis
     buffered = Request(request.scope, receive=replay)
     try:
         form = await buffered.form(max_files=settings.max_images, max_fields=settings.max_images)
-    except StarletteHTTPException as error:
+    except StarletteHTTPException as error:  # Starlette says "Too many files..." for its limits
         raise ServeError(413 if "many" in str(error.detail).lower() else 400, "bad_multipart",
                          f"multipart body rejected: {error.detail} (at most {settings.max_images} images "
                          "per request)") from None
@@ -258,8 +258,7 @@ async def _images_from_request(request: Request, settings: ServeSettings) -> lis
 
 
 # -- the app --------------------------------------------------------------------------------
-def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeSettings | None = None,
-               backend: str = "torch") -> FastAPI:
+def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving already-loaded predictors (the first one is the default model).
 
     Loading happens before the app exists, so a wrong model name or weights file stops the
@@ -279,28 +278,26 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
             predictor.backend, max_batch=settings.max_batch, max_wait=settings.max_wait_ms / 1000,
             workers=settings.workers, queue_size=settings.queue_size, observer=metrics.batch_observer(name),
         )
-        services[name] = ModelService(name, backend, predictor, batcher)
+        services[name] = ModelService(name, predictor.backend.name, predictor, batcher)
         metrics.watch_queue(name, lambda b=batcher: b.depth, settings.queue_size)
         metrics.model.labels(model=name).info({
-            "backend": backend, "input_size": str(predictor.backend.preprocessing.size),
+            "backend": predictor.backend.name, "input_size": str(predictor.backend.preprocessing.size),
             "max_batch": str(settings.max_batch), "max_wait_ms": str(settings.max_wait_ms),
             "workers": str(settings.workers),
         })
     default_model = next(iter(services))
-    pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="effnet-decode")
-    state = {"ready": False}
+    state: dict[str, Any] = {"ready": False, "pool": None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
+        pool = state["pool"] = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="effnet-decode")
         for service in services.values():
             await service.batcher.start()
             size = service.predictor.backend.preprocessing.size
-            # the first forward pass allocates and picks kernels: pay for it before "ready"
-            await loop.run_in_executor(pool, service.predictor.backend, np.zeros((1, 3, size, size), np.float32))
+            await service.batcher.warm_up(np.zeros((1, 3, size, size), np.float32))
         state["ready"] = True
         metrics.ready.set(1)
-        log.info("ready: %s (%s)", ", ".join(services), backend)
+        log.info("ready: %s", ", ".join(f"{s.name} ({s.backend})" for s in services.values()))
         try:
             yield
         finally:
@@ -401,7 +398,7 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
             raise ServeError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)}) from None
         with ticket:
             decode_started = time.perf_counter()
-            arrays = await asyncio.gather(*(loop.run_in_executor(pool, _decode, service.predictor, name, data)
+            arrays = await asyncio.gather(*(loop.run_in_executor(state["pool"], _decode, service.predictor, name, data)
                                             for name, data in images))
             preprocess_ms = 1000 * (time.perf_counter() - decode_started)
             outcomes = await asyncio.gather(*(ticket.submit(array) for array in arrays))

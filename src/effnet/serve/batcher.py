@@ -121,6 +121,13 @@ class DynamicBatcher:
         self._closing = False
         self._collector = asyncio.get_running_loop().create_task(self._collect(), name="effnet-batcher")
 
+    async def warm_up(self, batch: np.ndarray) -> None:
+        """Run ``batch`` once on every worker thread, outside the metrics: first passes
+        allocate memory and pick kernels, and no client should wait for that."""
+        assert self._executor is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._executor, self.forward, batch) for _ in range(self.workers)))
+
     async def close(self) -> None:
         """Refuse new work, finish everything already admitted, then stop the threads."""
         self._closing = True
