@@ -17,11 +17,15 @@ from .errors import EffnetError
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "export": "effnet.tasks.export",
+    "quantize": "effnet.tasks.quantize",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
+    "quantize": "int8 static quantization of an exported model, with an accuracy/speed report",
 }
 
 
