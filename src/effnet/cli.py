@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "scale": "effnet.tasks.scale",
     "bench": "effnet.tasks.bench",
     "serve": "effnet.serve.command",
+    "export": "effnet.tasks.export",
+    "quantize": "effnet.tasks.quantize",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -35,6 +37,8 @@ SUMMARIES: dict[str, str] = {
     "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
     "serve": "HTTP server with dynamic batching, a web page and metrics",
+    "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
+    "quantize": "int8 static quantization of an exported model, with an accuracy/speed report",
 }
 
 
