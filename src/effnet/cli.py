@@ -25,7 +25,6 @@ COMMANDS: dict[str, str] = {
     "bench": "effnet.tasks.bench",
     "serve": "effnet.serve.command",
     "export": "effnet.tasks.export",
-    "quantize": "effnet.tasks.quantize",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -38,7 +37,6 @@ SUMMARIES: dict[str, str] = {
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
     "serve": "HTTP server with dynamic batching, a web page and metrics",
     "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
-    "quantize": "int8 static quantization of an exported model, with an accuracy/speed report",
 }
 
 
