@@ -17,11 +17,13 @@ from .errors import EffnetError
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "train": "effnet.tasks.train",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "train": "train or fine-tune from a YAML recipe (resumable, torchrun for many processes)",
 }
 
 
