@@ -11,19 +11,32 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ._malloc import tune_malloc
 from .errors import EffnetError
 
 #: subcommand -> task module (each has DESCRIPTION, add_arguments(parser), run(args) -> int)
 COMMANDS: dict[str, str] = {
     "predict": "effnet.tasks.predict",
     "models": "effnet.tasks.models",
+    "convert": "effnet.tasks.convert",
+    "eval": "effnet.tasks.evaluate",
     "train": "effnet.tasks.train",
+    "info": "effnet.tasks.info",
+    "scale": "effnet.tasks.scale",
+    "bench": "effnet.tasks.bench",
+    "serve": "effnet.serve.command",
 }
 
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
+    "convert": "convert lukemelas/timm/torchvision/Keras checkpoints to safetensors with metadata",
+    "eval": "top-1/top-5 accuracy on an ImageFolder tree or images + label file",
     "train": "train or fine-tune from a YAML recipe (resumable, torchrun for many processes)",
+    "info": "params and FLOPs (multiply-adds) of every variant, with reported accuracy",
+    "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
+    "bench": "latency/throughput per model, batch size, threads and backend, with plots",
+    "serve": "HTTP server with dynamic batching, a web page and metrics",
 }
 
 
@@ -56,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_top_level_help(), file=sys.stderr)
         print(f"\neffnet: error: unknown command '{command}'", file=sys.stderr)
         return 2
+    tune_malloc()
     module = importlib.import_module(COMMANDS[command])
     parser = argparse.ArgumentParser(
         prog=f"effnet {command}", description=module.DESCRIPTION,

@@ -2,13 +2,17 @@
 
 Class folders may be named by class index (``967/``, ``0967/``), by ImageNet synset id
 (``n07920052/``), by a model's own class names, or mapped through a ``--class-map`` file.
-Loading never raises on a bad image: the sample comes back marked as failed so a data
-loader can count it, list it and go on.
+A label file has ``filename label`` lines (the ImageNet validation format); for evaluation a
+line may list several acceptable labels (``chelsea.png 281,282,285``) for photos whose
+ImageNet class is genuinely ambiguous. Loading never raises on a bad image: the sample comes
+back marked as failed so a data loader can count it, list it and go on.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,10 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..errors import EffnetError
-from .images import IMAGE_SUFFIXES, ImageError, load_image
+from .images import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    ImageError,
+    _check_pixels,
+    _exif_orientation,
+    _orient,
+    _read_bytes,
+    decode_image,
+    load_image,
+    simplejpeg,
+)
 from .labels import imagenet_synsets
+from .transforms import Preprocessing
 
 
 class DatasetError(EffnetError):
@@ -61,7 +78,10 @@ class LabelResolver:
         if self.class_map is not None:
             if token not in self.class_map:
                 raise DatasetError(f"class '{token}' is not in the class map")
-            return self.class_map[token]
+            index = self.class_map[token]
+            if not 0 <= index < self.num_classes:
+                raise DatasetError(f"class map sends '{token}' to {index}, out of range for {self.num_classes} classes")
+            return index
         if self.class_names is not None and token in self.class_names:
             return list(self.class_names).index(token)
         if token.isdigit():
@@ -86,30 +106,109 @@ def scan_image_folder(root: str | Path, resolver: LabelResolver) -> list[tuple[P
         raise DatasetError(f"{root}: not a directory")
     samples: list[tuple[Path, int]] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        index = resolver(folder.name)
+        try:
+            index = resolver(folder.name)
+        except DatasetError as error:
+            raise DatasetError(f"{folder}: {error}") from None
         samples += [(p, index) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not samples:
-        raise DatasetError(f"{root}: no images found in class sub-folders")
+        raise DatasetError(f"{root}: no images found in class sub-folders (for a flat folder pass --labels FILE)")
     return samples
 
 
-def read_label_file(images: str | Path, label_file: str | Path, resolver: LabelResolver) -> list[tuple[Path, int]]:
-    """An image folder plus ``filename label`` lines (the ImageNet validation format)."""
+def parse_label_file(
+    images: str | Path, label_file: str | Path, resolver: LabelResolver
+) -> list[tuple[Path, tuple[int, ...]]]:
+    """``filename label[,label...]`` lines -> (path, acceptable class indices) samples.
+
+    The filename is everything before the last whitespace, so names with spaces work. Paths
+    are relative to ``images``. Several comma-separated labels mean "any of these is right"
+    (the ImageNet-ReaL convention for images showing more than one plausible class).
+    """
     images, label_file = Path(images), Path(label_file)
     if not label_file.is_file():
         raise DatasetError(f"{label_file}: label file not found")
-    samples: list[tuple[Path, int]] = []
+    samples: list[tuple[Path, tuple[int, ...]]] = []
     for number, line in enumerate(label_file.read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
-        if len(parts) != 2:
+        parts = line.rsplit(None, 1)
+        tokens = [t for t in parts[-1].split(",") if t] if len(parts) == 2 else []
+        if not tokens:
             raise DatasetError(f"{label_file}:{number}: expected 'filename label', got {line!r}")
-        samples.append((images / parts[0], resolver(parts[1])))
+        try:
+            labels = tuple(dict.fromkeys(resolver(token) for token in tokens))
+        except DatasetError as error:
+            raise DatasetError(f"{label_file}:{number}: {error}") from None
+        samples.append((images / parts[0], labels))
     if not samples:
         raise DatasetError(f"{label_file}: no labelled lines")
     return samples
+
+
+def read_label_file(images: str | Path, label_file: str | Path, resolver: LabelResolver) -> list[tuple[Path, int]]:
+    """An image folder plus ``filename label`` lines with exactly one label each (for training)."""
+    samples = []
+    for path, labels in parse_label_file(images, label_file, resolver):
+        if len(labels) != 1:
+            raise DatasetError(f"{label_file}: {path.name} lists several labels; only evaluation accepts that")
+        samples.append((path, labels[0]))
+    return samples
+
+
+# -- decoding at reduced size ---------------------------------------------------------------
+#: How much larger than the preprocessing's working resolution a DCT-reduced decode must stay.
+#: ``benchmarks/eval_decode_scaling.py`` measured it on real photos (see docs/evaluate.md).
+REDUCE_SAFETY = 2.0
+
+
+def reduced_decode_side(preprocessing: Preprocessing, safety: float = REDUCE_SAFETY) -> int:
+    """Shortest side a JPEG may be decoded to without changing what the network sees.
+
+    Every crop mode resizes the image's short side to about ``size / crop_fraction`` (or
+    ``size`` when it squashes); a DCT-reduced decode that keeps ``safety`` times that many
+    pixels leaves the final antialiased resize enough detail to produce the same input.
+    """
+    working = preprocessing.size if preprocessing.crop_mode == "resize" else preprocessing.size / preprocessing.crop_fraction
+    return math.ceil(safety * working)
+
+
+def load_image_reduced(
+    path: str | Path, min_side: int, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Like ``load_image``, but a large JPEG is decoded straight to a smaller size.
+
+    libjpeg-turbo (through simplejpeg) can skip most of the IDCT work by scaling by n/8 in the
+    frequency domain; for a 12-megapixel photo that makes decoding several times faster. Only
+    reductions of at least 2x are used (smaller ones are slower than a full decode) and the
+    result keeps both sides >= ``min_side``. Anything else goes through ``load_image``.
+    Returns the image and the upright (height, width) of the full-size image, which
+    ``Preprocessing`` needs to place its crop exactly where a full decode would have it.
+    """
+    name = str(path)
+    data = _read_bytes(Path(path), name)
+    if simplejpeg is not None and data.startswith(b"\xff\xd8"):
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            colorspace = None
+        if colorspace in ("YCbCr", "Gray") and min(height, width) >= 2 * min_side:
+            _check_pixels(width, height, name, max_pixels)
+            try:
+                array = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_side, min_width=min_side,
+                                               min_factor=2.0)
+            except ValueError:
+                array = None  # truncated or odd files: decode_image gives the precise reason
+            if array is not None:
+                orientation = 1
+                if b"Exif" in data[:65536]:
+                    with Image.open(io.BytesIO(data)) as header_only:
+                        orientation = _exif_orientation(header_only)
+                upright = (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+                return _orient(array, orientation), upright
+    array = decode_image(data, name, max_pixels)
+    return array, array.shape[:2]
 
 
 @dataclass(frozen=True)
@@ -125,19 +224,30 @@ class ImageDataset:
 
     ``transform`` maps an HxWx3 uint8 array to whatever the consumer needs (the eval
     preprocessing, or the training augmentation). A bad image yields ``Failed`` instead
-    of raising, so one corrupt file never stops an epoch.
+    of raising, so one corrupt file never stops an epoch. With ``reduce_to`` set, large
+    JPEGs are decoded at reduced size (see ``load_image_reduced``) and ``transform`` is
+    called as ``transform(image, source_size=(height, width))``, as ``Preprocessing`` accepts.
     """
 
-    def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[[np.ndarray], Any]) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, Any]],
+        transform: Callable[[np.ndarray], Any],
+        reduce_to: int | None = None,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.reduce_to = reduce_to
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         path, label = self.samples[index]
         try:
+            if self.reduce_to:
+                image, source_size = load_image_reduced(path, self.reduce_to)
+                return self.transform(image, source_size=source_size), label
             return self.transform(load_image(path)), label
         except ImageError as error:
             return Failed(str(path), error.reason), label

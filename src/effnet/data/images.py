@@ -111,7 +111,7 @@ def _decode_jpeg_fast(data: bytes, name: str, max_pixels: int) -> np.ndarray | N
     if simplejpeg is None or not data.startswith(b"\xff\xd8"):
         return None
     try:
-        height, width, _, colorspace = simplejpeg.decode_jpeg_header(data)
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
     if colorspace not in ("YCbCr", "Gray"):

@@ -74,28 +74,59 @@ class Preprocessing:
         return Preprocessing(size, fraction, self.crop_mode, self.interpolation, self.mean, self.std)
 
     # -- the pipeline -------------------------------------------------------------------
-    def resize_crop(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 -> size x size x 3 uint8, per ``crop_mode``."""
+    def resize_crop(self, image: np.ndarray, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        """HxWx3 uint8 -> size x size x 3 uint8, per ``crop_mode``.
+
+        ``source_size`` (height, width) says that ``image`` is a reduced decode (JPEG DCT
+        scaling) of a larger original: the crop is then placed where it lies in the original,
+        in fractional coordinates, so the network sees the same region as from a full decode
+        instead of one shifted by the crop's rounding at the reduced size.
+        """
+        if source_size is not None and tuple(source_size) != image.shape[:2]:
+            return self._resize_crop_reduced(image, source_size)
         pil = Image.fromarray(image)
         resample = _PIL_FILTERS[self.interpolation]
         height, width = image.shape[:2]
         if self.crop_mode == "resize":
             return np.asarray(pil.resize((self.size, self.size), resample))
         if self.crop_mode == "center_crop_then_resize":
-            side = int(self.crop_fraction * min(height, width))
-            side = max(side, 1)
-            top, left = (height - side + 1) // 2, (width - side + 1) // 2
-            box = (left, top, left + side, top + side)
-            return np.asarray(pil.resize((self.size, self.size), resample, box=box))
-        short = math.floor(self.size / self.crop_fraction)
-        if height <= width:
-            new_h, new_w = short, max(short, int(short * width / height))
-        else:
-            new_h, new_w = max(short, int(short * height / width)), short
+            # Crop first, then resize: a resize ``box`` would let the filter read pixels
+            # outside the crop, which the reference (decode_and_crop, then resize) never sees.
+            left, top, right, bottom = self._center_box(height, width)
+            crop = Image.fromarray(image[top:bottom, left:right])
+            return np.asarray(crop.resize((self.size, self.size), resample))
+        new_h, new_w = self._resized_dims(height, width)
         resized = np.asarray(pil.resize((new_w, new_h), resample))
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
         return resized[top : top + self.size, left : left + self.size]
+
+    def _center_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        side = max(int(self.crop_fraction * min(height, width)), 1)
+        top, left = (height - side + 1) // 2, (width - side + 1) // 2
+        return (left, top, left + side, top + side)
+
+    def _resized_dims(self, height: int, width: int) -> tuple[int, int]:
+        short = math.floor(self.size / self.crop_fraction)
+        if height <= width:
+            return short, max(short, int(short * width / height))
+        return max(short, int(short * height / width)), short
+
+    def _resize_crop_reduced(self, image: np.ndarray, source_size: tuple[int, int]) -> np.ndarray:
+        height, width = source_size
+        box: tuple[float, float, float, float]
+        if self.crop_mode == "resize":
+            box = (0.0, 0.0, float(width), float(height))
+        elif self.crop_mode == "center_crop_then_resize":
+            box = self._center_box(height, width)
+        else:
+            new_h, new_w = self._resized_dims(height, width)
+            top, left = int(round((new_h - self.size) / 2.0)), int(round((new_w - self.size) / 2.0))
+            to_y, to_x = height / new_h, width / new_w
+            box = (left * to_x, top * to_y, (left + self.size) * to_x, (top + self.size) * to_y)
+        scale_y, scale_x = image.shape[0] / height, image.shape[1] / width
+        scaled = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+        return np.asarray(Image.fromarray(image).resize((self.size, self.size), _PIL_FILTERS[self.interpolation], box=scaled))
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> 3xHxW float32, (x / 255 - mean) / std."""
@@ -104,5 +135,5 @@ class Preprocessing:
         chw = image.transpose(2, 0, 1).astype(np.float32)
         return chw / scale[:, None, None] - offset[:, None, None]
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        return self.normalize(self.resize_crop(image))
+    def __call__(self, image: np.ndarray, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.normalize(self.resize_crop(image, source_size))

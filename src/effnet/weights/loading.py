@@ -19,25 +19,37 @@ from ..data.transforms import Preprocessing
 from ..models.spec import Padding
 from ..models.network import EfficientNet, build_model
 from ..models.variants import canonical_name
-from .convert import check_compatible, convert_state_dict, detect_source, read_checkpoint
+from .convert import (
+    check_compatible,
+    classifier_rows,
+    convert_state_dict,
+    detect_source,
+    fill_batch_counters,
+    keras_input_normalization,
+    read_checkpoint,
+)
 from .registry import (
     DEFAULT_MODEL,
     Source,
     WeightsEntry,
     WeightsError,
+    entry_by_checksum,
     get_weights,
     sha256_of,
     template_for,
+    verify_checksum,
 )
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras")
 
 #: What a bare file of each source was trained with, when no registry entry says better.
+#: (torchvision builds B0-B4 with eps 1e-5 and B5-B7/V2 with 1e-3; its entries say which.)
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "lukemelas": {"padding": Padding.TF_SAME, "bn_eps": 1e-3},
     "timm": {"padding": Padding.SYMMETRIC, "bn_eps": 1e-5},
     "effnet": {"padding": Padding.SYMMETRIC, "bn_eps": 1e-5},
     "torchvision": {"padding": Padding.SYMMETRIC, "bn_eps": 1e-3},
+    "keras": {"padding": Padding.TF_SAME, "bn_eps": 1e-3},
 }
 
 
@@ -79,7 +91,8 @@ def entry_from_metadata(metadata: dict[str, str], path: Path) -> WeightsEntry | 
 
 def entry_for_file(path: Path, arch: str | None, state: dict[str, torch.Tensor], metadata: dict[str, str],
                    source: Source | None = None) -> WeightsEntry:
-    """The entry describing a local checkpoint: its own metadata, else registry template, else defaults."""
+    """The entry describing a local checkpoint: its own metadata; else the registry entry
+    with its checksum; else the registry template for its source; else source defaults."""
     stored = entry_from_metadata(metadata, path)
     if stored is not None:
         if arch is not None and stored.arch != arch:
@@ -88,25 +101,44 @@ def entry_for_file(path: Path, arch: str | None, state: dict[str, torch.Tensor],
     if arch is None:
         raise WeightsError(f"{path}: the file does not name its architecture; pass --model")
     source = source or detect_source(state)
+    if source == "keras":
+        return keras_entry(path, arch, state, metadata)
+    known = entry_by_checksum(sha256_of(path), arch)
+    if known is not None and known.source == source:
+        return replace(known, file=str(path), url=None)
     template = template_for(arch, source)
-    if template is not None:
-        return replace(template, name=f"{arch}.file", file=str(path), sha256=None, url=None)
-    num_classes = _classifier_rows(state)
+    num_classes = classifier_rows(state) or 1000
+    if template is not None and template.num_classes == num_classes:
+        # Same layout as a registered checkpoint but not that file: take its settings, not its accuracy.
+        return replace(template, name=f"{arch}.file", file=str(path), sha256=None, url=None, top1=None, top5=None,
+                       reported_by="", extra={"settings_from": template.name})
     defaults = SOURCE_DEFAULTS.get(source, SOURCE_DEFAULTS["timm"])
     from ..models.spec import resolve
 
     size = resolve(arch).eval_resolution
     return WeightsEntry(
         name=f"{arch}.file", arch=arch, source=source, file=str(path),
-        preprocessing=Preprocessing(size=size), num_classes=num_classes or 1000, **defaults,
+        preprocessing=Preprocessing(size=size), num_classes=num_classes,
+        labels="imagenet1k" if num_classes == 1000 else (), **defaults,
     )
 
 
-def _classifier_rows(state: dict[str, torch.Tensor]) -> int | None:
-    for key in ("classifier.weight", "_fc.weight", "classifier.1.weight"):
-        if key in state:
-            return int(state[key].shape[0])
-    return None
+def keras_entry(path: Path, arch: str, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> WeightsEntry:
+    """A keras.applications-style file: TF "same" padding, Keras's BatchNorm eps (1e-3), the
+    normalization its own layers apply, and TF's EfficientNet eval crop (S / (S + 32), bicubic)."""
+    from ..models.spec import resolve
+
+    num_classes = classifier_rows(state) or 1000
+    plan = resolve(arch, num_classes=num_classes)
+    mean, std = keras_input_normalization(state, metadata, plan)
+    size = plan.eval_resolution
+    return WeightsEntry(
+        name=f"{arch}.keras", arch=arch, source="keras", file=str(path),
+        preprocessing=Preprocessing(size=size, crop_fraction=size / (size + 32), crop_mode="center_crop_then_resize",
+                                    interpolation="bicubic", mean=mean, std=std),
+        num_classes=num_classes, labels="imagenet1k" if num_classes == 1000 else (),
+        **SOURCE_DEFAULTS["keras"],
+    )
 
 
 def resolve_entry(weights: str | Path | WeightsEntry, arch: str | None) -> WeightsEntry:
@@ -120,19 +152,25 @@ def resolve_entry(weights: str | Path | WeightsEntry, arch: str | None) -> Weigh
     return get_weights(str(weights), arch)
 
 
+def entry_path(entry: WeightsEntry, *, progress: bool = True) -> Path:
+    """The entry's file on this machine, downloading URL entries into the cache first."""
+    path = entry.locate()
+    if path is not None and path.is_file():
+        return path
+    if entry.url:
+        from .download import fetch
+
+        return fetch(entry, progress=progress)
+    raise WeightsError(
+        f"weights '{entry.name}' are not available on this machine ({entry.file}); "
+        "pass a checkpoint file with --weights FILE"
+    )
+
+
 def load_entry_state(entry: WeightsEntry) -> dict[str, torch.Tensor]:
     """Tensors of an entry, checksum-verified when the entry has one."""
-    path = entry.locate()
-    if path is None or not path.is_file():
-        where = f" from {entry.url}" if entry.url else ""
-        raise WeightsError(
-            f"weights '{entry.name}' are not available on this machine; download them{where} "
-            "and pass the file with --weights FILE"
-        )
-    if entry.sha256:
-        actual = sha256_of(path)
-        if actual != entry.sha256:
-            raise WeightsError(f"{path}: sha256 {actual[:12]}... does not match the expected {entry.sha256[:12]}...")
+    path = entry_path(entry)
+    verify_checksum(path, entry.sha256)
     state, _ = read_checkpoint(path)
     return state
 
@@ -170,8 +208,14 @@ def create_model(
     arch = canonical_name(name)
     if weights is None:
         return build_model(arch, num_classes=1000 if num_classes is None else num_classes, in_chans=in_chans, **kwargs)
-    entry = resolve_entry(weights, arch)
-    state = convert_state_dict(load_entry_state(entry), entry.source, build_plan(entry))
+    if not isinstance(weights, WeightsEntry) and looks_like_path(weights):
+        path = Path(weights).expanduser()
+        raw, metadata = read_checkpoint(path)  # read once: entry and tensors come from the same file
+        entry = entry_for_file(path, arch, raw, metadata)
+    else:
+        entry = resolve_entry(weights, arch)
+        raw = load_entry_state(entry)
+    state = convert_state_dict(raw, entry.source, build_plan(entry))
     if "conv_stem.weight" in state:
         state["conv_stem.weight"] = adapt_input_conv(state["conv_stem.weight"], in_chans)
     new_head = num_classes is not None and num_classes != entry.num_classes
@@ -183,6 +227,7 @@ def create_model(
         arch, num_classes=num_classes if new_head else entry.num_classes, in_chans=in_chans, **options
     )
     expected = model.state_dict()
+    fill_batch_counters(state, expected)
     check_compatible(state, expected, arch, ignore=("classifier.",) if new_head else ())
     model.load_state_dict(state, strict=not new_head)
     model.pretrained_cfg = entry

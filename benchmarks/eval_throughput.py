@@ -1,0 +1,117 @@
+"""Is data loading the bottleneck of `effnet eval`? Eval throughput vs model-only forward, same run.
+
+Builds 256 real-size JPEGs (about 500x375, like ImageNet val) from the photos shipped in
+scikit-image / scikit-learn / matplotlib with random crops and flips, then measures for Lite0:
+
+- model only: the backend on a ready-made batch (the ceiling: no decoding at all);
+- eval: the whole `effnet eval` loop (decode, preprocess, forward, top-k) with 0..N DataLoader
+  workers, including worker start-up.
+
+Runs alternate (model, eval, model, eval, ...) and each figure is the median of the repeats,
+so a noisy neighbour hurts both sides alike.
+
+    flock /work/heavy.lock python benchmarks/eval_throughput.py [--workers 0 1 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from effnet.data.datasets import LabelResolver
+from effnet.runtime import open_backend
+from effnet.tasks.evaluate import load_eval_set, predict_shard
+
+#: (package, file, ImageNet class it is filed under)
+SOURCES = [
+    ("skimage", "data/chelsea.png", 281), ("skimage", "data/coffee.png", 967), ("skimage", "data/rocket.jpg", 657),
+    ("skimage", "data/astronaut.png", 812), ("skimage", "data/motorcycle_left.png", 665),
+    ("sklearn", "datasets/images/china.jpg", 698), ("sklearn", "datasets/images/flower.jpg", 985),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", 652),
+]
+
+
+def make_jpegs(folder: Path, count: int = 256, seed: int = 0) -> None:
+    """``count`` JPEGs of about 500x375 (a quarter portrait) in class folders, quality 90."""
+    rng = np.random.default_rng(seed)
+    photos = []
+    for package, relative, label in SOURCES:
+        with resources.as_file(resources.files(package).joinpath(relative)) as path:
+            photos.append((Image.open(path).convert("RGB"), label))
+    for i in range(count):
+        photo, label = photos[i % len(photos)]
+        area = rng.uniform(0.5, 1.0) * photo.width * photo.height
+        width = int(min(photo.width, np.sqrt(area * 4 / 3)))
+        height = int(min(photo.height, width * 3 / 4))
+        left, top = rng.integers(0, photo.width - width + 1), rng.integers(0, photo.height - height + 1)
+        crop = photo.crop((left, top, left + width, top + height))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        size = (375, 500) if rng.random() < 0.25 else (500, 375)
+        (folder / str(label)).mkdir(exist_ok=True)
+        crop.resize(size, Image.Resampling.BICUBIC).save(folder / str(label) / f"{i:04d}.jpg", quality=90)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    args = parser.parse_args()
+
+    backend = open_backend("torch", args.model, "default")
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        make_jpegs(folder)
+        eval_set = load_eval_set(folder, LabelResolver())
+        count = len(eval_set)
+        size = backend.preprocessing.size
+        batch = np.random.default_rng(0).standard_normal((args.batch_size, 3, size, size), dtype=np.float32)
+        for _ in range(3):
+            backend(batch)  # warm-up: first calls pick kernels
+
+        def model_only() -> float:
+            batches = count // args.batch_size
+            start = time.perf_counter()
+            for _ in range(batches):
+                backend(batch)
+            return batches * args.batch_size / (time.perf_counter() - start)
+
+        def full_eval(workers: int) -> float:
+            start = time.perf_counter()
+            output = predict_shard(backend, eval_set, range(count), batch_size=args.batch_size, workers=workers)
+            assert len(output.positions) == count and not output.failed
+            return count / (time.perf_counter() - start)
+
+        model_rates: list[float] = []
+        eval_rates: dict[int, list[float]] = {w: [] for w in args.workers}
+        for _ in range(args.repeats):
+            for workers in args.workers:
+                model_rates.append(model_only())
+                eval_rates[workers].append(full_eval(workers))
+
+    model_rate = statistics.median(model_rates)
+    import torch
+
+    print(f"{args.model}, batch {args.batch_size}, {count} JPEGs ~500x375, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs; median of {args.repeats} runs\n")
+    print(f"{'pipeline':<28} {'images/s':>9} {'vs model only':>14}")
+    print(f"{'model only (no data)':<28} {model_rate:9.1f} {'1.00':>14}")
+    for workers, rates in eval_rates.items():
+        rate = statistics.median(rates)
+        print(f"{f'effnet eval, {workers} workers':<28} {rate:9.1f} {rate / model_rate:14.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

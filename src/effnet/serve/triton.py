@@ -1,0 +1,166 @@
+"""A Triton Inference Server model repository for an exported ONNX classifier.
+
+Triton serves a folder laid out as::
+
+    model_repository/
+      efficientnet_lite0/
+        config.pbtxt       this module writes it (protobuf text, Triton's ModelConfig)
+        labels.txt         one class name per line, for Triton's classification extension
+        1/model.onnx       the exported network (version 1)
+
+The tensor names and shapes are read from the ONNX file itself, so the config always
+matches what was exported. Triton does no image preprocessing: the recipe (size, crop,
+mean, std) is stored as a model parameter so that clients can read it from the model's
+config endpoint instead of guessing.
+
+Only onnx and the standard library are used here (no torch, no HTTP), so an export task
+can call ``write_model_repository`` without pulling in the server.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EffnetError, UsageError
+
+#: ONNX TensorProto element types -> Triton DataType names.
+ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16", 7: "TYPE_INT64", 6: "TYPE_INT32"}
+KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    data_type: str
+    dims: tuple[int, ...]  # without the batch axis when the model batches
+
+
+def _text(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid protobuf text string literal
+
+
+def triton_config(
+    name: str,
+    image: Tensor,
+    logits: Tensor,
+    *,
+    max_batch_size: int = 16,
+    max_queue_delay_us: int = 5000,
+    instances: int = 1,
+    kind: str = "KIND_AUTO",
+    label_filename: str | None = "labels.txt",
+    parameters: dict[str, str] | None = None,
+) -> str:
+    """config.pbtxt text for an ONNX Runtime classifier with dynamic batching.
+
+    ``max_batch_size=0`` describes a model exported with a fixed batch axis: no batching,
+    and the dims are the full shapes.
+    """
+    if kind not in KINDS:
+        raise UsageError(f"instance kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if max_batch_size < 0 or instances < 1 or max_queue_delay_us < 0:
+        raise UsageError("max_batch_size must be >= 0, instances >= 1 and max_queue_delay_us >= 0")
+    lines = [
+        f"name: {_text(name)}",
+        'backend: "onnxruntime"',
+        f"max_batch_size: {max_batch_size}",
+        "input [",
+        "  {",
+        f"    name: {_text(image.name)}",
+        f"    data_type: {image.data_type}",
+        *(["    format: FORMAT_NCHW"] if len(image.dims) == 3 else []),
+        f"    dims: [ {', '.join(map(str, image.dims))} ]",
+        "  }",
+        "]",
+        "output [",
+        "  {",
+        f"    name: {_text(logits.name)}",
+        f"    data_type: {logits.data_type}",
+        f"    dims: [ {', '.join(map(str, logits.dims))} ]",
+        *([f"    label_filename: {_text(label_filename)}"] if label_filename else []),
+        "  }",
+        "]",
+    ]
+    if max_batch_size > 0:
+        preferred = [size for size in (4, 8, 16, 32, 64) if size <= max_batch_size]
+        lines += ["dynamic_batching {"]
+        if preferred:
+            lines += [f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]"]
+        lines += [f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}"]
+    lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {kind}", "  }", "]"]
+    for key, value in (parameters or {}).items():
+        lines += ["parameters {", f"  key: {_text(key)}", f"  value: {{ string_value: {_text(value)} }}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def onnx_io(onnx_file: str | Path) -> tuple[Tensor, Tensor, bool]:
+    """(image input, logits output, whether the batch axis is dynamic) from an ONNX file."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_file), load_external_data=False)
+    except Exception as error:  # onnx raises several types for unreadable files
+        raise EffnetError(f"{onnx_file}: not a readable ONNX model ({error})") from None
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise EffnetError(f"{onnx_file}: expected one image input and one output, found "
+                          f"{len(inputs)} and {len(model.graph.output)}")
+
+    def describe(value: Any) -> tuple[str, str, list[int | None]]:
+        tensor = value.type.tensor_type
+        data_type = ONNX_TO_TRITON.get(tensor.elem_type)
+        if data_type is None:
+            raise EffnetError(f"{onnx_file}: tensor '{value.name}' has an element type Triton config "
+                              f"generation does not handle ({tensor.elem_type})")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        return value.name, data_type, dims
+
+    in_name, in_type, in_dims = describe(inputs[0])
+    out_name, out_type, out_dims = describe(model.graph.output[0])
+    if len(in_dims) != 4 or None in in_dims[1:] or in_dims[1] != 3:
+        raise EffnetError(f"{onnx_file}: input '{in_name}' should be N x 3 x H x W with fixed H and W, got {in_dims}")
+    if len(out_dims) != 2 or out_dims[1] is None:
+        raise EffnetError(f"{onnx_file}: output '{out_name}' should be N x classes, got {out_dims}")
+    dynamic = in_dims[0] is None
+    if dynamic:
+        return Tensor(in_name, in_type, tuple(in_dims[1:])), Tensor(out_name, out_type, (out_dims[1],)), True
+    return Tensor(in_name, in_type, tuple(in_dims)), Tensor(out_name, out_type, tuple(out_dims)), False
+
+
+def write_model_repository(
+    repository: str | Path,
+    name: str,
+    onnx_file: str | Path,
+    labels: Sequence[str],
+    preprocessing: dict[str, Any] | None = None,
+    *,
+    version: int = 1,
+    max_batch_size: int = 16,
+    max_queue_delay_us: int = 5000,
+    instances: int = 1,
+    kind: str = "KIND_AUTO",
+) -> Path:
+    """Lay out ``repository/name/{config.pbtxt, labels.txt, VERSION/model.onnx}``; returns the model folder.
+
+    ``preprocessing`` is ``Preprocessing.to_dict()`` of the exported weights.
+    """
+    image, logits, dynamic = onnx_io(onnx_file)
+    if len(labels) != logits.dims[-1]:
+        raise EffnetError(f"{len(labels)} labels for a model with {logits.dims[-1]} outputs")
+    folder = Path(repository) / name
+    (folder / str(version)).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_file, folder / str(version) / "model.onnx")
+    (folder / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    parameters = {"preprocessing": json.dumps(preprocessing, sort_keys=True)} if preprocessing else None
+    config = triton_config(
+        name, image, logits, max_batch_size=max_batch_size if dynamic else 0,
+        max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind, parameters=parameters,
+    )
+    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    return folder

@@ -1,0 +1,159 @@
+"""``effnet info``: parameters and FLOPs of every variant, as the papers' tables count them.
+
+FLOPs are counted, not derived by hand: the model is built on PyTorch's ``meta`` device (no
+memory, no arithmetic) and one forward pass runs under ``torch.utils.flop_counter.
+FlopCounterMode``, so even L2 at 800x800 is counted in about a second. That counter reports
+2 FLOPs per multiply-add for convolutions and matrix products and ignores elementwise ops
+(activations, SE scaling, residual adds, BatchNorm); halving it gives the papers'
+convention, multiply-adds of the conv and FC layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import UsageError
+from ..models.spec import NetworkPlan, resolve
+from ..models.variants import VARIANTS, canonical_name
+from ..weights.registry import DEFAULTS, WeightsEntry, list_weights
+
+DESCRIPTION = (
+    "Parameters and FLOPs (multiply-adds) of every EfficientNet variant at its eval resolution, "
+    "with the accuracy its weights' authors reported. Markdown, CSV or JSON."
+)
+
+CONVENTION = (
+    "FLOPs = multiply-adds (MACs) of conv and FC layers at each model's eval resolution, as in the "
+    "EfficientNet papers; counted with torch.utils.flop_counter.FlopCounterMode (2 FLOPs per MAC, "
+    "halved here). Elementwise ops are not counted. Zoos that print 2x MACs (PaddleClas: B0 0.72 G) "
+    "show twice these numbers."
+)
+
+FORMATS = ("markdown", "csv", "json")
+
+
+def count_macs(plan: NetworkPlan, size: int | None = None) -> int:
+    """Multiply-adds of one image through ``plan`` at ``size`` (default: its eval resolution)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models.network import EfficientNet
+
+    class _Uncounted(EfficientNet):
+        def _init_weights(self) -> None:
+            """Meta tensors hold no values; random init there only costs time (~2 s for B7)."""
+
+    size = size or plan.eval_resolution
+    with torch.device("meta"):
+        model = _Uncounted(plan).eval()
+        image = torch.empty(1, plan.in_chans, size, size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(image)
+    return counter.get_total_flops() // 2
+
+
+def reported_entry(arch: str) -> WeightsEntry | None:
+    """The weights whose reported accuracy describes ``arch``: its default, else the best one."""
+    entries = [e for e in list_weights(arch) if e.top1 is not None]
+    default = [e for e in entries if DEFAULTS.get(arch) == e.name]
+    if default:
+        return default[0]
+    return max(entries, key=lambda e: e.top1 or 0.0, default=None)
+
+
+def info_row(name: str, size: int | None = None) -> dict[str, Any]:
+    """One variant's row: counts from the plan and a meta-device forward, accuracy from the registry."""
+    plan = resolve(name)
+    entry = reported_entry(plan.name)
+    return {
+        "model": plan.name,
+        "family": plan.family,
+        "params_m": round(plan.num_params() / 1e6, 3),
+        "macs_g": round(count_macs(plan, size) / 1e9, 4),
+        "size": size or plan.eval_resolution,
+        "train_size": plan.resolution,
+        "width": plan.width,
+        "depth": plan.depth,
+        "top1": entry.top1 if entry else None,
+        "top5": entry.top5 if entry else None,
+        "weights": entry.name if entry else None,
+    }
+
+
+def info_rows(models: Iterable[str] | None = None, size: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    names = [canonical_name(m) for m in models] if models else list(VARIANTS)
+    if not progress:
+        return [info_row(name, size) for name in names]
+    from rich.progress import Progress
+
+    rows = []
+    with Progress(transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("counting FLOPs", total=len(names))
+        for name in names:
+            bar.update(task, description=f"counting {name}")
+            rows.append(info_row(name, size))
+            bar.advance(task)
+    return rows
+
+
+def _stderr_console():  # noqa: ANN202 - rich Console
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    columns = [
+        ("model", "model"), ("params_m", "params (M)"), ("macs_g", "FLOPs (G MACs)"), ("size", "size"),
+        ("train_size", "train size"), ("width", "width"), ("depth", "depth"), ("top1", "top-1"),
+        ("top5", "top-5"), ("weights", "reported by weights"),
+    ]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |"]
+    lines.append("|" + "|".join("---" if key in ("model", "weights") else "---:" for key, _ in columns) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row[key]) for key, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().rstrip("\n")
+
+
+def to_json(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"convention": CONVENTION, "models": list(rows)}, indent=2)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", help="comma-separated variants (default: all), e.g. b0,lite0,v2_s")
+    parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
+    parser.add_argument("--size", type=int, help="count every model at this input size instead of its eval size")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.size is not None and not 32 <= args.size <= 4096:
+        raise UsageError(f"--size must be between 32 and 4096, not {args.size}")
+    models = [m for m in args.models.split(",") if m.strip()] if args.models else None
+    rows = info_rows(models, args.size, progress=sys.stderr.isatty())
+    if args.format == "markdown":
+        print(f"{CONVENTION}\n\n{to_markdown(rows)}")
+    else:
+        print(to_csv(rows) if args.format == "csv" else to_json(rows))
+    return 0

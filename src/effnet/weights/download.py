@@ -1,0 +1,112 @@
+"""Downloading weights into a user cache, verified by checksum, written atomically.
+
+The cache is ``$EFFNET_CACHE`` if set, else ``$XDG_CACHE_HOME/effnet`` (``~/.cache/effnet``).
+``EFFNET_OFFLINE=1`` forbids network access: only cached or embedded files are used.
+A file only ever appears in the cache under its final name once its checksum matched, so an
+interrupted or corrupt download never poisons later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .registry import WeightsError, checksum_matches
+
+if TYPE_CHECKING:
+    from .registry import WeightsEntry
+
+CACHE_ENV = "EFFNET_CACHE"
+OFFLINE_ENV = "EFFNET_OFFLINE"
+
+Opener = Callable[..., Any]
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "effnet"
+
+
+def cached_path(entry: "WeightsEntry") -> Path:
+    """Where ``entry``'s file lives in the cache (whether or not it is there yet)."""
+    if not entry.filename:
+        raise WeightsError(f"weights '{entry.name}' have no URL or file name")
+    return cache_dir() / "weights" / entry.filename
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _how_to_get_it(entry: "WeightsEntry", dest: Path) -> str:
+    return (
+        f"download {entry.url} on a machine with internet and pass the file with --weights FILE "
+        f"(or copy it to {dest})"
+    )
+
+
+def fetch(entry: "WeightsEntry", *, progress: bool = True, opener: Opener | None = None) -> Path:
+    """The cached file of a URL entry, downloading it first when it is not there."""
+    dest = cached_path(entry)
+    if dest.is_file():
+        return dest
+    if entry.url is None:
+        raise WeightsError(f"weights '{entry.name}' are not on this machine and have no URL")
+    if offline():
+        raise WeightsError(
+            f"weights '{entry.name}' are not cached and {OFFLINE_ENV} is set; {_how_to_get_it(entry, dest)}"
+        )
+    try:
+        download(entry.url, dest, entry.sha256, progress=progress, opener=opener)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise WeightsError(
+            f"could not download '{entry.name}' ({reason}); {_how_to_get_it(entry, dest)}"
+        ) from None
+    return dest
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    *,
+    progress: bool = True,
+    opener: Opener | None = None,
+    chunk: int = 1 << 20,
+) -> Path:
+    """Stream ``url`` to ``dest`` through a temporary file in the same folder, hashing as it
+    goes; rename into place only when the checksum (full or prefix) matches."""
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(handle, "wb") as out, (opener or urllib.request.urlopen)(url, timeout=60) as response:
+            total = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=dest.name, disable=not progress, leave=False) as bar:
+                while block := response.read(chunk):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        actual = digest.hexdigest()
+        if sha256 and not checksum_matches(actual, sha256):
+            raise WeightsError(
+                f"downloaded {url} but its sha256 {actual[:12]}... does not match the expected {sha256}; "
+                "nothing was saved"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

@@ -1,0 +1,104 @@
+"""``effnet serve`` as a user runs it: options, one-line errors, a real process and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from effnet.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--max-batch", "--max-wait-ms", "--workers", "--api-key", "--queue-size", "--max-body-mb",
+                   "--max-pixels", "--backend", "--host"):
+        assert option in text
+    assert "127.0.0.1" in text
+
+
+def test_api_key_from_the_environment_never_shows_in_help(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EFFNET_API_KEY", "do-not-print-me")
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "do-not-print-me" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--queue-size", "8", "--max-images", "16"], "cannot exceed --queue-size"),
+    (["--port", "70000"], "--port must be between 0 and 65535"),
+    (["--model", "lite0", "--model", "lite1", "--weights", "some.safetensors"], "single model"),
+    (["--backend", "onnx", "--device", "cuda"], "torch backend only"),
+    (["--model", "efficientnet_z9", "--port", "0"], "unknown model 'efficientnet_z9'"),
+])
+def test_usage_errors_are_one_line_with_exit_2(argv: list[str], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("effnet: error:") and message in err[-1]
+
+
+def test_busy_port_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def wait_ready(url: str) -> None:
+    """The port listens once the model has been warmed up; until then connections are refused."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.ConnectError:
+            pass
+        assert time.monotonic() < deadline, "never became ready"
+        time.sleep(0.1)
+
+
+def test_served_by_a_real_process_and_stopped_by_sigterm() -> None:
+    env = {**os.environ, "EFFNET_API_KEY": "k-123"}
+    command = [sys.executable, "-m", "effnet", "serve", "--port", "0", "--max-wait-ms", "2", "--log-level", "info"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        url = None
+        lines = []
+        while url is None:
+            line = process.stderr.readline()
+            assert line, f"server exited early: {''.join(lines)}"
+            lines.append(line)
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+            url = found and found.group(1)
+        wait_ready(url)
+        image = (ROOT / "examples/images/espresso.jpg").read_bytes()
+        assert httpx.post(f"{url}/v1/predict", content=image, timeout=60).status_code == 401
+        reply = httpx.post(f"{url}/v1/predict", content=image, headers={"X-API-Key": "k-123"}, timeout=60)
+        assert reply.json()["results"][0]["predictions"][0]["label"] == "espresso"
+        process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once shutdown is complete, so supervisors see SIGTERM
+        assert process.wait(60) in (0, -signal.SIGTERM)
+        log = process.stderr.read()
+        assert "ready: efficientnet_lite0" in "".join(lines) + log and "Application shutdown complete" in log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

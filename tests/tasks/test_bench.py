@@ -1,0 +1,82 @@
+"""``effnet bench`` on a tiny run: well-formed CSV/JSON/PNG, honest skips, sane statistics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from effnet.cli import main
+from effnet.tasks.bench import BACKENDS, BenchConfig, check_backends, measure, summarize, time_runner
+
+TINY = ["--models", "lite0", "--size", "64", "--budget", "0.1", "--rounds", "2", "--warmup", "1",
+        "--min-repeats", "2", "--threads", "1"]
+
+
+def test_tiny_run_writes_csv_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = {name: tmp_path / f"bench.{name}" for name in ("csv", "json", "png")}
+    code = main(["bench", *TINY, "--batch-sizes", "1,2", "--backends", "torch,torch-cl,cuda-graph",
+                 "--csv", str(out["csv"]), "--json", str(out["json"]), "--plot", str(out["png"])])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "allocator:" in printed
+    if "cuda-graph" in check_backends(["cuda-graph"]):
+        assert "skipped cuda-graph: no CUDA device" in printed
+
+    rows = list(csv.DictReader(out["csv"].open()))
+    assert {(r["backend"], r["batch_size"]) for r in rows} >= {("torch", "1"), ("torch", "2"), ("torch-cl", "2")}
+    for row in rows:
+        p50, p90, p99 = float(row["p50_ms"]), float(row["p90_ms"]), float(row["p99_ms"])
+        assert 0 < p50 <= p90 <= p99
+        assert float(row["throughput_img_s"]) == pytest.approx(int(row["batch_size"]) / float(row["mean_ms"]) * 1e3,
+                                                               rel=0.01)
+        assert int(row["repeats"]) >= 4 and row["size"] == "64" and row["threads"] == "1"
+        assert row["top1"] == "75.1"  # Lite0's reported top-1 from the weights registry
+
+    document = json.loads(out["json"].read_text())
+    assert {"cpu", "cores", "torch", "onnxruntime", "numpy", "allocator", "gpu"} <= set(document["machine"])
+    assert len(document["results"]) == len(rows)
+
+    png = out["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_budget_and_minimum_repeats_are_honoured() -> None:
+    calls = []
+    samples, first = time_runner(lambda: calls.append(1), BenchConfig(budget=0.05, warmup=2, min_repeats=3))
+    assert len(samples) >= 3 and len(calls) == 1 + 2 + len(samples) and first >= 0
+
+
+def test_percentiles_follow_numpy() -> None:
+    result = summarize("m", BenchConfig(batch_size=4), 64, [0.01 * i for i in range(1, 101)], 0.5, threads=1)
+    assert result.p50 == pytest.approx(0.505) and result.p90 == pytest.approx(0.901)
+    assert result.p99 == pytest.approx(0.9901) and result.throughput == pytest.approx(4 / 0.505)
+
+
+def test_formats_do_not_leak_between_backends() -> None:
+    """Timing channels_last must not convert the module the NCHW run uses next."""
+    import torch
+
+    from effnet.tasks.bench import load_module
+
+    module = load_module("efficientnet_lite0")
+    measure("efficientnet_lite0", BenchConfig("torch-cl", size=64, budget=0.01, warmup=0, min_repeats=1), module)
+    assert module.conv_stem.weight.is_contiguous()
+    assert not module.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_unavailable_backends_are_named_with_a_reason() -> None:
+    reasons = check_backends(list(BACKENDS))
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in reasons["cuda-fp16"]
+    assert main(["bench", *TINY, "--backends", "tensorrt"]) == 2
+
+
+def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--batch-sizes", "one"]) == 2
+    assert main(["bench", "--models", "b99"]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""``effnet convert``: safetensors that carry their metadata and reproduce the source's logits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from effnet.cli import main
+from effnet.models.network import build_model
+from effnet.models.spec import Padding, resolve
+from effnet.tasks.predict import Predictor
+from effnet.weights.convert import torchvision_key_map
+from effnet.weights.loading import create_model
+from effnet.weights.registry import get_weights
+
+from .references import calibrate, images, max_abs_diff
+
+ROOT = Path(__file__).resolve().parents[2]
+CAT = str(ROOT / "examples/images/cat.jpg")
+
+
+def header(path: Path) -> dict[str, object]:
+    """The safetensors metadata, JSON values decoded (plain strings stay strings)."""
+
+    def decode(value: str) -> object:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: decode(v) for k, v in handle.metadata().items()}
+
+
+def test_real_lite0_round_trip_gives_identical_logits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = get_weights("efficientnet_lite0.tf_in1k").locate()
+    out = tmp_path / "lite0.safetensors"
+    assert main(["convert", str(source), "--from", "lukemelas", "--model", "lite0", "-o", str(out)]) == 0
+    assert "efficientnet_lite0" in capsys.readouterr().out
+    meta = header(out)
+    assert meta["arch"] == "efficientnet_lite0" and meta["padding"] == "tf_same" and meta["bn_eps"] == 1e-3
+    assert meta["name"] == "efficientnet_lite0.tf_in1k"  # recognised by its checksum
+    assert meta["top1"] == 75.1 and meta["labels"] == "imagenet1k" and meta["num_classes"] == 1000
+
+    embedded, converted = Predictor("efficientnet_lite0"), Predictor(weights=str(out))
+    assert converted.arch == "efficientnet_lite0"
+    assert converted.backend.preprocessing == embedded.backend.preprocessing
+    np.testing.assert_array_equal(converted.logits([CAT]), embedded.logits([CAT]))
+
+    assert main(["predict", CAT, "--weights", str(out), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert main(["predict", CAT, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == from_file["results"]
+
+
+def test_timm_checkpoint_takes_the_registry_settings(tmp_path: Path) -> None:
+    """A timm-layout file of tf_efficientnet_lite3 (random weights from geffnet): the entry
+    timm publishes for it supplies TF padding, eps 1e-3 and its preprocessing."""
+    import geffnet
+
+    torch.manual_seed(0)
+    reference = geffnet.create_model("tf_efficientnet_lite3")
+    batch = images(2, 41, 37)
+    calibrate(reference, batch)
+    src = tmp_path / "tf_efficientnet_lite3.pth"
+    torch.save(reference.state_dict(), src)
+    out = tmp_path / "lite3.safetensors"
+    assert main(["convert", str(src), "--model", "efficientnet_lite3", "-o", str(out)]) == 0
+    meta = header(out)
+    entry = get_weights("efficientnet_lite3.tf_in1k")
+    assert meta["preprocessing"] == entry.preprocessing.to_dict() | {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert (meta["padding"], meta["bn_eps"], meta["source"]) == ("tf_same", 1e-3, "timm")
+
+    model = create_model("efficientnet_lite3", str(out)).eval()
+    with torch.no_grad():
+        assert max_abs_diff(model(batch), reference(batch)) == 0.0
+
+
+def test_torchvision_checkpoint(tmp_path: Path) -> None:
+    """torchvision names (features.N.M.block.K...) -> ours; B0 takes torchvision's eps 1e-5."""
+    torch.manual_seed(0)
+    source = build_model("efficientnet_b0", padding=Padding.SYMMETRIC, bn_eps=1e-5)
+    batch = images(2, 48, 40)
+    calibrate(source, batch)
+    inverse = {v: k for k, v in torchvision_key_map(resolve("efficientnet_b0")).items()}
+    tv_state = {}
+    for key, tensor in source.state_dict().items():
+        module, _, leaf = key.rpartition(".")
+        if leaf != "num_batches_tracked":
+            tv_state[f"{inverse[module]}.{leaf}"] = tensor
+    src = tmp_path / "efficientnet_b0_tv.pth"
+    torch.save(tv_state, src)
+    out = tmp_path / "b0.safetensors"
+    assert main(["convert", str(src), "--from", "torchvision", "--model", "b0", "-o", str(out)]) == 0
+    meta = header(out)
+    assert (meta["padding"], meta["bn_eps"], meta["settings_from"]) == ("symmetric", 1e-5, "efficientnet_b0.tv_in1k")
+    assert meta["top1"] is None  # not torchvision's file: its accuracy is not claimed
+    model = create_model("efficientnet_b0", str(out)).eval()
+    with torch.no_grad():
+        assert max_abs_diff(model(batch), source(batch)) == 0.0
+
+
+def test_fine_tuned_checkpoint_with_its_own_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = build_model("efficientnet_lite0", num_classes=3)
+    src = tmp_path / "finetuned.pth"
+    torch.save({"state_dict": model.state_dict()}, src)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nbird\n")
+    out = tmp_path / "finetuned.safetensors"
+    assert main(["convert", str(src), "--from", "timm", "--model", "lite0", "-o", str(out),
+                 "--entry", "tf_in1k", "--labels", str(labels)]) == 0
+    meta = header(out)
+    assert meta["num_classes"] == 3 and meta["labels"] == ["cat", "dog", "bird"] and meta["padding"] == "tf_same"
+    capsys.readouterr()
+    assert main(["predict", CAT, "--weights", str(out), "--json", "--topk", "3"]) == 0
+    names = {p["label"] for p in json.loads(capsys.readouterr().out)["results"][0]["predictions"]}
+    assert names == {"cat", "dog", "bird"}
+
+    labels.write_text("cat\ndog\n")
+    assert main(["convert", str(src), "--model", "lite0", "-o", str(out), "--force", "--labels", str(labels)]) == 1
+    assert "--labels has 2 names but the classifier has 3 classes" in capsys.readouterr().err
+
+
+def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = str(get_weights("efficientnet_lite0.tf_in1k").locate())
+    out = tmp_path / "x.safetensors"
+    out.write_bytes(b"")
+    assert main(["convert", source, "--model", "lite0", "-o", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["convert", source, "--model", "lite9", "-o", str(tmp_path / "y.safetensors")]) == 2
+    assert "unknown model 'lite9'" in capsys.readouterr().err
+    assert main(["convert", source, "--model", "lite1", "-o", str(tmp_path / "z.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("effnet: error: weights do not fit efficientnet_lite1") and err.count("\n") == 1
+    assert not (tmp_path / "z.safetensors").exists()
+    assert main(["convert", source, "--model", "lite0", "-o", str(tmp_path / "w.pth")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err

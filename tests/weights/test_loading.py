@@ -1,0 +1,106 @@
+"""create_model with weights: embedded entries, new heads, adapted stems, safe and strict loading."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from effnet.models.spec import Padding
+from effnet.weights.convert import WeightsMismatchError
+from effnet.weights.loading import adapt_input_conv, create_model
+from effnet.weights.registry import DEFAULTS, WeightsError, get_weights, list_weights
+
+
+@pytest.fixture(scope="module")
+def lite0() -> torch.nn.Module:
+    return create_model("efficientnet_lite0", "default").eval()
+
+
+def test_embedded_entries_are_installed_and_verified() -> None:
+    for arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        entry = get_weights("default", arch)
+        assert entry.available() and entry.sha256 and DEFAULTS[arch] == entry.name
+        assert entry.padding == Padding.TF_SAME and entry.bn_eps == 1e-3  # TF-trained
+        assert entry.preprocessing.mean == pytest.approx((127 / 255,) * 3)
+
+
+def test_default_weights_carry_their_settings(lite0: torch.nn.Module) -> None:
+    assert lite0.padding == Padding.TF_SAME
+    assert {m.eps for m in lite0.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}
+    assert lite0.pretrained_cfg.name == "efficientnet_lite0.tf_in1k"
+
+
+def test_new_head_keeps_the_backbone(lite0: torch.nn.Module) -> None:
+    model = create_model("lite0", "default", num_classes=10).eval()
+    assert model.classifier.out_features == 10
+    for key, value in model.state_dict().items():
+        if not key.startswith("classifier."):
+            torch.testing.assert_close(value, lite0.state_dict()[key])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), lite0.forward_features(x))
+
+
+def test_one_channel_stem_sums_rgb_filters(lite0: torch.nn.Module) -> None:
+    grey = create_model("lite0", "default", in_chans=1).eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(grey(x), lite0(x.expand(-1, 3, -1, -1)), atol=1e-4, rtol=1e-4)
+
+
+def test_many_channel_stem_keeps_magnitude() -> None:
+    weight = torch.randn(8, 3, 3, 3)
+    adapted = adapt_input_conv(weight, 6)
+    x = torch.rand(1, 3, 5, 5)
+    out_rgb = torch.nn.functional.conv2d(x, weight)
+    out_six = torch.nn.functional.conv2d(x.repeat(1, 2, 1, 1), adapted)
+    torch.testing.assert_close(out_rgb, out_six)
+
+
+def test_wrong_architecture_names_the_differences() -> None:
+    entry = get_weights("efficientnet_lite1.tf_in1k")
+    with pytest.raises(WeightsError, match="are for efficientnet_lite1"):
+        create_model("efficientnet_lite0", entry.name)
+    with pytest.raises(WeightsMismatchError, match=r"missing.*blocks\.|shape mismatch"):
+        create_model("efficientnet_lite0", str(entry.locate()))
+
+
+def test_corrupt_truncated_and_pickled_files_are_errors(tmp_path: Path) -> None:
+    source = get_weights("efficientnet_lite0.tf_in1k").locate()
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(source.read_bytes()[:100_000])
+    with pytest.raises(WeightsError, match="corrupt or truncated"):
+        create_model("lite0", str(truncated))
+
+    class Payload:
+        def __reduce__(self):  # would run code if unpickled
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as handle:
+        pickle.dump({"conv_stem.weight": Payload()}, handle)
+    with pytest.raises(WeightsError, match="refusing|corrupt"):
+        create_model("lite0", str(evil))
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightsError, match="empty"):
+        create_model("lite0", str(empty))
+
+
+def test_checksum_mismatch_is_reported(tmp_path: Path) -> None:
+    entry = get_weights("efficientnet_lite0.tf_in1k")
+    copy = tmp_path / "copy.pth"
+    data = bytearray(entry.locate().read_bytes())
+    data[-100] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        create_model("lite0", entry.with_metadata(file=str(copy)))
+
+
+def test_unknown_entry_lists_known_ones() -> None:
+    with pytest.raises(WeightsError, match="efficientnet_lite0.tf_in1k"):
+        get_weights("imagenet21k", "efficientnet_lite0")
+    assert {e.arch for e in list_weights()} >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}

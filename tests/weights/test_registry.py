@@ -1,0 +1,105 @@
+"""The registry's entries agree with what their publishers state about them."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from effnet.models.spec import Padding, resolve
+from effnet.models.variants import VARIANTS
+from effnet.weights.registry import DEFAULTS, ENTRIES, WeightsError, get_weights, list_weights
+
+URL_ENTRIES = [e for e in ENTRIES.values() if e.url]
+
+
+def test_every_entry_is_for_a_known_variant_and_source() -> None:
+    for entry in ENTRIES.values():
+        assert entry.arch in VARIANTS, entry.name
+        assert entry.name.startswith(entry.arch + "."), entry.name
+        assert entry.source in ("lukemelas", "timm", "torchvision"), entry.name
+        assert entry.preprocessing.size > 0 and 0 < entry.preprocessing.crop_fraction <= 1
+
+
+def test_the_well_known_checkpoints_are_registered() -> None:
+    """torchvision B0-B7 and V2 S/M/L; timm's TF ports of B0-B8, L2 and V2 B0-B3/S/M/L/XL;
+    lukemelas B0-B7 (issue 4)."""
+    by_source: dict[str, set[str]] = {}
+    for entry in ENTRIES.values():
+        by_source.setdefault(entry.source, set()).add(entry.arch)
+    b = {f"efficientnet_b{i}" for i in range(8)}
+    assert by_source["torchvision"] == b | {"efficientnetv2_s", "efficientnetv2_m", "efficientnetv2_l"}
+    assert by_source["lukemelas"] >= b
+    v2 = {f"efficientnetv2_{s}" for s in ("b0", "b1", "b2", "b3", "s", "m", "l", "xl")}
+    assert by_source["timm"] >= b | {"efficientnet_b8", "efficientnet_l2"} | v2
+
+
+@pytest.mark.parametrize("entry", URL_ENTRIES, ids=lambda e: e.name)
+def test_checksum_is_the_published_one(entry) -> None:  # noqa: ANN001
+    """A full sha256 where one is published, else the prefix the file name carries; a full
+    hash must start with the file name's prefix (torch.hub names files ``name-<sha256[:8]>``)."""
+    prefix = re.search(r"-([0-9a-f]{8})\.pth$", entry.url).group(1)
+    assert re.fullmatch(r"[0-9a-f]{8}|[0-9a-f]{64}", entry.sha256)
+    assert entry.sha256.startswith(prefix)
+
+
+def test_torchvision_entries_match_torchvision_meta() -> None:
+    """torchvision publishes exact parameter counts and ``resize_size``: our architecture must
+    have that many parameters, and our preprocessing must resize the shorter side to exactly
+    that size before the centre crop."""
+    entries = [e for e in ENTRIES.values() if e.source == "torchvision"]
+    for entry in entries:
+        assert resolve(entry.arch).num_params() == entry.num_params, entry.name
+        pre = entry.preprocessing
+        assert math.floor(pre.size / pre.crop_fraction) == entry.extra["resize_size"], entry.name
+        assert pre.crop_mode == "resize_then_center_crop" and entry.padding == Padding.SYMMETRIC
+
+
+def test_padding_and_eps_follow_how_each_source_evaluates() -> None:
+    for entry in ENTRIES.values():
+        tf_trained = entry.tag.startswith("tf_") or entry.source == "lukemelas"
+        if entry.source == "torchvision":
+            # torchvision: B0-B4 built with BatchNorm2d's default eps, B5-B7 and V2 with 1e-3
+            expected_eps = 1e-5 if entry.arch in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
+            assert (entry.padding, entry.bn_eps) == (Padding.SYMMETRIC, expected_eps), entry.name
+        elif tf_trained:
+            assert (entry.padding, entry.bn_eps) == (Padding.TF_SAME, 1e-3), entry.name
+        else:
+            assert (entry.padding, entry.bn_eps) == (Padding.SYMMETRIC, 1e-5), entry.name
+
+
+def test_reported_accuracy_says_where_it_comes_from() -> None:
+    for entry in ENTRIES.values():
+        assert entry.top1 is not None and 70 < entry.top1 < 90, entry.name
+        assert entry.top5 is None or entry.top1 < entry.top5 < 100, entry.name
+        assert entry.reported_by, entry.name
+
+
+def test_defaults() -> None:
+    for arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        assert get_weights("default", arch).file.startswith("package:")  # works offline
+    for arch, name in DEFAULTS.items():
+        entry = ENTRIES[name]
+        assert entry.arch == arch
+        in1k_only = [e for e in list_weights(arch) if not e.extra_training_data and e.top1]
+        if in1k_only and not entry.file:
+            assert not entry.extra_training_data
+            assert entry.top1 == max(e.top1 for e in in1k_only)
+    assert DEFAULTS["efficientnet_l2"] == "efficientnet_l2.tf_ns_jft_in1k"  # only extra-data weights exist
+
+
+def test_lookup_by_tag_and_errors() -> None:
+    assert get_weights("tv_in1k", "b3").name == "efficientnet_b3.tv_in1k"
+    assert get_weights("efficientnetv2_s.tf_in21k_ft_in1k").arch == "efficientnetv2_s"
+    with pytest.raises(WeightsError, match="efficientnet_b3.lukemelas_in1k"):
+        get_weights("nope", "efficientnet_b3")
+    with pytest.raises(WeightsError, match="are for efficientnet_b1"):
+        get_weights("efficientnet_b1.tv_in1k", "efficientnet_b0")
+
+
+def test_docs_list_every_entry() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "weights.md").read_text()
+    for name in ENTRIES:
+        assert f"`{name}`" in docs, name
