@@ -10,6 +10,7 @@ random-number states are stored as tensors and plain Python values, never pickle
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -118,5 +119,5 @@ class CheckpointManager:
     def load(path: str | Path) -> dict[str, Any]:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as error:
-            raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from None
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise CheckpointError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0]})") from None

@@ -41,6 +41,7 @@ class ModelConfig(Section):
     depth_mult: float | None = Field(None, gt=0)
     bn_momentum: float | None = Field(None, gt=0, lt=1, description="torch convention: TF's 0.99 is 0.01")
     global_pool: Literal["avg", "max", "avgmax"] = "avg"
+    head_init_scale: float | None = Field(None, ge=0, description="scale the new classifier's initial weights")
     grad_checkpointing: bool = False
     freeze_bn_stats: bool = Field(False, description="BatchNorm uses running statistics while training")
     sync_bn: bool = Field(True, description="SyncBatchNorm across processes (CUDA only)")

@@ -24,7 +24,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ...data.augment import TrainAugment, image_to_tensor
-from ...data.datasets import DatasetError, Failed, ImageDataset, LabelResolver, read_class_map, scan_image_folder
+from ...data.datasets import (
+    DatasetError,
+    Failed,
+    ImageDataset,
+    LabelResolver,
+    read_class_map,
+    reduced_decode_side,
+    scan_image_folder,
+)
 from ...data.digits import CLASS_NAMES as DIGIT_NAMES
 from ...data.digits import load_digits_split
 from ...data.transforms import Preprocessing
@@ -103,8 +111,8 @@ class CropToTensor:
     def __init__(self, preprocessing: Preprocessing) -> None:
         self.preprocessing = preprocessing
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        return image_to_tensor(self.preprocessing.resize_crop(image))
+    def __call__(self, image: np.ndarray, source_size: tuple[int, int] | None = None) -> torch.Tensor:
+        return image_to_tensor(self.preprocessing.resize_crop(image, source_size))
 
 
 class AugmentImage:
@@ -168,7 +176,8 @@ def build_data(config: Config, eval_preprocessing: Preprocessing) -> TrainData:
     train_set = SeededSamples(ImageDataset(scan_image_folder(train_dir, resolver), image_to_tensor), config.train.seed)
     val_set = None
     if data.val_dir:
-        val_set = ImageDataset(scan_image_folder(data.val_dir, resolver), CropToTensor(eval_preprocessing))
+        val_set = ImageDataset(scan_image_folder(data.val_dir, resolver), CropToTensor(eval_preprocessing),
+                               reduce_to=reduced_decode_side(eval_preprocessing))
     return TrainData(train_set, val_set, names, in_memory=False)
 
 

@@ -13,6 +13,7 @@ import json
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -231,6 +232,12 @@ class Trainer:
             if value is not None:
                 options[key] = value
         model = create_model(spec.name, spec.weights, num_classes=spec.num_classes, in_chans=spec.in_chans, **options)
+        if spec.head_init_scale is not None:
+            # TF's classifier init (uniform +-1/sqrt(classes)) on 1280 pretrained features starts
+            # a few-class head with logits of +-10; fine-tuning settles faster from a small head.
+            with torch.no_grad():
+                model.classifier.weight.mul_(spec.head_init_scale)
+                model.classifier.bias.zero_()
         model.set_grad_checkpointing(spec.grad_checkpointing)
         if self.device.type == "cuda" and self.dist.enabled and spec.sync_bn and not spec.freeze_bn_stats:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -269,7 +276,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "world_size": self.dist.world_size,
+            "world_size": self.dist.world_size, "steps_per_epoch": self.steps_per_epoch,
             "sampler": {"seed": self.config.train.seed, "epoch": self.epoch,
                         "start": self.step_in_epoch * self.accumulate * self.config.train.batch_size},
             "rng": rng,
@@ -292,7 +299,13 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        saved = Config.model_validate(state["config"])
+        same_plan = (saved.train.epochs, saved.schedule, state.get("steps_per_epoch")) == (
+            self.config.train.epochs, self.config.schedule, self.steps_per_epoch)
+        if same_plan:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            self._replay_schedule(state["global_step"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
@@ -311,6 +324,18 @@ class Trainer:
         set_rng_state(state["rng"][self.dist.rank % len(state["rng"])])
         self.metrics.restore(self.global_step)
         self.echo(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch})")
+
+    def _replay_schedule(self, steps: int) -> None:
+        """A changed length or schedule: rebuild it and advance it to ``steps``, as if planned so."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        self.scheduler = build_scheduler(self.optimizer, self.config.schedule, self.steps_per_epoch,
+                                         self.config.train.epochs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()"
+            for _ in range(steps):
+                self.scheduler.step()
+        self.echo(f"note: learning-rate schedule rebuilt for the changed settings (lr now {self._lr():.4g})")
 
     def export(self, name: str, state: dict[str, torch.Tensor], top1: float | None) -> Path:
         """Weights with the metadata ``create_model``/``effnet predict`` read back."""
@@ -494,21 +519,18 @@ class Trainer:
         config = self.config
         self._describe()
         current_stage = None
-        try:
-            with _StopFlag() as stop:
-                while self.epoch < config.train.epochs:
-                    stage = stage_for_epoch(config, self.epoch, self.base_size)
-                    if config.progressive is not None and stage != current_stage:
-                        self.echo(f"stage {stage.index + 1}/{config.progressive.stages}: size {stage.image_size}, "
-                                  f"RandAugment {stage.rand_augment_magnitude}, dropout {stage.drop_rate}, "
-                                  f"mixup {stage.mixup_alpha}")
-                    current_stage = stage
-                    result = self.train_epoch(stage, stop)
-                    self._end_epoch(result)
-                    if stop.requested:
-                        raise TrainingStopped(f"stopped after epoch {self.epoch}; continue with --resume")
-        finally:
-            self.dist.barrier()
+        with _StopFlag() as stop:
+            while self.epoch < config.train.epochs:
+                stage = stage_for_epoch(config, self.epoch, self.base_size)
+                if config.progressive is not None and stage != current_stage:
+                    self.echo(f"stage {stage.index + 1}/{config.progressive.stages}: size {stage.image_size}, "
+                              f"RandAugment {stage.rand_augment_magnitude}, dropout {stage.drop_rate}, "
+                              f"mixup {stage.mixup_alpha}")
+                current_stage = stage
+                result = self.train_epoch(stage, stop)
+                self._end_epoch(result)
+                if stop.requested:
+                    raise TrainingStopped(f"stopped after epoch {self.epoch}; continue with --resume")
         summary = self._finish()
         self.dist.close()
         return summary
