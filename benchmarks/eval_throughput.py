@@ -66,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--model", default="efficientnet_lite0")
     args = parser.parse_args()
 
@@ -88,22 +88,24 @@ def main() -> int:
                 backend(batch)
             return batches * args.batch_size / (time.perf_counter() - start)
 
-        def full_eval(workers: int) -> float:
+        def full_eval(workers: int) -> tuple[float, float]:
             start = time.perf_counter()
             output = predict_shard(backend, eval_set, range(count), batch_size=args.batch_size, workers=workers)
             assert len(output.positions) == count and not output.failed
-            return count / (time.perf_counter() - start)
+            return count / (time.perf_counter() - start), output.wait_seconds / output.seconds
 
         # model, eval, model, eval, ..., model: each eval is compared with the model-only runs
         # just before and after it, so slow drifts in the machine's load cancel out.
         model_rates = [model_only()]
         eval_rates: dict[int, list[float]] = {w: [] for w in args.workers}
         ratios: dict[int, list[float]] = {w: [] for w in args.workers}
+        waits: dict[int, list[float]] = {w: [] for w in args.workers}
         for _ in range(args.repeats):
             for workers in args.workers:
-                rate = full_eval(workers)
+                rate, wait = full_eval(workers)
                 model_rates.append(model_only())
                 eval_rates[workers].append(rate)
+                waits[workers].append(wait)
                 ratios[workers].append(rate / statistics.mean(model_rates[-2:]))
 
     model_rate = statistics.median(model_rates)
@@ -111,13 +113,15 @@ def main() -> int:
 
     print(f"{args.model}, batch {args.batch_size}, {count} JPEGs ~500x375, torch {torch.__version__}, "
           f"{torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs; median of {args.repeats} runs\n")
-    print(f"{'pipeline':<28} {'images/s':>9} {'vs model only':>14} {'range':>12}")
+    print(f"{'pipeline':<28} {'images/s':>9} {'vs model only':>14} {'range':>12} {'waiting for data':>17}")
     print(f"{'model only (no data)':<28} {model_rate:9.1f} {'1.00':>14}")
     for workers, rates in eval_rates.items():
         print(f"{f'effnet eval, {workers} workers':<28} {statistics.median(rates):9.1f} "
-              f"{statistics.median(ratios[workers]):14.2f} {min(ratios[workers]):5.2f}-{max(ratios[workers]):.2f}")
+              f"{statistics.median(ratios[workers]):14.2f} {min(ratios[workers]):5.2f}-{max(ratios[workers]):.2f} "
+              f"{statistics.median(waits[workers]):16.1%}")
     print("\nvs model only: median over repeats of eval images/s divided by the mean of the model-only "
-          "runs just before and after it.")
+          "runs just before and after it.\nwaiting for data: share of the eval run the model loop spent "
+          "blocked on the DataLoader (with 0 workers: decoding in line).")
     return 0
 
 
