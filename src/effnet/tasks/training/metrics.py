@@ -89,7 +89,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
             points = [(r["epoch"], 100.0 * r[key]) for r in epochs if r.get(key) is not None]
             if points:
                 acc_ax.plot(*zip(*points), "s-", color=colour, label=name)
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="loss", yscale="log")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
