@@ -180,8 +180,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per point (after warm-up)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="server --threads (torch intra-op threads)")
+    parser.add_argument("--workers", type=int, default=2, help="server --workers (default: the server's, 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="server --threads (default: the server's, torch's thread count / workers)")
     parser.add_argument("--images", nargs="+", type=Path,
                         default=sorted((ROOT / "examples/images").glob("*.jpg")))
     args = parser.parse_args()
@@ -195,9 +196,10 @@ def main() -> None:
     pipeline_rate = reference.pipeline(args.seconds)
     print(f"offline, batch {args.max_batch}, default threads: backend {default_rate:.1f} img/s, "
           f"decode+preprocess+forward {pipeline_rate:.1f} img/s")
-    if args.threads:
+    if args.backend == "torch":
         import torch
 
+        args.threads = args.threads or max(1, torch.get_num_threads() // args.workers)  # as the server does
         torch.set_num_threads(args.threads)
     layout = f"{args.workers} forward pass(es) at once, {args.threads or 'default'} thread(s) each"
     print(f"'backend': the backend offline on ready batches of {args.max_batch} with the server's layout "

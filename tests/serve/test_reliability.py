@@ -39,7 +39,7 @@ def test_full_queue_answers_503_with_retry_after(lite0: Predictor, photo_files: 
             backend.gate.set()
             return list(await asyncio.gather(busy, *queued)), refused
 
-    with serve(predictor, max_batch=1, queue_size=2, max_images=1) as live:
+    with serve(predictor, max_batch=1, workers=1, queue_size=2, max_images=1) as live:
         answered, refused = asyncio.run(scenario(live))
         metrics = httpx.get(f"{live.url}/metrics").text
     assert refused.status_code == 503
@@ -82,7 +82,7 @@ def test_api_key(lite0: Predictor, photo_files: dict[str, bytes], monkeypatch: p
 def test_shutdown_finishes_in_flight_requests(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
     predictor, backend = gated(lite0)
     names = ["chelsea.jpg", "coffee.jpg", "camera.jpg"]
-    live = serve(predictor, max_batch=1).start()
+    live = serve(predictor, max_batch=1, workers=1).start()
     port = int(live.url.rsplit(":", 1)[1])
     results: dict[str, httpx.Response] = {}
 

@@ -61,7 +61,7 @@ class ServeSettings:
 
     max_batch: int = 16
     max_wait_ms: float = 5.0
-    workers: int = 1
+    workers: int = 2
     queue_size: int = 128
     max_body_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
@@ -387,10 +387,7 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         num_classes = service.predictor.backend.num_classes
         if topk > num_classes:
             raise ServeError(422, "invalid_parameter", f"topk: must be between 1 and {num_classes}")
-        images = await _images_from_request(request, settings)
-        if len(images) > settings.max_images:
-            raise ServeError(413, "too_many_images", f"{len(images)} images in one request; the limit is "
-                             f"{settings.max_images} (--max-images)")
+        images = await _images_from_request(request, settings)  # at most --max-images
         loop = asyncio.get_running_loop()
         try:
             ticket = service.batcher.admit(len(images))

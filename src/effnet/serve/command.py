@@ -34,9 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
     model.add_argument("--device", default=None, help="torch device, e.g. cuda or cuda:1 (torch backend only)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="CPU threads inside each forward pass (torch backend; default: torch's, one per "
-                            "core). On CPU, --workers 2 --threads 1 often beats one worker with 2 threads")
-
+                       help="CPU threads inside each forward pass (torch backend; default: torch's thread "
+                            "count divided among the --workers)")
     http = parser.add_argument_group("network")
     http.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default: 127.0.0.1, this machine only); 0.0.0.0 exposes "
@@ -100,6 +99,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _split_threads(threads: int | None, workers: int) -> int:
+    """Set torch's intra-op threads: ``threads``, or its default divided among the workers.
+
+    Several forward passes each with a share of the cores beat one pass with all of them on
+    a CPU: no barrier waits across cores, and host work overlaps compute (docs/serving.md has
+    the measurements). Process-wide, which is right for a process that only serves.
+    """
+    import torch
+
+    chosen = threads or max(1, torch.get_num_threads() // workers)
+    torch.set_num_threads(chosen)
+    return chosen
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -124,12 +137,9 @@ def run(args: argparse.Namespace) -> int:
     options = {"device": args.device} if args.device else {}
     if (options or args.threads is not None) and args.backend != "torch":
         raise UsageError("--device and --threads apply to the torch backend only")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)  # process-wide: this process only serves
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    threads = _split_threads(args.threads, settings.workers) if args.backend == "torch" else None
     sock = _bind(args.host, args.port)  # before the slow model load: a busy port fails at once
     try:
         predictors: dict[str, Predictor] = {}
@@ -145,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"effnet serve: http://{shown}:{port}/  (page at /, API docs at /docs, metrics at /metrics; "
-          f"max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms, {settings.workers} worker(s))",
+          f"max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms, {settings.workers} worker(s)"
+          f"{f' x {threads} thread(s)' if threads else ''})",
           file=sys.stderr, flush=True)
     if not _is_loopback(args.host) and not settings.api_key:
         print(f"effnet serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
