@@ -7,8 +7,9 @@ scikit-image / scikit-learn / matplotlib with random crops and flips, then measu
 - eval: the whole `effnet eval` loop (decode, preprocess, forward, top-k) with 0..N DataLoader
   workers, including worker start-up.
 
-Runs alternate (model, eval, model, eval, ...) and each figure is the median of the repeats,
-so a noisy neighbour hurts both sides alike.
+Runs alternate (model, eval, model, eval, ..., model); each eval is divided by the mean of the
+model-only runs on either side of it and the table shows the median of those ratios, so a
+noisy neighbour on a shared machine hurts both sides alike.
 
     flock /work/heavy.lock python benchmarks/eval_throughput.py [--workers 0 1 2] [--repeats 3]
 """
@@ -65,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--model", default="efficientnet_lite0")
     args = parser.parse_args()
 
@@ -87,29 +88,40 @@ def main() -> int:
                 backend(batch)
             return batches * args.batch_size / (time.perf_counter() - start)
 
-        def full_eval(workers: int) -> float:
+        def full_eval(workers: int) -> tuple[float, float]:
             start = time.perf_counter()
             output = predict_shard(backend, eval_set, range(count), batch_size=args.batch_size, workers=workers)
             assert len(output.positions) == count and not output.failed
-            return count / (time.perf_counter() - start)
+            return count / (time.perf_counter() - start), output.wait_seconds / output.seconds
 
-        model_rates: list[float] = []
+        # model, eval, model, eval, ..., model: each eval is compared with the model-only runs
+        # just before and after it, so slow drifts in the machine's load cancel out.
+        model_rates = [model_only()]
         eval_rates: dict[int, list[float]] = {w: [] for w in args.workers}
+        ratios: dict[int, list[float]] = {w: [] for w in args.workers}
+        waits: dict[int, list[float]] = {w: [] for w in args.workers}
         for _ in range(args.repeats):
             for workers in args.workers:
+                rate, wait = full_eval(workers)
                 model_rates.append(model_only())
-                eval_rates[workers].append(full_eval(workers))
+                eval_rates[workers].append(rate)
+                waits[workers].append(wait)
+                ratios[workers].append(rate / statistics.mean(model_rates[-2:]))
 
     model_rate = statistics.median(model_rates)
     import torch
 
     print(f"{args.model}, batch {args.batch_size}, {count} JPEGs ~500x375, torch {torch.__version__}, "
           f"{torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs; median of {args.repeats} runs\n")
-    print(f"{'pipeline':<28} {'images/s':>9} {'vs model only':>14}")
+    print(f"{'pipeline':<28} {'images/s':>9} {'vs model only':>14} {'range':>12} {'waiting for data':>17}")
     print(f"{'model only (no data)':<28} {model_rate:9.1f} {'1.00':>14}")
     for workers, rates in eval_rates.items():
-        rate = statistics.median(rates)
-        print(f"{f'effnet eval, {workers} workers':<28} {rate:9.1f} {rate / model_rate:14.2f}")
+        print(f"{f'effnet eval, {workers} workers':<28} {statistics.median(rates):9.1f} "
+              f"{statistics.median(ratios[workers]):14.2f} {min(ratios[workers]):5.2f}-{max(ratios[workers]):.2f} "
+              f"{statistics.median(waits[workers]):16.1%}")
+    print("\nvs model only: median over repeats of eval images/s divided by the mean of the model-only "
+          "runs just before and after it.\nwaiting for data: share of the eval run the model loop spent "
+          "blocked on the DataLoader (with 0 workers: decoding in line).")
     return 0
 
 

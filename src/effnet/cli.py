@@ -20,10 +20,12 @@ COMMANDS: dict[str, str] = {
     "models": "effnet.tasks.models",
     "convert": "effnet.tasks.convert",
     "eval": "effnet.tasks.evaluate",
+    "train": "effnet.tasks.train",
     "info": "effnet.tasks.info",
     "scale": "effnet.tasks.scale",
     "bench": "effnet.tasks.bench",
     "serve": "effnet.serve.command",
+    "export": "effnet.tasks.export",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -31,10 +33,12 @@ SUMMARIES: dict[str, str] = {
     "models": "list every variant with params, input size and weights",
     "convert": "convert lukemelas/timm/torchvision/Keras checkpoints to safetensors with metadata",
     "eval": "top-1/top-5 accuracy on an ImageFolder tree or images + label file",
+    "train": "train or fine-tune from a YAML recipe (resumable, torchrun for many processes)",
     "info": "params and FLOPs (multiply-adds) of every variant, with reported accuracy",
     "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
     "serve": "HTTP server with dynamic batching, a web page and metrics",
+    "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
 }
 
 

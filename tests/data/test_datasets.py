@@ -148,7 +148,8 @@ def test_read_label_file_is_single_label_for_training(tmp_path):
 def test_reduced_decode_side_follows_the_crop():
     # Lite0: 224 crop of a 256 short side (224 / (224 + 32)); squash mode works on 224 itself
     lite0 = Preprocessing(size=224, crop_fraction=224 / 256, crop_mode="center_crop_then_resize")
-    assert reduced_decode_side(lite0) == 512
+    assert reduced_decode_side(lite0, safety=2.0) == 512
+    assert reduced_decode_side(lite0) == 768  # the default keeps 3x: see REDUCE_SAFETY
     assert reduced_decode_side(Preprocessing(size=224, crop_mode="resize"), safety=1.5) == 336
 
 
@@ -207,7 +208,7 @@ def test_reduced_decode_with_aligned_crop_sees_what_a_full_decode_sees(tmp_path)
     photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS).save(tmp_path / "big.jpg", quality=90)
     lite0 = Preprocessing(size=224, crop_fraction=224 / 256, crop_mode="center_crop_then_resize")
     exact = lite0.resize_crop(load_image(tmp_path / "big.jpg")).astype(np.float32)
-    image, source_size = load_image_reduced(tmp_path / "big.jpg", reduced_decode_side(lite0))
+    image, source_size = load_image_reduced(tmp_path / "big.jpg", reduced_decode_side(lite0, safety=2.0))
     assert image.shape[0] <= source_size[0] // 2
     aligned = np.abs(lite0.resize_crop(image, source_size) - exact).mean()
     naive = np.abs(lite0.resize_crop(image) - exact).mean()

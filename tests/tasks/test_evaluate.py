@@ -195,10 +195,10 @@ def test_collate_sets_failures_aside():
 
 
 def test_merge_restores_data_order():
-    parts = [ShardOutput([0, 2], [[1], [3]], [(4, "bad")], 1.0), ShardOutput([1, 3], [[2], [4]], [], 2.0)]
+    parts = [ShardOutput([0, 2], [[1], [3]], [(4, "bad")], 1.0, 0.5), ShardOutput([1, 3], [[2], [4]], [], 2.0, 0.1)]
     merged = ShardOutput.merge(parts)
-    assert (merged.positions, merged.topk, merged.failed, merged.seconds) == ([0, 1, 2, 3], [[1], [2], [3], [4]],
-                                                                              [(4, "bad")], 2.0)
+    assert (merged.positions, merged.topk, merged.failed) == ([0, 1, 2, 3], [[1], [2], [3], [4]], [(4, "bad")])
+    assert (merged.seconds, merged.wait_seconds) == (2.0, 0.1)  # the slowest rank's timings
 
 
 def test_two_gloo_processes_give_the_single_process_numbers(tmp_path, photos, capsys):

@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,15 @@ def read_class_map(path: str | Path) -> dict[str, int]:
     return mapping
 
 
+@lru_cache(maxsize=8)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    """name -> first index: a label file of 50,000 lines must not scan 1000 names per line."""
+    positions: dict[str, int] = {}
+    for index, name in enumerate(names):
+        positions.setdefault(name, index)
+    return positions
+
+
 @dataclass
 class LabelResolver:
     """Turns a folder name or label token into a class index, or says why it cannot."""
@@ -82,17 +92,18 @@ class LabelResolver:
             if not 0 <= index < self.num_classes:
                 raise DatasetError(f"class map sends '{token}' to {index}, out of range for {self.num_classes} classes")
             return index
-        if self.class_names is not None and token in self.class_names:
-            return list(self.class_names).index(token)
+        names = _positions(tuple(self.class_names)) if self.class_names is not None else {}
+        if token in names:
+            return names[token]
         if token.isdigit():
             index = int(token)
             if index >= self.num_classes:
                 raise DatasetError(f"class index {index} out of range for {self.num_classes} classes")
             return index
         if _SYNSET.match(token) and self.num_classes == 1000:
-            synsets = imagenet_synsets()
+            synsets = _positions(imagenet_synsets())
             if token in synsets:
-                return synsets.index(token)
+                return synsets[token]
         raise DatasetError(
             f"cannot map class '{token}' to an index: name folders by class index (967 or 0967), "
             "ImageNet synset (n07920052), the model's class names, or pass --class-map FILE"
@@ -159,8 +170,10 @@ def read_label_file(images: str | Path, label_file: str | Path, resolver: LabelR
 
 # -- decoding at reduced size ---------------------------------------------------------------
 #: How much larger than the preprocessing's working resolution a DCT-reduced decode must stay.
-#: ``benchmarks/eval_decode_scaling.py`` measured it on real photos (see docs/evaluate.md).
-REDUCE_SAFETY = 2.0
+#: ``benchmarks/eval_decode_scaling.py`` on real photos: at 3x the network input differs from a
+#: full decode by less than re-saving the JPEG at quality 95 does, and no top-1 changed; at 2x
+#: the difference is about twice that and a near-tie (p = 0.07) flipped (docs/evaluate.md).
+REDUCE_SAFETY = 3.0
 
 
 def reduced_decode_side(preprocessing: Preprocessing, safety: float = REDUCE_SAFETY) -> int:

@@ -125,8 +125,15 @@ class Preprocessing:
             to_y, to_x = height / new_h, width / new_w
             box = (left * to_x, top * to_y, (left + self.size) * to_x, (top + self.size) * to_y)
         scale_y, scale_x = image.shape[0] / height, image.shape[1] / width
-        scaled = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
-        return np.asarray(Image.fromarray(image).resize((self.size, self.size), _PIL_FILTERS[self.interpolation], box=scaled))
+        x0, y0, x1, y1 = box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y
+        if self.crop_mode == "center_crop_then_resize":
+            # as in the full-size path, the filter must not read beyond the crop: cut to the
+            # pixels the fractional box touches, then place the box inside that cut
+            left, top = int(x0), int(y0)
+            image = image[top : math.ceil(y1), left : math.ceil(x1)]
+            x0, y0, x1, y1 = x0 - left, y0 - top, x1 - left, y1 - top
+        resample = _PIL_FILTERS[self.interpolation]
+        return np.asarray(Image.fromarray(image).resize((self.size, self.size), resample, box=(x0, y0, x1, y1)))
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> 3xHxW float32, (x / 255 - mean) / std."""

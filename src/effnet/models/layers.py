@@ -15,10 +15,16 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
     """Total padding TF "SAME" adds along one axis of length ``size``.
 
     Written with integer ops and ``torch.sym_max`` so it stays symbolic under torch.export,
-    which keeps the padding dynamic in an exported graph.
+    which keeps the padding dynamic in an exported graph. The ``max`` is only needed when
+    the kernel spans less than the stride: leaving it out otherwise lets the exporter see
+    that each output is ``ceil(size / stride)`` (nested maxima across strided layers make
+    torch.export's shape reasoning take minutes), and the ceiling avoids negative floor
+    division, which ONNX integer ``Div`` truncates where Python floors.
     """
-    out = -(-size // stride)
-    return torch.sym_max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    out = (size + stride - 1) // stride
+    span = (kernel - 1) * dilation + 1
+    padding = (out - 1) * stride + span - size
+    return padding if span >= stride else torch.sym_max(padding, 0)
 
 
 class Conv2dSame(nn.Conv2d):

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from .._malloc import allocator
 from ..errors import UsageError
 from ..models.spec import NetworkPlan, resolve
-from ..models.variants import canonical_name
+from ..models.variants import VARIANTS, canonical_name
 from .info import reported_entry
 
 DESCRIPTION = (
@@ -138,6 +138,7 @@ def _cuda(dtype: str | None, graph: bool = False, compiled: bool = False) -> Cal
     def prepare(model: Any, config: BenchConfig, size: int) -> Runner:
         import torch
 
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
         device = torch.device("cuda")
         model = copy.deepcopy(model).to(device, memory_format=torch.channels_last)
         batch = torch.randn(config.batch_size, 3, size, size, device=device).contiguous(
@@ -147,7 +148,9 @@ def _cuda(dtype: str | None, graph: bool = False, compiled: bool = False) -> Cal
             model = torch.compile(model, mode="max-autotune")
 
         def forward() -> torch.Tensor:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            # autocast's weight cache must be off while capturing a CUDA graph (PyTorch's CUDA graphs notes)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                                                        cache_enabled=not graph):
                 return model(batch)
 
         if not graph:
@@ -177,28 +180,42 @@ def _cuda(dtype: str | None, graph: bool = False, compiled: bool = False) -> Cal
     return prepare
 
 
-# -- ONNX Runtime (adapter to runtime/onnx_backend.py when that exists) ------------------
+# -- ONNX Runtime (adapter to effnet's exporter and runtime/onnx_backend.py) -------------
 def _onnx_missing() -> str | None:
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install 'effnet[onnx]')"
     if importlib.util.find_spec("effnet.runtime.onnx_backend") is None or importlib.util.find_spec(
             "effnet.tasks.export") is None:
-        return "effnet's ONNX Runtime backend (runtime/onnx_backend.py, tasks/export.py) is not in this build"
+        return "effnet's ONNX export and runtime (tasks/export.py, runtime/onnx_backend.py) are not in this build"
     return None
 
 
-def _onnx(int8: bool) -> Callable[[Any, BenchConfig, int], Runner]:
-    def prepare(model: Any, config: BenchConfig, size: int) -> Runner:
-        import numpy as np
+def _onnx_int8_missing() -> str:
+    return "int8 needs a calibrated model from `effnet quantize`, which bench does not drive yet"
 
-        from ..runtime.onnx_backend import session_for_module  # type: ignore[import-not-found]
 
-        session = session_for_module(model, size=size, batch_size=config.batch_size, threads=config.threads,
-                                     int8=int8)
-        batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
-        return lambda: session(batch)
+def _onnx(model: Any, config: BenchConfig, size: int) -> Runner:
+    """Export the module (dynamic batch, fixed size) to a temporary file and open an ORT session on it."""
+    import tempfile
 
-    return prepare
+    import numpy as np
+    import onnx
+
+    from ..runtime.onnx_backend import open_session
+    from .export import DEFAULT_OPSET, _export_friendly, torch_to_onnx
+
+    network = torch_to_onnx(_export_friendly(copy.deepcopy(model)), None, size, DEFAULT_OPSET, size)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        onnx.save_model(network, str(path))
+        session = open_session(path, threads=config.threads or None)
+    input_name = session.get_inputs()[0].name
+    batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
+    return lambda: session.run(None, {input_name: batch})
+
+
+def _unavailable(model: Any, config: BenchConfig, size: int) -> Runner:
+    raise UsageError(f"backend {config.backend} cannot run here")
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -206,8 +223,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch-cl", "PyTorch eager, channels_last (what effnet predict uses)", _torch_eager(channels_last=True)),
     Backend("torch-compile", "torch.compile (inductor), channels_last; compile time is in first_call_s",
             _torch_eager(channels_last=True, compiled=True)),
-    Backend("onnx", "ONNX Runtime fp32 (effnet export)", _onnx(int8=False), _onnx_missing),
-    Backend("onnx-int8", "ONNX Runtime int8, static quantization (effnet quantize)", _onnx(int8=True), _onnx_missing),
+    Backend("onnx", "ONNX Runtime fp32, the graph effnet export writes", _onnx, _onnx_missing),
+    Backend("onnx-int8", "ONNX Runtime int8 (effnet quantize)", _unavailable, _onnx_int8_missing),
     Backend("cuda", "CUDA fp32, channels_last", _cuda(None), _cuda_missing),
     Backend("cuda-fp16", "CUDA fp16 autocast, channels_last", _cuda("fp16"), _cuda_missing),
     Backend("cuda-bf16", "CUDA bf16 autocast, channels_last", _cuda("bf16"), _cuda_missing),
@@ -415,17 +432,23 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     series = sorted({(r.backend, r.threads) for r in results})
     smallest_batch = min((r.batch_size for r in results), default=1)
     unranked = sorted({r.model for r in results if r.top1 is None})
-    for backend, threads in series:
-        points = sorted(
-            (r.p50 * 1e3, r.top1, r.model) for r in results
-            if (r.backend, r.threads) == (backend, threads) and r.batch_size == smallest_batch and r.top1 is not None
-        )
-        if not points:
-            continue
-        xs, ys, names = zip(*points)
-        accuracy_axis.plot(xs, ys, marker="o", label=f"{backend}, {threads} threads")
-        for x, y, name in points:
-            accuracy_axis.annotate(_short(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    order = {name: index for index, name in enumerate(VARIANTS)}
+    families = sorted({VARIANTS[r.model].family.name for r in results})
+    for series_index, (backend, threads) in enumerate(series):
+        for family_index, family in enumerate(families):
+            # one line per family in variant order (B0, B1, ...), like the paper's Figure 1
+            points = sorted(
+                (order[r.model], r.p50 * 1e3, r.top1, r.model) for r in results
+                if (r.backend, r.threads) == (backend, threads) and r.batch_size == smallest_batch
+                and r.top1 is not None and VARIANTS[r.model].family.name == family
+            )
+            if not points:
+                continue
+            _, xs, ys, names = zip(*points)
+            accuracy_axis.plot(xs, ys, color=f"C{series_index % 10}", marker="osD^v"[family_index % 5],
+                               label=f"{backend}, {threads} thread{'s' * (threads != 1)} ({family})")
+            for x, y, name in zip(xs, ys, names):
+                accuracy_axis.annotate(_short(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     accuracy_axis.set_xscale("log")
     accuracy_axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     accuracy_axis.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
@@ -505,6 +528,9 @@ def _int_list(text: str, what: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    width = max(map(len, BACKENDS))
+    parser.epilog = "backends:\n" + "\n".join(f"  {b.name:<{width}}  {b.summary}" for b in BACKENDS.values())
     parser.add_argument("--models", default="lite0,b0", help="comma-separated variants (default: lite0,b0)")
     parser.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes (default: 1,16)")
     parser.add_argument("--threads", default="0",
@@ -566,6 +592,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not to_stdout:
         print_table(results, skipped)
+    else:
+        for name, reason in skipped.items():
+            print(f"skipped {name}: {reason}", file=sys.stderr)
     if args.csv:
         write_csv(args.csv, results)
     if args.json:

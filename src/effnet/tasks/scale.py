@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -147,7 +148,9 @@ def _latency_fits(args: argparse.Namespace, seconds: float) -> Callable[[float],
     def fits(phi: float) -> bool:
         scaled = scale(args.base, phi, args.alpha, args.beta, args.gamma, args.round_to)
         config = BenchConfig(backend=args.backend, batch_size=1, threads=args.threads, budget=args.budget)
-        return measure_plan(scaled.plan, config).p50 <= seconds
+        p50 = measure_plan(scaled.plan, config).p50
+        print(f"  phi {phi:.3f}: {scaled.resolution} px, p50 {p50 * 1e3:.1f} ms", file=sys.stderr)
+        return p50 <= seconds
 
     return fits
 
@@ -165,7 +168,12 @@ def run(args: argparse.Namespace) -> int:
     goal = ""
     if args.target_flops:
         limit = parse_flops(args.target_flops)
-        phi = largest_phi(lambda p: count_macs(at(p).plan) <= limit)
+        def fits(phi: float) -> bool:
+            macs = count_macs(at(phi).plan)
+            print(f"  phi {phi:.3f}: {macs / 1e9:.3f} G MACs", file=sys.stderr)
+            return macs <= limit
+
+        phi = largest_phi(fits)
         goal = f"largest phi with FLOPs <= {limit / 1e9:g} G MACs"
     elif args.target_latency:
         limit = parse_latency(args.target_latency)

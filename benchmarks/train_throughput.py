@@ -1,0 +1,142 @@
+"""Training throughput of effnet's loop vs efficientnet_pytorch's model in a plain fp32 loop.
+
+EfficientNet-B0 at 224x224, batch 16, random data, SGD momentum 0.9. The baseline is
+``efficientnet_pytorch`` (lukemelas) B0 trained the way a plain PyTorch script does it:
+NCHW, fp32, ``torch.optim.SGD`` defaults. The effnet rows add one setting at a time of what
+``effnet train`` does (``train.channels_last``, the fused optimizer ``build_optimizer``
+picks, ``train.amp: bf16``, ``train.compile``). Every row runs in its own process (so peak
+memory is its own), rows are interleaved over ``--rounds`` so load from other processes hits
+them alike, and the table reports the median img/s over rounds with the ratio to the
+baseline's median. Both sides run with effnet's malloc tuning, as ``effnet train`` does.
+
+    flock /work/heavy.lock python benchmarks/train_throughput.py --threads 2 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from effnet._malloc import tune_malloc  # noqa: E402
+
+#: row name -> (model, channels_last, optimizer implementation, amp, compile)
+CANDIDATES: dict[str, tuple[str, bool, str, str, bool]] = {
+    "efficientnet_pytorch fp32 (baseline)": ("reference", False, "foreach", "none", False),
+    "effnet fp32": ("effnet", False, "foreach", "none", False),
+    "effnet channels_last": ("effnet", True, "foreach", "none", False),
+    "effnet channels_last + fused SGD": ("effnet", True, "fused", "none", False),
+    "effnet channels_last + fused + bf16": ("effnet", True, "fused", "bf16", False),
+    "effnet channels_last + fused + compile": ("effnet", True, "fused", "none", True),
+}
+
+
+def measure(name: str, batch: int, size: int, threads: int, budget: float, min_steps: int) -> dict[str, float]:
+    """One row in this process: warm up, then time steps until ``budget`` seconds have passed."""
+    tune_malloc()
+    import torch
+
+    from effnet.models.network import build_model
+    from effnet.tasks.training.config import OptimConfig
+    from effnet.tasks.training.optim import build_optimizer, param_groups
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    kind, channels_last, implementation, amp, compiled = CANDIDATES[name]
+    if kind == "reference":
+        from efficientnet_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-b0")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    else:
+        model = build_model("efficientnet_b0")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    if kind != "reference":
+        optimizer = build_optimizer(param_groups(model, 1e-5), OptimConfig(name="sgd", implementation=implementation),
+                                    0.01, torch.device("cpu"))
+    forward = torch.compile(model) if compiled else model
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    images = torch.randn(batch, 3, size, size).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, 1000, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = criterion(forward(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    step()  # the first step builds oneDNN primitives (and compiles, for compile)
+    first = time.perf_counter() - started
+    step()
+    steps, started = 0, time.perf_counter()
+    while steps < min_steps or time.perf_counter() - started < budget:
+        step()
+        steps += 1
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"img_s": steps * batch / seconds, "steps": steps, "first_step_s": first,
+            "peak_rss_mb": peak / 1024, "training_rss_mb": (peak - rss_before) / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=30.0, help="timed seconds per row per round")
+    parser.add_argument("--min-steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rows", default=",".join(str(i) for i in range(len(CANDIDATES))),
+                        help="comma-separated row numbers to run (0 = baseline, always run)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.batch_size, args.size, args.threads, args.budget, args.min_steps)))
+        return
+
+    import torch
+
+    from effnet.tasks.bench import header_lines, machine_info
+
+    names = list(CANDIDATES)
+    chosen = sorted({0, *(int(i) for i in args.rows.split(","))})
+    print("\n".join(header_lines(machine_info())))
+    print(f"EfficientNet-B0 training step, {args.size}x{args.size}, batch {args.batch_size}, {args.threads} threads, "
+          f"torch {torch.__version__}, {args.rounds} round(s) of >= {args.budget:.0f} s per row\n")
+    results: dict[str, list[dict[str, float]]] = {names[i]: [] for i in chosen}
+    for round_index in range(args.rounds):
+        for i in chosen:
+            command = [sys.executable, __file__, "--one", names[i], "--batch-size", str(args.batch_size),
+                       "--size", str(args.size), "--threads", str(args.threads), "--budget", str(args.budget),
+                       "--min-steps", str(args.min_steps)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{names[i]}: failed: {done.stderr.strip().splitlines()[-1]}")
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            results[names[i]].append(row)
+            print(f"  round {round_index + 1}: {names[i]}: {row['img_s']:.2f} img/s", flush=True)
+    baseline = statistics.median(r["img_s"] for r in results[names[0]])
+    print(f"\n{'loop':<42}{'img/s':>8}{'vs baseline':>13}{'first step s':>14}{'peak RSS MB':>13}{'train RSS MB':>14}")
+    for name, rows in results.items():
+        if not rows:
+            continue
+        speed = statistics.median(r["img_s"] for r in rows)
+        print(f"{name:<42}{speed:>8.2f}{speed / baseline:>12.2f}x{max(r['first_step_s'] for r in rows):>14.1f}"
+              f"{max(r['peak_rss_mb'] for r in rows):>13.0f}{max(r['training_rss_mb'] for r in rows):>14.0f}")
+    print("\ntrain RSS: peak resident memory minus the resident memory before the first step.")
+
+
+if __name__ == "__main__":
+    main()

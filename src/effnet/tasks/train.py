@@ -1,0 +1,66 @@
+"""``effnet train``: train or fine-tune from a YAML recipe, resumable, on one process or many.
+
+Heavy imports (torch, kornia) happen in ``run`` so ``effnet train --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UsageError
+
+DESCRIPTION = """Train or fine-tune an EfficientNet from a YAML recipe.
+
+examples:
+  effnet train --config digits_finetune_lite0.yaml
+  effnet train --config efficientnet_b0_imagenet_sgd.yaml data.train_dir=/data/train data.val_dir=/data/val
+  effnet train --config my.yaml train.epochs=30 optim.lr=0.05 --output runs/try2
+  effnet train --output runs/try2 --resume            # continue exactly where it stopped
+  torchrun --nproc_per_node 4 -m effnet train --config my.yaml   # data parallel
+
+Overrides are dotted KEY=VALUE pairs read as YAML; `--list-configs` shows the shipped recipes
+and `--print-config` the resolved settings. The output folder receives config.yaml,
+checkpoints/, metrics.jsonl, metrics.csv, curves.png and model*.safetensors."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="settings to change, e.g. train.epochs=5 optim.lr=0.01")
+    parser.add_argument("--config", "-c", metavar="YAML",
+                        help="recipe file, or the name of a shipped recipe (see --list-configs); "
+                             "with --resume the run's saved config.yaml is the default")
+    parser.add_argument("--output", "-o", metavar="DIR",
+                        help="run folder (default: runs/<config name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output from its newest checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--list-configs", action="store_true", help="list the shipped recipes and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .training.config import config_differences, config_to_yaml, load_config, shipped_configs
+
+    if args.list_configs:
+        print("\n".join(shipped_configs()))
+        return 0
+    if args.config is None and not (args.resume and args.output):
+        raise UsageError("pass --config YAML (or --resume with --output DIR of an earlier run)")
+    saved = Path(args.output) / "config.yaml" if args.output else None
+    source = args.config if args.config is not None else saved
+    config = load_config(source, args.overrides)
+    run_name = Path(str(args.config)).stem if args.config else Path(args.output).name
+    output = Path(args.output) if args.output else Path("runs") / run_name
+    if args.print_config:
+        print(config_to_yaml(config), end="")
+        return 0
+    if args.resume and args.config is not None and (output / "config.yaml").is_file():
+        changes = config_differences(load_config(output / "config.yaml"), config)
+        if changes:
+            print(f"note: resuming with changed settings: {'; '.join(changes)}")
+
+    from .training.engine import train
+
+    train(config, output, resume=args.resume, run_name=run_name)
+    return 0

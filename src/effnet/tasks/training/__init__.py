@@ -1,0 +1,1 @@
+"""The training engine behind ``effnet train``: config schema, data, optimizers, checkpoints, loop."""

@@ -1,0 +1,123 @@
+"""Checkpoints that survive anything short of losing the disk.
+
+Each save goes to a temporary file in the same folder, is flushed to disk, and only then
+renamed over its final name (``os.replace`` is atomic), so a crash or a full disk mid-save
+leaves every earlier checkpoint untouched. Only after a successful save are the oldest
+checkpoints beyond ``keep`` removed. Files load with ``torch.load(weights_only=True)``:
+random-number states are stored as tensors and plain Python values, never pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import EffnetError
+
+_NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+
+
+class CheckpointError(EffnetError):
+    """A checkpoint that cannot be written or read; the message says what is still intact."""
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states, loadable with weights_only."""
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    saved = state["numpy"]
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]},
+        "has_gauss": saved["has_gauss"],
+        "gauss": saved["gauss"],
+    })
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``.name.tmp``, fsync, rename; the temporary file never outlives a failure."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class CheckpointManager:
+    """``checkpoint-<global step>.pt`` files in one folder; the newest ``keep`` are kept."""
+
+    def __init__(self, folder: str | Path, keep: int) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def checkpoints(self) -> list[Path]:
+        """Existing checkpoints, oldest first (by global step)."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def path_for(self, global_step: int) -> Path:
+        return self.folder / f"checkpoint-{global_step:08d}.pt"
+
+    def save(self, state: dict[str, Any], global_step: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(global_step)
+        try:
+            atomic_torch_save(state, path)
+        except OSError as error:
+            previous = self.latest()
+            kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+            reason = error.strerror or str(error)
+            raise CheckpointError(f"could not write {path} ({reason}); {kept}") from None
+        for old in self.checkpoints()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> dict[str, Any]:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise CheckpointError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0]})") from None

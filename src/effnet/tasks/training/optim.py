@@ -1,0 +1,138 @@
+"""Optimizers, parameter groups and learning-rate schedules, all from ``torch.optim``.
+
+RMSProp: TensorFlow (the EfficientNet papers) and PyTorch differ in three ways.
+TF divides by ``sqrt(ms + eps)``, torch by ``sqrt(ms) + eps``; TF starts the mean square
+``ms`` at 1, torch at 0; TF scales the momentum input by the learning rate, torch scales
+the momentum output. ``rmsprop_tf`` keeps torch's optimizer and closes the two gaps that
+matter: it passes ``eps_torch = sqrt(eps_tf)`` (the denominators then agree when ``ms``
+is far below or far above ``eps`` and differ by at most a factor sqrt(2) in between, where
+passing TF's 1e-3 unchanged would give up to 30x larger steps for parameters with tiny
+gradients) and it starts the mean square at 1. The third difference only matters while
+the learning rate changes and is left as torch does it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from .config import OptimConfig, ScheduleConfig
+
+#: TF's RMSProp epsilon in the EfficientNet recipes, the default of ``rmsprop_tf``.
+TF_RMSPROP_EPS = 1e-3
+
+
+def layer_index(name: str, num_stages: int) -> int:
+    """Depth of a parameter for layer-wise decay: stem 0, stage s -> s + 1, head last.
+
+    Relies on the timm attribute names every EfficientNet here uses (``conv_stem``, ``bn1``,
+    ``blocks.<stage>.<block>``, head modules after the blocks).
+    """
+    if name.startswith(("conv_stem.", "bn1.")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_stages + 1
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    no_decay_bn_bias: bool = True,
+    layer_decay: float | None = None,
+) -> list[dict[str, Any]]:
+    """Parameter groups: no weight decay on BatchNorm and biases, and per-stage lr scales.
+
+    Every 1-D parameter (BN weight and bias, conv and linear biases) goes to a group
+    without weight decay: decaying them pulls normalisation scales to zero for no gain in
+    generalisation. With ``layer_decay`` d the head keeps the full learning rate and each
+    stage closer to the input gets another factor d, so fine-tuning moves pretrained
+    early features least. Each group's ``lr_scale`` multiplies the base learning rate.
+    """
+    num_stages = len(getattr(model, "blocks", ()))
+    deepest = num_stages + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        decays = not (no_decay_bn_bias and parameter.ndim <= 1)
+        layer = layer_index(name, num_stages) if layer_decay is not None else deepest
+        key = (layer, decays)
+        if key not in groups:
+            scale = layer_decay ** (deepest - layer) if layer_decay is not None else 1.0
+            groups[key] = {"params": [], "weight_decay": weight_decay if decays else 0.0, "lr_scale": scale,
+                           "layer": layer}
+        groups[key]["params"].append(parameter)
+    return [groups[key] for key in sorted(groups)]
+
+
+def _implementation(optimizer_class: type, choice: str, device: torch.device) -> dict[str, bool]:
+    """``fused`` where the optimizer and device have a fused kernel, else ``foreach``."""
+    accepted = inspect.signature(optimizer_class).parameters
+    if choice == "for_loop":
+        return {"foreach": False}
+    if choice in ("auto", "fused") and "fused" in accepted and device.type in ("cpu", "cuda"):
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def build_optimizer(
+    groups: Iterable[dict[str, Any]], config: OptimConfig, lr: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer the recipe names, with ``lr`` times each group's ``lr_scale``."""
+    groups = [dict(group, lr=lr * group["lr_scale"]) for group in groups]
+    if config.name == "sgd":
+        kwargs = _implementation(torch.optim.SGD, config.implementation, device)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, **kwargs)
+    if config.name == "adamw":
+        kwargs = _implementation(torch.optim.AdamW, config.implementation, device)
+        return torch.optim.AdamW(groups, lr=lr, betas=config.betas, eps=config.eps or 1e-8, **kwargs)
+    kwargs = _implementation(torch.optim.RMSprop, config.implementation, device)
+    if config.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, alpha=config.rmsprop_decay, eps=config.eps or 1e-8,
+                                   momentum=config.momentum, **kwargs)
+    optimizer = torch.optim.RMSprop(
+        groups, lr=lr, alpha=config.rmsprop_decay, eps=math.sqrt(config.eps or TF_RMSPROP_EPS),
+        momentum=config.momentum, **kwargs,
+    )
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            optimizer.state[parameter] = {
+                "step": torch.zeros((), dtype=torch.float32),
+                "square_avg": torch.ones_like(parameter, memory_format=torch.preserve_format),
+                "momentum_buffer": torch.zeros_like(parameter, memory_format=torch.preserve_format),
+            }
+    return optimizer
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: ScheduleConfig, steps_per_epoch: int, epochs: int
+) -> lr_scheduler.LRScheduler:
+    """Warm-up (LinearLR) then cosine, staircase exponential (StepLR) or constant; per step.
+
+    The staircase decay ("0.97 every 2.4 epochs") is StepLR with a step size of 2.4 epochs
+    worth of optimizer steps, counted from the end of the warm-up.
+    """
+    total = steps_per_epoch * epochs
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), max(total - 1, 0))
+    if config.name == "cosine":
+        main: lr_scheduler.LRScheduler = lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(total - warmup, 1), eta_min=config.min_lr
+        )
+    elif config.name == "step":
+        main = lr_scheduler.StepLR(
+            optimizer, step_size=max(1, round(config.decay_epochs * steps_per_epoch)), gamma=config.decay_rate
+        )
+    else:
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return main
+    warm = lr_scheduler.LinearLR(optimizer, start_factor=config.warmup_start_factor, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warmup])

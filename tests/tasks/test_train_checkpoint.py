@@ -1,0 +1,73 @@
+"""Checkpoints: atomic writes, a full disk, keeping the newest N, random-number states."""
+
+from __future__ import annotations
+
+import errno
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from effnet.tasks.training import checkpoint as checkpoint_module
+from effnet.tasks.training.checkpoint import CheckpointError, CheckpointManager, rng_state, set_rng_state
+
+
+def state(value: float) -> dict:
+    return {"model": {"w": torch.full((4,), value)}, "global_step": int(value)}
+
+
+def test_keeps_the_newest_n(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (5, 10, 15, 20):
+        manager.save(state(step), step)
+    assert [p.name for p in manager.checkpoints()] == ["checkpoint-00000015.pt", "checkpoint-00000020.pt"]
+    assert manager.load(manager.latest())["global_step"] == 20
+
+
+def test_full_disk_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = CheckpointManager(tmp_path, keep=1)
+    manager.save(state(1.0), 1)
+    before = (tmp_path / "checkpoint-00000001.pt").read_bytes()
+    real_save = torch.save
+
+    def save_then_fail(obj, handle, *args, **kwargs):  # half the bytes land, then the disk is full
+        real_save(obj, handle, *args, **kwargs)
+        handle.truncate(100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_then_fail)
+    with pytest.raises(CheckpointError) as caught:
+        manager.save(state(2.0), 2)
+    message = str(caught.value)
+    assert "No space left on device" in message and "checkpoint-00000001.pt is intact" in message
+    assert "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000001.pt"]  # no temp file, no partial
+    assert (tmp_path / "checkpoint-00000001.pt").read_bytes() == before
+    monkeypatch.undo()
+    assert torch.equal(manager.load(manager.latest())["model"]["w"], torch.full((4,), 1.0))
+
+
+def test_unreadable_checkpoint_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint-00000003.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        CheckpointManager.load(path)
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> None:
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.standard_normal()  # leave a cached Gaussian in numpy's state
+    manager = CheckpointManager(tmp_path, keep=1)
+    manager.save({"rng": rng_state()}, 1)
+    expected = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    set_rng_state(manager.load(manager.latest())["rng"])
+    again = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
+    assert expected[:3] == again[:3]
+    assert torch.equal(expected[3], again[3])

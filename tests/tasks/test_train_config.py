@@ -1,0 +1,135 @@
+"""Training recipes: validation errors, overrides, and the shipped recipes against their papers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from effnet.tasks.training.config import (
+    ConfigError,
+    config_differences,
+    config_to_yaml,
+    load_config,
+    shipped_configs,
+)
+from effnet.tasks.training.engine import stage_for_epoch
+
+
+def write(tmp_path: Path, document: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+DIGITS = {"model": {"name": "lite0", "num_classes": 10, "in_chans": 1}, "data": {"source": "digits", "image_size": 32}}
+
+
+@pytest.mark.parametrize("name", shipped_configs())
+def test_every_shipped_recipe_validates_and_round_trips(name: str) -> None:
+    config = load_config(name)
+    assert load_config(name.removesuffix(".yaml")) == config
+    again = yaml.safe_load(config_to_yaml(config))
+    assert again["train"]["epochs"] == config.train.epochs
+
+
+def test_the_required_recipes_ship() -> None:
+    shipped = set(shipped_configs())
+    assert {"efficientnet_b0_imagenet_sgd.yaml", "efficientnet_b0_imagenet_paper.yaml",
+            "efficientnetv2_s_imagenet_progressive.yaml", "digits_finetune_lite0.yaml"} <= shipped
+    assert any(name.startswith("digits_scratch_") for name in shipped)
+
+
+def test_misspelt_key_is_one_line_listing_the_valid_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, {**DIGITS, "train": {"epoch": 3}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "unknown key 'train.epoch' (did you mean 'train.epochs'?)" in message
+    assert "valid keys in train: epochs, batch_size" in message
+
+
+def test_misspelt_section_and_override_are_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, DIGITS)
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        load_config(path, ["trian.epochs=3"])
+    with pytest.raises(ConfigError, match=r"optim.lr: Input should be greater than 0 \(got -1\)"):
+        load_config(path, ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="is not key=value"):
+        load_config(path, ["train.epochs"])
+
+
+def test_overrides_are_read_as_yaml(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, DIGITS),
+                         ["train.epochs=7", "optim.lr=1e-3", "augment.crop_scale=[0.5, 1.0]", "train.ema_decay=null"])
+    assert config.train.epochs == 7
+    assert config.optim.lr == pytest.approx(1e-3)
+    assert config.augment.crop_scale == (0.5, 1.0)
+    assert config.train.ema_decay is None
+
+
+def test_inconsistent_settings_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="digits has 10 classes"):
+        load_config(write(tmp_path, {**DIGITS, "model": {"name": "lite0", "in_chans": 1}}))
+    with pytest.raises(ConfigError, match="need RGB input"):
+        load_config(write(tmp_path, {**DIGITS, "augment": {"auto_augment": "imagenet"}}))
+    with pytest.raises(ConfigError, match="data.train_dir is required"):
+        load_config(write(tmp_path, {"data": {"source": "image_folder"}}))
+
+
+def test_unknown_recipe_suggests_a_shipped_one() -> None:
+    with pytest.raises(ConfigError, match="Did you mean digits_finetune_lite0.yaml"):
+        load_config("digits_finetune_lite")
+
+
+def test_differences_name_what_changed(tmp_path: Path) -> None:
+    path = write(tmp_path, DIGITS)
+    assert config_differences(load_config(path), load_config(path, ["train.epochs=20"])) == ["train.epochs: 10 -> 20"]
+
+
+def test_mindspore_recipe_matches_the_mindspore_parameter_table() -> None:
+    """shared/reference/mindspore-efficientnet.md: momentum 0.9, max_lr 0.1, min_lr 1e-5, cosine,
+    smooth_factor 0.1, batch 64, 300 epochs, keep_checkpoint_max 10, resize 224."""
+    config = load_config("efficientnet_b0_imagenet_sgd")
+    assert (config.optim.name, config.optim.momentum, config.optim.lr) == ("sgd", 0.9, 0.1)
+    assert (config.schedule.name, config.schedule.min_lr) == ("cosine", 1e-5)
+    assert (config.train.label_smoothing, config.train.batch_size, config.train.epochs) == (0.1, 64, 300)
+    assert config.train.keep_checkpoints == 10
+    assert config.data.image_size == 224
+
+
+def test_paper_recipe_matches_efficientnet_v1() -> None:
+    """Tan & Le 2019, section 5.2: RMSProp decay 0.9 momentum 0.9, BN momentum 0.99, weight decay
+    1e-5, lr 0.256 for batch 4096 (0.016 per 256) decayed 0.97 every 2.4 epochs, AutoAugment,
+    stochastic depth survival 0.8; tensorflow/tpu: epsilon 1e-3, EMA 0.9999, 5 warm-up epochs."""
+    config = load_config("efficientnet_b0_imagenet_paper")
+    optim, schedule = config.optim, config.schedule
+    assert (optim.name, optim.rmsprop_decay, optim.momentum, optim.eps) == ("rmsprop_tf", 0.9, 0.9, 1e-3)
+    assert optim.lr * 4096 / optim.lr_reference_batch == pytest.approx(0.256)
+    assert optim.weight_decay == 1e-5
+    assert (schedule.name, schedule.decay_rate, schedule.decay_epochs, schedule.warmup_epochs) == ("step", 0.97, 2.4, 5)
+    assert config.train.ema_decay == 0.9999
+    assert config.augment.auto_augment == "imagenet"
+    assert config.model.drop_path_rate == 0.2
+    assert config.model.bn_momentum == pytest.approx(1 - 0.99)
+    assert config.model.drop_rate is None  # the variant's own dropout (B0 0.2 ... B7 0.5)
+
+
+def test_v2_progressive_recipe_follows_table_6() -> None:
+    """Tan & Le 2021, Table 6 (V2-S): size 128 -> 300, RandAugment 5 -> 15, mixup 0 -> 0,
+    dropout 0.1 -> 0.3, 4 stages over 350 epochs; evaluation at 384 (Table 7 / automl configs)."""
+    config = load_config("efficientnetv2_s_imagenet_progressive")
+    assert config.progressive is not None
+    assert (config.progressive.stages, config.train.epochs) == (4, 350)
+    assert config.data.eval_size == 384
+    first = stage_for_epoch(config, 0, 300)
+    last = stage_for_epoch(config, config.train.epochs - 1, 300)
+    assert (first.image_size, first.rand_augment_magnitude, first.drop_rate, first.mixup_alpha) == (128, 5, 0.1, 0)
+    assert (last.image_size, last.rand_augment_magnitude, last.drop_rate, last.mixup_alpha) == (300, 15, 0.3, 0)
+    assert stage_for_epoch(config, 87, 300).index == 0  # 350 epochs / 4 stages: 87.5 each
+    second = stage_for_epoch(config, 88, 300)
+    assert second.index == 1
+    assert second.image_size == round(128 + (300 - 128) / 3)
+    assert second.drop_rate == pytest.approx(0.1 + 0.2 / 3)
