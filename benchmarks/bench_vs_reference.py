@@ -7,7 +7,7 @@ and random weights (timing does not depend on their values). Candidates are inte
 over ``--rounds`` so load from other processes hits them alike; the ratio is the reference's
 p50 latency over ours (above 1: effnet is faster).
 
-    flock /work/heavy.lock python benchmarks/bench_vs_reference.py --batch-sizes 1,16 --threads 2
+    python benchmarks/bench_vs_reference.py --batch-sizes 1,16 --threads 2
 """
 
 from __future__ import annotations

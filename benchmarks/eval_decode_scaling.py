@@ -11,7 +11,7 @@ were the original, which shifts the crop by its rounding at the reduced size. As
 for "no real change", the first row per model re-saves each full-size image as a quality-95
 JPEG and decodes it again: differences below that are below what re-saving a dataset does.
 
-    flock /work/heavy.lock python benchmarks/eval_decode_scaling.py
+    python benchmarks/eval_decode_scaling.py
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Runs alternate (model, eval, model, eval, ..., model); each eval is divided by t
 model-only runs on either side of it and the table shows the median of those ratios, so a
 noisy neighbour on a shared machine hurts both sides alike.
 
-    flock /work/heavy.lock python benchmarks/eval_throughput.py [--workers 0 1 2] [--repeats 3]
+    python benchmarks/eval_throughput.py [--workers 0 1 2] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ shared machine hits them alike. Per configuration it prints the median batch lat
 minor page faults and the system (kernel) share of CPU time per batch, and the ratio to
 glibc defaults measured in the same run.
 
-    flock /work/heavy.lock python benchmarks/malloc_bench.py --model b0 --batch-size 16 --threads 2
+    python benchmarks/malloc_bench.py --model b0 --batch-size 16 --threads 2
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ same run on the same machine:
 
 The clients share the CPU with the server; their CPU time is printed so that cost is seen.
 
-    flock /work/heavy.lock python benchmarks/serve_bench.py --model lite0 --seconds 15
+    python benchmarks/serve_bench.py --model lite0 --seconds 15
 """
 
 from __future__ import annotations

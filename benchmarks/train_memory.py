@@ -7,7 +7,7 @@ of the loaded model, and the peak of the bytes torch's CPU allocator holds durin
 of the malloc's caching). The ratio column compares with the same model without
 checkpointing, in the same run.
 
-    flock /work/heavy.lock python benchmarks/train_memory.py --threads 2
+    python benchmarks/train_memory.py --threads 2
 """
 
 from __future__ import annotations

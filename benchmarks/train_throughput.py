@@ -9,7 +9,7 @@ memory is its own), rows are interleaved over ``--rounds`` so load from other pr
 them alike, and the table reports the median img/s over rounds with the ratio to the
 baseline's median. Both sides run with effnet's malloc tuning, as ``effnet train`` does.
 
-    flock /work/heavy.lock python benchmarks/train_throughput.py --threads 2 --rounds 2
+    python benchmarks/train_throughput.py --threads 2 --rounds 2
 """
 
 from __future__ import annotations
