@@ -47,7 +47,7 @@ def _top_level_help() -> str:
     lines = [
         "usage: effnet COMMAND [options]   (effnet COMMAND --help for details)",
         "",
-        "EfficientNet V1, Lite and V2: build, load, predict, evaluate, train, export, quantize, bench, serve.",
+        "EfficientNet V1, Lite and V2: build, load, predict, evaluate, train, export, bench, serve.",
         "",
         "commands:",
     ]
