@@ -6,8 +6,8 @@ NCHW, fp32, ``torch.optim.SGD`` defaults. The effnet rows add one setting at a t
 ``effnet train`` does (``train.channels_last``, the fused optimizer ``build_optimizer``
 picks, ``train.amp: bf16``, ``train.compile``). Every row runs in its own process (so peak
 memory is its own), rows are interleaved over ``--rounds`` so load from other processes hits
-them alike, and the table reports the median img/s over rounds with the ratio to the
-baseline's median. Both sides run with effnet's malloc tuning, as ``effnet train`` does.
+them alike, each row's rate is the batch over its median step time, and the table reports
+the median over rounds with the ratio to the baseline's. Both sides run with effnet's malloc tuning, as ``effnet train`` does.
 
     python benchmarks/train_throughput.py --threads 2 --rounds 2
 """
@@ -38,8 +38,13 @@ CANDIDATES: dict[str, tuple[str, bool, str, str, bool]] = {
 }
 
 
-def measure(name: str, batch: int, size: int, threads: int, budget: float, min_steps: int) -> dict[str, float]:
-    """One row in this process: warm up, then time steps until ``budget`` seconds have passed."""
+def measure(name: str, batch: int, size: int, threads: int, budget: float, min_steps: int,
+            warmup: int) -> dict[str, float]:
+    """One row in this process: warm up, then time steps until ``budget`` seconds have passed.
+
+    The rate is the batch over the median step time, so a burst of load from another process
+    during one step does not move it.
+    """
     tune_malloc()
     import torch
 
@@ -78,14 +83,16 @@ def measure(name: str, batch: int, size: int, threads: int, budget: float, min_s
     started = time.perf_counter()
     step()  # the first step builds oneDNN primitives (and compiles, for compile)
     first = time.perf_counter() - started
-    step()
-    steps, started = 0, time.perf_counter()
-    while steps < min_steps or time.perf_counter() - started < budget:
+    for _ in range(warmup):
         step()
-        steps += 1
-    seconds = time.perf_counter() - started
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < min_steps or time.perf_counter() - started < budget:
+        began = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - began)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"img_s": steps * batch / seconds, "steps": steps, "first_step_s": first,
+    return {"img_s": batch / statistics.median(times), "steps": len(times), "first_step_s": first,
             "peak_rss_mb": peak / 1024, "training_rss_mb": (peak - rss_before) / 1024}
 
 
@@ -96,13 +103,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=30.0, help="timed seconds per row per round")
     parser.add_argument("--min-steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", default=",".join(str(i) for i in range(len(CANDIDATES))),
                         help="comma-separated row numbers to run (0 = baseline, always run)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.batch_size, args.size, args.threads, args.budget, args.min_steps)))
+        print(json.dumps(measure(args.one, args.batch_size, args.size, args.threads, args.budget, args.min_steps,
+                                 args.warmup)))
         return
 
     import torch
@@ -119,7 +128,7 @@ def main() -> None:
         for i in chosen:
             command = [sys.executable, __file__, "--one", names[i], "--batch-size", str(args.batch_size),
                        "--size", str(args.size), "--threads", str(args.threads), "--budget", str(args.budget),
-                       "--min-steps", str(args.min_steps)]
+                       "--min-steps", str(args.min_steps), "--warmup", str(args.warmup)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{names[i]}: failed: {done.stderr.strip().splitlines()[-1]}")

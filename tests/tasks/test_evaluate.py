@@ -19,7 +19,16 @@ from effnet.cli import main
 from effnet.data.datasets import Failed, LabelResolver
 from effnet.data.images import load_image
 from effnet.runtime import open_backend
-from effnet.tasks.evaluate import ShardOutput, collate, load_eval_set, predict_shard, score, spread
+from effnet.data.transforms import Preprocessing
+from effnet.tasks.evaluate import (
+    ShardOutput,
+    collate,
+    load_eval_set,
+    predict_shard,
+    score,
+    split_preprocessing,
+    spread,
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -192,6 +201,18 @@ def test_collate_sets_failures_aside():
     assert collate([(Failed("a", "x"), 7)]) == (None, [], [(7, "x")])
     raw = [np.zeros((5, 6, 3), np.uint8), np.zeros((7, 6, 3), np.uint8)]  # for graphs that preprocess
     assert isinstance(collate([(raw[0], 0), (raw[1], 1)])[0], list)
+
+
+@pytest.mark.parametrize("mean, std", [((127 / 255,) * 3, (128 / 255,) * 3), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_split_preprocessing_is_bit_identical_to_the_whole(mean, std):
+    # the workers crop, the main process normalizes the batch in torch: same float32 arithmetic
+    preprocessing = Preprocessing(size=32, crop_fraction=32 / 40, crop_mode="center_crop_then_resize", mean=mean, std=std)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((50, 70), (64, 40), (33, 33))]
+    per_image, per_batch = split_preprocessing(preprocessing)
+    batch = per_batch(collate([(per_image(image), i) for i, image in enumerate(images)])[0])
+    assert batch.dtype == np.float32 and batch.flags.c_contiguous
+    assert np.array_equal(batch, np.stack([preprocessing(image) for image in images]))
 
 
 def test_merge_restores_data_order():
