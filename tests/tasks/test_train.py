@@ -91,6 +91,29 @@ def test_a_short_run_writes_everything(tmp_path: Path) -> None:
     with safe_open(str(out / "model.safetensors"), "pt") as handle:
         metadata = handle.metadata()
     assert metadata["arch"] == "efficientnet_b0" and json.loads(metadata["labels"]) == [str(d) for d in range(10)]
+    # the custom-shaped grey model loads from its file alone and predicts from an image read
+    # as RGB exactly as from its one channel
+    from sklearn.datasets import load_digits
+
+    from effnet import Predictor, create_model
+
+    digit = tmp_path / "digit.png"
+    Image.fromarray((load_digits().images[0] * 255 / 16).astype("uint8"), mode="L").save(digit)
+    predictor = Predictor(weights=str(out / "model.safetensors"), topk=1)
+    rgb = predictor.preprocess(digit)
+    assert rgb.shape == (3, 16, 16) and (rgb[0] == rgb[1]).all() and (rgb[0] == rgb[2]).all()
+    grey_model = create_model("efficientnet_b0", out / "model.safetensors", in_chans=1).eval()
+    with torch.no_grad():
+        grey_logits = grey_model(torch.from_numpy(rgb[None, :1])).numpy()
+    assert predictor.logits([digit]) == pytest.approx(grey_logits, rel=1e-4, abs=1e-5)
+    assert predictor(digit)[0].label == str(int(grey_logits.argmax()))
+    # `effnet eval` normalizes whole batches with the same statistics
+    from effnet.data.images import load_image
+    from effnet.tasks.evaluate import split_preprocessing
+
+    per_image, per_batch = split_preprocessing(predictor.backend.preprocessing)
+    crop = per_image(load_image(str(digit)))
+    assert (per_batch(torch.from_numpy(crop[None].copy()))[0] == rgb).all()
 
     # a finished run can be extended: the schedule is rebuilt for the new length
     done = effnet_train("--config", str(config), "--output", str(out), "--resume", "train.epochs=2")

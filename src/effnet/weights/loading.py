@@ -73,6 +73,7 @@ def entry_from_metadata(metadata: dict[str, str], path: Path) -> WeightsEntry | 
             return value
 
     labels = load("labels", "imagenet1k")
+    shape = load("shape")  # width/depth multipliers of a custom-shaped trained model
     return WeightsEntry(
         name=str(load("name", f"{metadata['arch']}.file")),
         arch=canonical_name(metadata["arch"]),
@@ -86,6 +87,7 @@ def entry_from_metadata(metadata: dict[str, str], path: Path) -> WeightsEntry | 
         top1=load("top1"),
         top5=load("top5"),
         reported_by=str(load("reported_by", "")),
+        extra={"shape": shape} if shape else {},
     )
 
 
@@ -222,7 +224,7 @@ def create_model(
     dropped = ("conv_head.", "bn2.", "classifier.") if kwargs.get("features_only") else ("classifier.",)
     if new_head or kwargs.get("features_only"):
         state = {k: v for k, v in state.items() if not k.startswith(dropped)}
-    options = {"padding": entry.padding, "bn_eps": entry.bn_eps} | kwargs
+    options = {"padding": entry.padding, "bn_eps": entry.bn_eps} | entry.extra.get("shape", {}) | kwargs
     model = build_model(
         arch, num_classes=num_classes if new_head else entry.num_classes, in_chans=in_chans, **options
     )
@@ -238,4 +240,4 @@ def build_plan(entry: WeightsEntry):  # noqa: ANN201 - NetworkPlan
     """The plan the entry's tensors were made for (used by converters to place blocks)."""
     from ..models.spec import resolve
 
-    return resolve(entry.arch, num_classes=entry.num_classes)
+    return resolve(entry.arch, num_classes=entry.num_classes, **entry.extra.get("shape", {}))

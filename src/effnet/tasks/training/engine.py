@@ -338,14 +338,24 @@ class Trainer:
         self.echo(f"note: learning-rate schedule rebuilt for the changed settings (lr now {self._lr():.4g})")
 
     def export(self, name: str, state: dict[str, torch.Tensor], top1: float | None) -> Path:
-        """Weights with the metadata ``create_model``/``effnet predict`` read back."""
+        """Weights with the metadata ``create_model``/``effnet predict`` read back.
+
+        A grey model (``in_chans: 1``) records RGB statistics (its one value three times):
+        predict, eval and serve decode images as RGB, and loading the file for 3 channels
+        splits the grey stem into three thirds, so an image read as (x, x, x) gives exactly
+        the grey model's input, and a colour image its channel mean.
+        """
         path = self.output / name
+        channels = 3 if self.plan.in_chans == 1 else self.plan.in_chans
+        stats = {"mean": channel_stats(self.mean, channels), "std": channel_stats(self.std, channels)}
         write_safetensors(state, path, {
             "arch": self.plan.name, "name": f"{self.plan.name}.{self.run_name}",
             "padding": self.model.padding.value, "bn_eps": self.model.bn_eps,
-            "preprocessing": replace(self.eval_preprocessing, mean=self.mean, std=self.std).to_dict(),
+            "preprocessing": replace(self.eval_preprocessing, **stats).to_dict(),
             "labels": list(self.data.class_names), "num_classes": self.plan.num_classes,
             "in_chans": self.plan.in_chans, "top1": None if top1 is None else round(100 * top1, 2),
+            "shape": {key: getattr(self.config.model, key) for key in ("width_mult", "depth_mult")
+                      if getattr(self.config.model, key) is not None},
             "reported_by": f"effnet train ({self.run_name})",
         })
         return path

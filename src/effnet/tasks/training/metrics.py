@@ -89,8 +89,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
             points = [(r["epoch"], 100.0 * r[key]) for r in epochs if r.get(key) is not None]
             if points:
                 acc_ax.plot(*zip(*points), "s-", color=colour, label=name)
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="loss", yscale="log")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy, log scale (train: smoothed targets)", title="loss", yscale="log")
+    best = max((r for r in epochs if r.get("val_top1") is not None), key=lambda r: r["val_top1"], default=None)
+    # near 100% the curves merge into the frame: the best value in words stays readable
+    accuracy_title = "validation accuracy" if best is None else (
+        f"validation accuracy (best top-1 {100 * best['val_top1']:.2f}%, epoch {best['epoch']})")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title=accuracy_title)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
