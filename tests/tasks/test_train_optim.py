@@ -9,7 +9,7 @@ import torch
 
 from effnet.models.network import build_model
 from effnet.tasks.training.config import OptimConfig, ScheduleConfig
-from effnet.tasks.training.optim import build_optimizer, build_scheduler, param_groups
+from effnet.tasks.training.optim import build_optimizer, build_scheduler, ema_multi_avg_fn, param_groups
 
 
 def tiny():
@@ -118,3 +118,28 @@ def test_cosine_runs_from_peak_to_min_lr() -> None:
     assert lrs[middle] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 20 / 40)))
     assert lrs[-1] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_ema_follows_tensorflow_num_updates_warm_up() -> None:
+    """TF's ExponentialMovingAverage(decay, num_updates) documents
+    decay_t = min(decay, (1 + num_updates) / (10 + num_updates)); the EfficientNet reference
+    passes the global step. Replayed here in plain float arithmetic, buffers included."""
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    model = torch.nn.BatchNorm1d(3)
+    ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(0.99), use_buffers=True)
+    expected = None
+    for step in range(40):
+        with torch.no_grad():
+            model.weight.copy_(torch.randn(3))
+            model.running_var.copy_(torch.rand(3) + 0.5)
+        ema.update_parameters(model)
+        values = [float(v) for v in (*model.weight.detach(), *model.running_var)]
+        if expected is None:
+            expected = values  # the first update copies
+        else:
+            decay = min(0.99, (1 + step) / (10 + step))
+            expected = [decay * e + (1 - decay) * v for e, v in zip(expected, values)]
+    got = [float(v) for v in (*ema.module.weight.detach(), *ema.module.running_var)]
+    assert got == pytest.approx(expected, rel=1e-5)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ...data.augment import MixAugment, TrainAugment, normalize_batch, resize_batch, to_unit_float
@@ -38,7 +38,7 @@ from .config import Config, config_to_yaml
 from .data import ResumableSampler, ShardSampler, TrainData, build_data, make_loader
 from .distributed import DistContext
 from .metrics import MetricsLog, plot_curves
-from .optim import build_optimizer, build_scheduler, param_groups
+from .optim import build_optimizer, build_scheduler, ema_multi_avg_fn, param_groups
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -192,7 +192,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if cuda else None, broadcast_buffers=True
             )
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay), use_buffers=True)
+            AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train.ema_decay), use_buffers=True)
             if train.ema_decay else None
         )
         self.forward = torch.compile(self.wrapped) if train.compile else self.wrapped
