@@ -2,12 +2,16 @@
 
 EfficientNet-B0 at 224x224, batch 16, random data, SGD momentum 0.9. The baseline is
 ``efficientnet_pytorch`` (lukemelas) B0 trained the way a plain PyTorch script does it:
-NCHW, fp32, ``torch.optim.SGD`` defaults. The effnet rows add one setting at a time of what
-``effnet train`` does (``train.channels_last``, the fused optimizer ``build_optimizer``
-picks, ``train.amp: bf16``, ``train.compile``). Every row runs in its own process (so peak
-memory is its own), rows are interleaved over ``--rounds`` so load from other processes hits
-them alike, each row's rate is the batch over its median step time, and the table reports
-the median over rounds with the ratio to the baseline's. Both sides run with effnet's malloc tuning, as ``effnet train`` does.
+NCHW, fp32, ``torch.optim.SGD`` defaults, the system's malloc settings. The next row gives
+the same baseline effnet's malloc tuning (``effnet._malloc``, applied by every ``effnet``
+command), so the allocator's share of the gain is visible on its own. The effnet rows all
+run with that tuning, as ``effnet train`` does, and add one setting at a time
+(``train.channels_last``, the fused optimizer ``build_optimizer`` picks, ``train.amp: bf16``,
+``train.compile``); the row marked "effnet train default" is what a recipe gets unless it
+says otherwise. Every row runs in its own process (so peak memory is its own), rows are
+interleaved over ``--rounds`` so load from other processes hits them alike, each row's rate
+is the batch over its median step time, and the table reports the median over rounds with
+the ratio to the baseline's.
 
     python benchmarks/train_throughput.py --threads 2 --rounds 2
 """
@@ -27,14 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet._malloc import tune_malloc  # noqa: E402
 
-#: row name -> (model, channels_last, optimizer implementation, amp, compile)
-CANDIDATES: dict[str, tuple[str, bool, str, str, bool]] = {
-    "efficientnet_pytorch fp32 (baseline)": ("reference", False, "foreach", "none", False),
-    "effnet fp32": ("effnet", False, "foreach", "none", False),
-    "effnet channels_last": ("effnet", True, "foreach", "none", False),
-    "effnet channels_last + fused SGD": ("effnet", True, "fused", "none", False),
-    "effnet channels_last + fused + bf16": ("effnet", True, "fused", "bf16", False),
-    "effnet channels_last + fused + compile": ("effnet", True, "fused", "none", True),
+#: row name -> (model, effnet malloc tuning, channels_last, optimizer implementation, amp, compile)
+CANDIDATES: dict[str, tuple[str, bool, bool, str, str, bool]] = {
+    "efficientnet_pytorch fp32 (baseline)": ("reference", False, False, "foreach", "none", False),
+    "efficientnet_pytorch fp32 + effnet malloc": ("reference", True, False, "foreach", "none", False),
+    "effnet fp32": ("effnet", True, False, "foreach", "none", False),
+    "effnet channels_last": ("effnet", True, True, "foreach", "none", False),
+    "effnet channels_last + fused SGD (default)": ("effnet", True, True, "fused", "none", False),
+    "effnet channels_last + fused + bf16": ("effnet", True, True, "fused", "bf16", False),
+    "effnet channels_last + fused + compile": ("effnet", True, True, "fused", "none", True),
 }
 
 
@@ -45,7 +50,9 @@ def measure(name: str, batch: int, size: int, threads: int, budget: float, min_s
     The rate is the batch over the median step time, so a burst of load from another process
     during one step does not move it.
     """
-    tune_malloc()
+    kind, tuned_malloc, channels_last, implementation, amp, compiled = CANDIDATES[name]
+    if tuned_malloc:
+        tune_malloc()
     import torch
 
     from effnet.models.network import build_model
@@ -54,7 +61,6 @@ def measure(name: str, batch: int, size: int, threads: int, budget: float, min_s
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    kind, channels_last, implementation, amp, compiled = CANDIDATES[name]
     if kind == "reference":
         from efficientnet_pytorch import EfficientNet
 
@@ -137,12 +143,12 @@ def main() -> None:
             results[names[i]].append(row)
             print(f"  round {round_index + 1}: {names[i]}: {row['img_s']:.2f} img/s", flush=True)
     baseline = statistics.median(r["img_s"] for r in results[names[0]])
-    print(f"\n{'loop':<42}{'img/s':>8}{'vs baseline':>13}{'first step s':>14}{'peak RSS MB':>13}{'train RSS MB':>14}")
+    print(f"\n{'loop':<46}{'img/s':>8}{'vs baseline':>13}{'first step s':>14}{'peak RSS MB':>13}{'train RSS MB':>14}")
     for name, rows in results.items():
         if not rows:
             continue
         speed = statistics.median(r["img_s"] for r in rows)
-        print(f"{name:<42}{speed:>8.2f}{speed / baseline:>12.2f}x{max(r['first_step_s'] for r in rows):>14.1f}"
+        print(f"{name:<46}{speed:>8.2f}{speed / baseline:>12.2f}x{max(r['first_step_s'] for r in rows):>14.1f}"
               f"{max(r['peak_rss_mb'] for r in rows):>13.0f}{max(r['training_rss_mb'] for r in rows):>14.0f}")
     print("\ntrain RSS: peak resident memory minus the resident memory before the first step.")
 

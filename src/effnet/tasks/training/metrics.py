@@ -69,6 +69,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = [r for r in records if r.get("event") == "step"]
     epochs = [r for r in records if r.get("event") == "epoch"]
@@ -96,6 +97,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
         f"validation accuracy (best top-1 {100 * best['val_top1']:.2f}%, epoch {best['epoch']})")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title=accuracy_title)
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
