@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,7 +137,12 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", names[i], "--batch-size", str(args.batch_size),
                        "--size", str(args.size), "--threads", str(args.threads), "--budget", str(args.budget),
                        "--min-steps", str(args.min_steps), "--warmup", str(args.warmup)]
-            done = subprocess.run(command, capture_output=True, text=True)
+            with tempfile.TemporaryDirectory() as cache:
+                # compile rows get their own inductor cache: the first step then includes the whole
+                # compile, and a stale or half-written shared cache (/tmp/torchinductor_USER) cannot
+                # break the row ("ImportError: ... .so: file too short" after an interrupted compile)
+                env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+                done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 print(f"{names[i]}: failed: {done.stderr.strip().splitlines()[-1]}")
                 continue
