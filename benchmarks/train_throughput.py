@@ -139,7 +139,7 @@ def main() -> None:
                        "--min-steps", str(args.min_steps), "--warmup", str(args.warmup)]
             with tempfile.TemporaryDirectory() as cache:
                 # compile rows get their own inductor cache: the first step then includes the whole
-                # compile, and a stale or half-written shared cache (/tmp/torchinductor_USER) cannot
+                # compile, and a stale or half-written shared default cache cannot
                 # break the row ("ImportError: ... .so: file too short" after an interrupted compile)
                 env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
                 done = subprocess.run(command, capture_output=True, text=True, env=env)
