@@ -37,8 +37,9 @@ from ..data.datasets import (
 )
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
-from ..runtime import BACKENDS, open_backend
+from ..runtime import open_backend, resolve_backend
 from ..runtime.base import Backend
+from .arguments import add_model_arguments
 
 DESCRIPTION = (
     "Measure top-1/top-5 accuracy on a labelled image set: an ImageFolder tree (class folders "
@@ -364,13 +365,7 @@ def default_workers() -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
                         help="ImageFolder root (one sub-folder per class), or an image folder with --labels")
-    parser.add_argument("--model", "-m", default=None,
-                        help="variant name, e.g. efficientnet_lite0, lite1, b0 (default: lite0, or the "
-                             "architecture stored in --weights); see `effnet models`")
-    parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry or tag (default: the model's embedded weights), or a file "
-                             "(.safetensors from `effnet convert`, .pth from timm/lukemelas)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
+    add_model_arguments(parser)
     parser.add_argument("--device", default="cpu",
                         help="torch device (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK")
     parser.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass (default: 32)")
@@ -406,6 +401,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.backend = resolve_backend(args.backend, args.weights)
     _check(args)
     device = args.device
     shard = init_distributed(device)

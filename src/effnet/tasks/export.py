@@ -45,6 +45,7 @@ from ..runtime.onnx_backend import (
     encode_metadata,
     open_session,
 )
+from .arguments import add_model_arguments
 
 DESCRIPTION = (
     "Export a model to ONNX. The file is checked right after export (ONNX checker, then "
@@ -437,12 +438,7 @@ def _axis(text: str) -> int | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default=None,
-                        help="variant name, e.g. efficientnet_lite0, b0 (default: lite0, or the architecture "
-                             "stored in --weights)")
-    parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry, tag or file (default: the model's embedded weights; 'none' for "
-                             "random init)")
+    add_model_arguments(parser, backend=False)
     parser.add_argument("--output", "-o", required=True,
                         help="the .onnx file to write; with --format triton, the model repository folder")
     parser.add_argument("--format", choices=FORMATS, default="onnx",

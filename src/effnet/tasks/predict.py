@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..data.images import MAX_PIXELS, ImageError, ImageSource, load_image
-from ..runtime import BACKENDS, open_backend
+from ..runtime import open_backend, resolve_backend
 from ..runtime.base import Backend
+from .arguments import add_model_arguments
 
 DESCRIPTION = "Classify images and print the top-k classes with names and probabilities."
 
@@ -53,7 +54,7 @@ class Predictor:
         model: str | None = None,
         weights: Any = "default",
         *,
-        backend: str = "torch",
+        backend: str = "auto",
         topk: int = 5,
         batch_size: int = 16,
         max_pixels: int = MAX_PIXELS,
@@ -109,14 +110,8 @@ class Predictor:
 # -- command line -------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF)")
-    parser.add_argument("--model", "-m", default=None,
-                        help="variant name, e.g. efficientnet_lite0, lite1, b0 (default: lite0, or the "
-                             "architecture stored in --weights); see `effnet models`")
-    parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry or tag (default: the model's embedded weights), or a file "
-                             "(.safetensors from `effnet convert`, .pth from timm/lukemelas)")
+    add_model_arguments(parser)
     parser.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image (default: 5)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
@@ -132,6 +127,7 @@ def _format(path: str, predictions: list[Prediction]) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
 
+    args.backend = resolve_backend(args.backend, args.weights)
     if args.topk < 1:
         raise UsageError("--topk must be at least 1")
     if args.batch_size < 1:
