@@ -358,8 +358,10 @@ def gather(output: ShardOutput, shard: Shard) -> ShardOutput | None:
 
 # -- command line ---------------------------------------------------------------------------
 def default_workers() -> int:
-    """One decoding worker per spare core, capped: the model needs cores too."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """One decoding worker per core, at most 8. Workers mostly wait on the bounded prefetch
+    queue, so they share cores with the model well: on 2 cores, 2 workers gave 0.97 of the
+    model-only throughput and 1 worker 0.83 (benchmarks/eval_throughput.py, docs/evaluate.md)."""
+    return max(1, min(8, os.cpu_count() or 2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -371,7 +373,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--workers", "-j", type=int, default=default_workers(),
                         help="DataLoader processes decoding images; 0 decodes in the main process "
-                             f"(default: {default_workers()}, one per spare CPU core, at most 8)")
+                             f"(default: {default_workers()}, one per CPU core, at most 8)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate N images spread evenly over the set (a quick check that sees every class)")
     parser.add_argument("--labels", metavar="FILE", default=None,
