@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from effnet.cli import main
 from effnet.data.images import load_image
@@ -119,3 +120,38 @@ def test_predict_on_the_onnx_backend_never_imports_torch(tmp_path: Path) -> None
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert "onnxruntime" in imported and "effnet.runtime.onnx_backend" in imported
     assert not [name for name in imported if re.match(r"torch(\.|$)", name)]
+
+
+def test_predict_and_the_server_batch_images_of_different_sizes(tmp_path: Path) -> None:
+    """A graph with in-graph preprocessing takes raw images: a batch of two sizes must not be
+    stacked (numpy cannot) but handed over as a list, in predict and in the server's batcher."""
+    import asyncio
+
+    from effnet import Predictor
+    from effnet.serve.batcher import DynamicBatcher
+
+    predictor = Predictor(weights=str(tiny_classifier(tmp_path / "m.onnx", layout=INPUT_RGB)), topk=1)
+    assert predictor.backend.name == "onnx"  # --backend auto picked onnxruntime for the file
+    rng = np.random.default_rng(2)
+    paths = []
+    for index, (height, width) in enumerate(((20, 30), (41, 17))):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    images = [load_image(path) for path in paths]
+    expected = [image.reshape(-1, 3).astype(np.float32).mean(0) @ WEIGHT for image in images]
+    results = dict(predictor.predict_files(paths))
+    assert [results[path][0].index for path in paths] == [int(np.argmax(e)) for e in expected]
+
+    async def serve_both() -> list[np.ndarray]:
+        batcher = DynamicBatcher(predictor.backend, max_batch=4, max_wait=0.05)
+        await batcher.start()
+        try:
+            outcomes = await asyncio.gather(*(batcher.run(image) for image in images))
+        finally:
+            await batcher.close()
+        return [outcome.output for outcome in outcomes]
+
+    outputs = asyncio.run(serve_both())
+    for output, want in zip(outputs, expected):
+        np.testing.assert_allclose(output, want, rtol=1e-4, atol=1e-3)

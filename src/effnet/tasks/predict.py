@@ -73,7 +73,7 @@ class Predictor:
         return self.backend.preprocessing(load_image(image, self.max_pixels))
 
     def logits(self, images: Sequence[ImageSource]) -> np.ndarray:
-        batch = np.stack([self.preprocess(image) for image in images])
+        batch = self.backend.collate([self.preprocess(image) for image in images])
         return self.backend(batch)
 
     def __call__(self, image: ImageSource | list[ImageSource]) -> list[Prediction] | list[list[Prediction]]:
@@ -91,7 +91,7 @@ class Predictor:
 
         def flush() -> Iterator[tuple[str, list[Prediction]]]:
             if pending:
-                logits = self.backend(np.stack([array for _, array in pending]))
+                logits = self.backend(self.backend.collate([array for _, array in pending]))
                 yield from zip([name for name, _ in pending], top_k(logits, self.backend.labels, self.topk))
                 pending.clear()
 
