@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import MAX_PIXELS, ImageError, ImageSource, load_image
+from ..data.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, ImageSource, find_images, load_image
 from ..runtime import open_backend, resolve_backend
 from ..runtime.base import Backend
 from .arguments import add_model_arguments
@@ -109,7 +110,8 @@ class Predictor:
 
 # -- command line -------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF)")
+    parser.add_argument("images", nargs="+", metavar="IMG",
+                        help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF), or folders: every image under them")
     add_model_arguments(parser)
     parser.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image (default: 5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
@@ -124,6 +126,23 @@ def _format(path: str, predictions: list[Prediction]) -> str:
     return "\n".join(lines)
 
 
+def expand_folders(arguments: Sequence[str]) -> list[str]:
+    """Files as given; a folder becomes the images under it (sorted, recursive), and a folder
+    without any is one usage error rather than silence."""
+    paths: list[str] = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = find_images(argument)
+            if not found:
+                from ..errors import UsageError
+
+                raise UsageError(f"{argument}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+            paths += [str(path) for path in found]
+        else:
+            paths.append(argument)
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
 
@@ -133,9 +152,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     predictor = Predictor(args.model, args.weights, backend=args.backend, topk=args.topk, batch_size=args.batch_size)
+    paths = expand_folders(args.images)
     failures = 0
     records: list[dict[str, Any]] = []
-    for path, result in predictor.predict_files(args.images):
+    for path, result in predictor.predict_files(paths):
         if isinstance(result, ImageError):
             failures += 1
             print(f"effnet: error: {result}", file=sys.stderr)
@@ -148,5 +168,5 @@ def run(args: argparse.Namespace) -> int:
         document = {"model": predictor.arch, "backend": args.backend, "results": records}
         print(json.dumps(document, indent=2))
     if failures:
-        print(f"effnet: {failures} of {len(args.images)} images failed", file=sys.stderr)
+        print(f"effnet: {failures} of {len(paths)} images failed", file=sys.stderr)
     return 1 if failures else 0
