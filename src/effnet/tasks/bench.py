@@ -55,6 +55,9 @@ class BenchConfig:
     budget: float = 2.0
     warmup: int = 3
     min_repeats: int = 5
+    #: onnx-int8: the folder of calibration images and how many of them to use.
+    calib: str | None = None
+    calib_images: int = 100
 
 
 @dataclass
@@ -196,28 +199,68 @@ def _onnx_missing() -> str | None:
     return None
 
 
-def _onnx_int8_missing() -> str:
-    return "int8 needs a calibrated model from `effnet quantize`, which bench does not drive yet"
+def _onnx_int8_missing() -> str | None:
+    if (reason := _onnx_missing()) is not None:
+        return reason
+    if importlib.util.find_spec("effnet.tasks.quantize") is None:
+        return "effnet's int8 quantization (tasks/quantize.py) is not in this build"
+    return None
+
+
+def _export_for_bench(model: Any, size: int, folder: Path) -> Path:
+    """The module as `effnet export` writes it (dynamic batch, this size, metadata) in ``folder``."""
+    import onnx
+    from onnx import helper
+
+    from ..data.transforms import Preprocessing
+    from ..runtime.onnx_backend import INPUT_FLOAT, encode_metadata
+    from .export import DEFAULT_OPSET, _export_friendly, torch_to_onnx
+
+    network = torch_to_onnx(_export_friendly(copy.deepcopy(model)), None, size, DEFAULT_OPSET, size)
+    entry = getattr(model, "pretrained_cfg", None)
+    preprocessing = entry.preprocessing.with_size(size) if entry else Preprocessing(size=size)
+    helper.set_model_props(network, encode_metadata({
+        "arch": model.plan.name, "input": INPUT_FLOAT, "num_classes": model.num_classes,
+        "preprocessing": preprocessing.to_dict(),
+    }))
+    path = folder / "model.onnx"
+    onnx.save_model(network, str(path))
+    return path
+
+
+def _onnx_session(path: Path, config: BenchConfig, size: int) -> Runner:
+    import numpy as np
+
+    from ..runtime.onnx_backend import open_session
+
+    session = open_session(path, threads=config.threads or None)
+    input_name = session.get_inputs()[0].name
+    batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
+    return lambda: session.run(None, {input_name: batch})
 
 
 def _onnx(model: Any, config: BenchConfig, size: int) -> Runner:
     """Export the module (dynamic batch, fixed size) to a temporary file and open an ORT session on it."""
     import tempfile
 
-    import numpy as np
-    import onnx
-
-    from ..runtime.onnx_backend import open_session
-    from .export import DEFAULT_OPSET, _export_friendly, torch_to_onnx
-
-    network = torch_to_onnx(_export_friendly(copy.deepcopy(model)), None, size, DEFAULT_OPSET, size)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        onnx.save_model(network, str(path))
-        session = open_session(path, threads=config.threads or None)
-    input_name = session.get_inputs()[0].name
-    batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
-    return lambda: session.run(None, {input_name: batch})
+        return _onnx_session(_export_for_bench(model, size, Path(folder)), config, size)
+
+
+def _onnx_int8(model: Any, config: BenchConfig, size: int) -> Runner:
+    """Export as for ``onnx``, then quantize exactly as `effnet quantize` does by default
+    (sensitivity analysis and all), calibrated on ``config.calib``."""
+    import tempfile
+
+    from .quantize import quantize
+
+    if config.calib is None:
+        raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
+    with tempfile.TemporaryDirectory() as folder:
+        exported = _export_for_bench(model, size, Path(folder))
+        quantized = Path(folder) / "model.int8.onnx"
+        quantize(exported, config.calib, quantized, num_images=config.calib_images, size=size, speed=False)
+        return _onnx_session(quantized, config, size)
 
 
 # -- the reference PyTorch ports (what users compare against) ----------------------------
@@ -262,10 +305,6 @@ def _reference(model: Any, config: BenchConfig, size: int) -> Runner:
     return run
 
 
-def _unavailable(model: Any, config: BenchConfig, size: int) -> Runner:
-    raise UsageError(f"backend {config.backend} cannot run here")
-
-
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("reference", "the reference port users compare with: efficientnet_pytorch (B0-B7) or "
             "efficientnet_lite_pytorch (Lite0-4), eager NCHW", _reference, _reference_missing, _reference_cannot_run),
@@ -274,7 +313,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch-compile", "torch.compile (inductor), channels_last; compile time is in first_call_s",
             _torch_eager(channels_last=True, compiled=True)),
     Backend("onnx", "ONNX Runtime fp32, the graph effnet export writes", _onnx, _onnx_missing),
-    Backend("onnx-int8", "ONNX Runtime int8 (effnet quantize)", _unavailable, _onnx_int8_missing),
+    Backend("onnx-int8", "ONNX Runtime int8, quantized as `effnet quantize` does (needs --calib DIR)", _onnx_int8,
+            _onnx_int8_missing),
     Backend("cuda", "CUDA fp32, channels_last", _cuda(None), _cuda_missing),
     Backend("cuda-fp16", "CUDA fp16 autocast, channels_last", _cuda("fp16"), _cuda_missing),
     Backend("cuda-bf16", "CUDA bf16 autocast, channels_last", _cuda("bf16"), _cuda_missing),
@@ -607,6 +647,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "spreads load from other processes evenly on a shared machine (default 1)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing, each round (default 3)")
     parser.add_argument("--min-repeats", type=int, default=5, help="timed batches at least (default 5)")
+    parser.add_argument("--calib", metavar="DIR",
+                        help="onnx-int8: folder of calibration images (e.g. a few hundred of your own photos)")
+    parser.add_argument("--calib-images", type=int, default=100,
+                        help="onnx-int8: calibration images to use from --calib (default 100)")
     parser.add_argument("--csv", metavar="PATH", help="write results as CSV ('-' for stdout)")
     parser.add_argument("--json", metavar="PATH", help="write machine, config and results as JSON ('-' for stdout)")
     parser.add_argument("--plot", metavar="PNG", help="write accuracy-vs-latency and throughput-vs-batch plots")
@@ -624,13 +668,16 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and not 32 <= args.size <= 2048:
         raise UsageError(f"--size must be between 32 and 2048, not {args.size}")
     skipped = check_backends(backends)
+    if "onnx-int8" in backends and "onnx-int8" not in skipped and not args.calib:
+        raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
     runnable = [b for b in backends if b not in skipped]
     machine = machine_info()
     to_stdout = "-" in (args.csv, args.json)
     if not to_stdout:
         print("\n".join(header_lines(machine)))
 
-    base = BenchConfig(size=args.size, budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats)
+    base = BenchConfig(size=args.size, budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats,
+                       calib=args.calib, calib_images=args.calib_images)
     configs = [replace(base, backend=b, batch_size=n, threads=t) for b in runnable for t in threads for n in batch_sizes]
     from rich.console import Console
     from rich.progress import Progress
