@@ -89,3 +89,21 @@ def write_folder(images: dict[str, np.ndarray], folder: Path) -> list[Path]:
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths
+
+
+def main() -> None:
+    """Write the photos (and random crops of them) as PNGs: a calibration folder for
+    ``effnet quantize --calib`` and ``effnet bench --backends onnx-int8 --calib``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path, help="where to write the PNG files")
+    parser.add_argument("--copies", type=int, default=5, help="random crops/flips per photo (default 5)")
+    args = parser.parse_args()
+    photos = real_photos()
+    paths = write_folder(photos | augmented(photos, args.copies), args.folder)
+    print(f"wrote {len(paths)} images ({len(photos)} photos, {args.copies} crops each) to {args.folder}")
+
+
+if __name__ == "__main__":
+    main()

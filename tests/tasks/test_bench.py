@@ -80,3 +80,19 @@ def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["bench", "--batch-sizes", "one"]) == 2
     assert main(["bench", "--models", "b99"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_reference_port_is_the_baseline_of_the_ratio_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--models", "lite0,v2_b0", *TINY[2:], "--batch-sizes", "1",
+                 "--backends", "reference,torch", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "vs reference" in printed and "skipped reference for v2_b0: no reference port" in printed
+    rows = {(r["model"], r["backend"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {("efficientnet_lite0", "reference"), ("efficientnet_lite0", "torch"),
+                         ("efficientnetv2_b0", "torch")}
+    assert rows["efficientnet_lite0", "reference"]["speedup"] == 1.0
+    ours = rows["efficientnet_lite0", "torch"]
+    assert ours["baseline"] == "reference"
+    assert ours["speedup"] == pytest.approx(rows["efficientnet_lite0", "reference"]["p50_ms"] / ours["p50_ms"], rel=1e-2)
+    assert rows["efficientnetv2_b0", "torch"]["speedup"] is None

@@ -113,3 +113,18 @@ def test_console_script_help_and_models() -> None:
     assert "efficientnetv2_xl" in listing and "5,288,548" in listing
     lite0_row = next(line for line in listing.splitlines() if line.startswith("efficientnet_lite0 "))
     assert "tf_in1k" in lite0_row
+
+
+def test_folders_expand_to_their_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nested = tmp_path / "photos" / "more"
+    nested.mkdir(parents=True)
+    (tmp_path / "photos" / "cat.jpg").write_bytes((ROOT / "examples" / "images" / "cat.jpg").read_bytes())
+    (nested / "espresso.jpg").write_bytes((ROOT / "examples" / "images" / "espresso.jpg").read_bytes())
+    (nested / "notes.txt").write_text("not an image")
+    assert main(["predict", str(tmp_path / "photos"), "--json", "--topk", "1"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [Path(r["file"]).name for r in results] == ["cat.jpg", "espresso.jpg"]
+    assert results[1]["predictions"][0]["index"] == 967  # espresso
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty")]) == 2
+    assert "no images in this folder" in capsys.readouterr().err

@@ -82,8 +82,12 @@ def test_corrupt_truncated_and_pickled_files_are_errors(tmp_path: Path) -> None:
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as handle:
         pickle.dump({"conv_stem.weight": Payload()}, handle)
-    with pytest.raises(WeightsError, match="refusing|corrupt"):
+    with pytest.raises(WeightsError, match=r"refusing to load: the file holds Python objects beyond tensors \(Unsupported operand"):
         create_model("lite0", str(evil))
+    photo = tmp_path / "photo.pth"
+    photo.write_bytes((Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg").read_bytes())
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint, safetensors or Keras file"):
+        create_model("lite0", str(photo))
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     with pytest.raises(WeightsError, match="empty"):

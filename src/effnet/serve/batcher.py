@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,8 @@ class Ticket:
 
 
 class DynamicBatcher:
-    """``await batcher.run(array)`` -> ``Outcome``; ``forward`` sees stacked batches."""
+    """``await batcher.run(array)`` -> ``Outcome``; ``forward`` sees stacked batches (or, for a
+    backend with its own ``collate``, what that makes: raw images of several sizes stay a list)."""
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class DynamicBatcher:
         if max_batch < 1 or workers < 1 or queue_size < 1 or max_wait < 0:
             raise ValueError("max_batch, workers and queue_size must be >= 1 and max_wait >= 0")
         self.forward = forward
+        self._collate: Callable[[list[np.ndarray]], Any] = getattr(forward, "collate", np.stack)
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.workers = workers
@@ -241,7 +244,7 @@ class DynamicBatcher:
 
     def _forward_stacked(self, arrays: list[np.ndarray]) -> np.ndarray:
         """Runs in a worker thread: stacking 16 images is a 10 MB copy, kept off the loop too."""
-        outputs = self.forward(np.stack(arrays))
+        outputs = self.forward(self._collate(arrays))
         if len(outputs) != len(arrays):
             raise RuntimeError(f"backend returned {len(outputs)} rows for a batch of {len(arrays)}")
         return outputs

@@ -55,6 +55,9 @@ class BenchConfig:
     budget: float = 2.0
     warmup: int = 3
     min_repeats: int = 5
+    #: onnx-int8: the folder of calibration images and how many of them to use.
+    calib: str | None = None
+    calib_images: int = 100
 
 
 @dataclass
@@ -72,6 +75,9 @@ class BenchResult:
     repeats: int
     first_call: float
     top1: float | None = None
+    #: The first backend of the run at the same model, batch and threads, and its p50 over ours.
+    baseline: str | None = None
+    speedup: float | None = None
 
     def row(self) -> dict[str, Any]:
         """Flat, unit-suffixed record for CSV/JSON."""
@@ -80,7 +86,8 @@ class BenchResult:
             "size": self.size, "p50_ms": round(self.p50 * 1e3, 3), "p90_ms": round(self.p90 * 1e3, 3),
             "p99_ms": round(self.p99 * 1e3, 3), "mean_ms": round(self.mean * 1e3, 3),
             "throughput_img_s": round(self.throughput, 2), "repeats": self.repeats,
-            "first_call_s": round(self.first_call, 3), "top1": self.top1,
+            "first_call_s": round(self.first_call, 3), "top1": self.top1, "baseline": self.baseline,
+            "speedup": None if self.speedup is None else round(self.speedup, 3),
         }
 
 
@@ -95,6 +102,8 @@ class Backend:
     summary: str
     prepare: Callable[[Any, BenchConfig, int], Runner]
     missing: Callable[[], str | None] = field(default=lambda: None)
+    #: For backends that exist for some models only (``reference``): why not this one, or None.
+    cannot_run: Callable[[str], str | None] = field(default=lambda model: None)
 
 
 # -- torch on CPU -----------------------------------------------------------------------
@@ -190,41 +199,122 @@ def _onnx_missing() -> str | None:
     return None
 
 
-def _onnx_int8_missing() -> str:
-    return "int8 needs a calibrated model from `effnet quantize`, which bench does not drive yet"
+def _onnx_int8_missing() -> str | None:
+    if (reason := _onnx_missing()) is not None:
+        return reason
+    if importlib.util.find_spec("effnet.tasks.quantize") is None:
+        return "effnet's int8 quantization (tasks/quantize.py) is not in this build"
+    return None
+
+
+def _export_for_bench(model: Any, size: int, folder: Path) -> Path:
+    """The module as `effnet export` writes it (dynamic batch, this size, metadata) in ``folder``."""
+    import onnx
+    from onnx import helper
+
+    from ..data.transforms import Preprocessing
+    from ..runtime.onnx_backend import INPUT_FLOAT, encode_metadata
+    from .export import DEFAULT_OPSET, _export_friendly, torch_to_onnx
+
+    network = torch_to_onnx(_export_friendly(copy.deepcopy(model)), None, size, DEFAULT_OPSET, size)
+    entry = getattr(model, "pretrained_cfg", None)
+    preprocessing = entry.preprocessing.with_size(size) if entry else Preprocessing(size=size)
+    helper.set_model_props(network, encode_metadata({
+        "arch": model.plan.name, "input": INPUT_FLOAT, "num_classes": model.num_classes,
+        "preprocessing": preprocessing.to_dict(),
+    }))
+    path = folder / "model.onnx"
+    onnx.save_model(network, str(path))
+    return path
+
+
+def _onnx_session(path: Path, config: BenchConfig, size: int) -> Runner:
+    import numpy as np
+
+    from ..runtime.onnx_backend import open_session
+
+    session = open_session(path, threads=config.threads or None)
+    input_name = session.get_inputs()[0].name
+    batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
+    return lambda: session.run(None, {input_name: batch})
 
 
 def _onnx(model: Any, config: BenchConfig, size: int) -> Runner:
     """Export the module (dynamic batch, fixed size) to a temporary file and open an ORT session on it."""
     import tempfile
 
-    import numpy as np
-    import onnx
-
-    from ..runtime.onnx_backend import open_session
-    from .export import DEFAULT_OPSET, _export_friendly, torch_to_onnx
-
-    network = torch_to_onnx(_export_friendly(copy.deepcopy(model)), None, size, DEFAULT_OPSET, size)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        onnx.save_model(network, str(path))
-        session = open_session(path, threads=config.threads or None)
-    input_name = session.get_inputs()[0].name
-    batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
-    return lambda: session.run(None, {input_name: batch})
+        return _onnx_session(_export_for_bench(model, size, Path(folder)), config, size)
 
 
-def _unavailable(model: Any, config: BenchConfig, size: int) -> Runner:
-    raise UsageError(f"backend {config.backend} cannot run here")
+def _onnx_int8(model: Any, config: BenchConfig, size: int) -> Runner:
+    """Export as for ``onnx``, then quantize exactly as `effnet quantize` does by default
+    (sensitivity analysis and all), calibrated on ``config.calib``."""
+    import tempfile
+
+    from .quantize import quantize
+
+    if config.calib is None:
+        raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
+    with tempfile.TemporaryDirectory() as folder:
+        exported = _export_for_bench(model, size, Path(folder))
+        quantized = Path(folder) / "model.int8.onnx"
+        quantize(exported, config.calib, quantized, num_images=config.calib_images, size=size, speed=False)
+        return _onnx_session(quantized, config, size)
+
+
+# -- the reference PyTorch ports (what users compare against) ----------------------------
+#: effnet variant -> (package, name) of the port most PyTorch users run: lukemelas'
+#: efficientnet_pytorch for B0-B7 and its Lite sibling for Lite0-4.
+REFERENCE_PORTS = {
+    **{f"efficientnet_b{i}": ("efficientnet_pytorch", f"efficientnet-b{i}") for i in range(8)},
+    **{f"efficientnet_lite{i}": ("efficientnet_lite_pytorch", f"efficientnet-lite{i}") for i in range(5)},
+}
+
+
+def _reference_missing() -> str | None:
+    if importlib.util.find_spec("efficientnet_pytorch") is None:
+        return "efficientnet_pytorch is not installed (pip install --no-deps efficientnet_pytorch==0.7.1)"
+    return None
+
+
+def _reference_cannot_run(model: str) -> str | None:
+    package, _ = REFERENCE_PORTS.get(model, (None, None))
+    if package is None:
+        return f"no reference port of {model} (ports exist for b0-b7 and lite0-4)"
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed"
+    return None
+
+
+def _reference(model: Any, config: BenchConfig, size: int) -> Runner:
+    """The port's own module, random weights (timing does not depend on their values), eager NCHW."""
+    import importlib
+
+    import torch
+
+    package, name = REFERENCE_PORTS[model.plan.name]
+    torch.manual_seed(0)
+    port = importlib.import_module(package).EfficientNet.from_name(name).eval()
+    batch = torch.randn(config.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def run() -> object:
+        with torch.inference_mode():
+            return port(batch)
+
+    return run
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("reference", "the reference port users compare with: efficientnet_pytorch (B0-B7) or "
+            "efficientnet_lite_pytorch (Lite0-4), eager NCHW", _reference, _reference_missing, _reference_cannot_run),
     Backend("torch", "PyTorch eager, NCHW (the default memory format)", _torch_eager(channels_last=False)),
     Backend("torch-cl", "PyTorch eager, channels_last (what effnet predict uses)", _torch_eager(channels_last=True)),
     Backend("torch-compile", "torch.compile (inductor), channels_last; compile time is in first_call_s",
             _torch_eager(channels_last=True, compiled=True)),
     Backend("onnx", "ONNX Runtime fp32, the graph effnet export writes", _onnx, _onnx_missing),
-    Backend("onnx-int8", "ONNX Runtime int8 (effnet quantize)", _unavailable, _onnx_int8_missing),
+    Backend("onnx-int8", "ONNX Runtime int8, quantized as `effnet quantize` does (needs --calib DIR)", _onnx_int8,
+            _onnx_int8_missing),
     Backend("cuda", "CUDA fp32, channels_last", _cuda(None), _cuda_missing),
     Backend("cuda-fp16", "CUDA fp16 autocast, channels_last", _cuda("fp16"), _cuda_missing),
     Backend("cuda-bf16", "CUDA bf16 autocast, channels_last", _cuda("bf16"), _cuda_missing),
@@ -325,6 +415,15 @@ def prepare_trial(model: str, config: BenchConfig, module: Any, top1: float | No
     with _thread_scope(config.threads):
         run = BACKENDS[config.backend].prepare(module, config, size)
     return Trial(model, config, size, run, top1)
+
+
+def with_speedups(results: Sequence[BenchResult], baseline: str | None) -> list[BenchResult]:
+    """Each result with ``baseline``'s p50 over its own (same model, batch size and threads)."""
+    if baseline is None:
+        return list(results)
+    reference = {(r.model, r.batch_size, r.threads): r.p50 for r in results if r.backend == baseline}
+    return [replace(r, baseline=baseline, speedup=reference[key] / r.p50 if (key := (r.model, r.batch_size, r.threads))
+                    in reference else None) for r in results]
 
 
 def measure(model: str, config: BenchConfig, module: Any = None, top1: float | None = None) -> BenchResult:
@@ -503,13 +602,16 @@ def print_table(results: Sequence[BenchResult], skipped: dict[str, str]) -> None
     from rich.table import Table
 
     table = Table()
-    for title in ("model", "backend", "batch", "threads", "size", "p50 ms", "p90 ms", "p99 ms", "img/s",
-                  "repeats", "first call s"):
+    baseline = next((r.baseline for r in results if r.baseline), None)
+    titles = ["model", "backend", "batch", "threads", "size", "p50 ms", "p90 ms", "p99 ms", "img/s"]
+    titles += [f"vs {baseline}"] if baseline else []
+    for title in [*titles, "repeats", "first call s"]:
         table.add_column(title, justify="left" if title in ("model", "backend") else "right")
     for r in results:
+        ratio = [f"{r.speedup:.2f}x" if r.speedup is not None else "-"] if baseline else []
         table.add_row(_short(r.model), r.backend, str(r.batch_size), str(r.threads), str(r.size),
                       f"{r.p50 * 1e3:.2f}", f"{r.p90 * 1e3:.2f}", f"{r.p99 * 1e3:.2f}", f"{r.throughput:.1f}",
-                      str(r.repeats), f"{r.first_call:.2f}")
+                      *ratio, str(r.repeats), f"{r.first_call:.2f}")
     console = Console(width=max(120, Console().width))
     console.print(table)
     for name, reason in skipped.items():
@@ -545,6 +647,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "spreads load from other processes evenly on a shared machine (default 1)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing, each round (default 3)")
     parser.add_argument("--min-repeats", type=int, default=5, help="timed batches at least (default 5)")
+    parser.add_argument("--calib", metavar="DIR",
+                        help="onnx-int8: folder of calibration images (e.g. a few hundred of your own photos)")
+    parser.add_argument("--calib-images", type=int, default=100,
+                        help="onnx-int8: calibration images to use from --calib (default 100)")
     parser.add_argument("--csv", metavar="PATH", help="write results as CSV ('-' for stdout)")
     parser.add_argument("--json", metavar="PATH", help="write machine, config and results as JSON ('-' for stdout)")
     parser.add_argument("--plot", metavar="PNG", help="write accuracy-vs-latency and throughput-vs-batch plots")
@@ -562,23 +668,33 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and not 32 <= args.size <= 2048:
         raise UsageError(f"--size must be between 32 and 2048, not {args.size}")
     skipped = check_backends(backends)
+    if "onnx-int8" in backends and "onnx-int8" not in skipped and not args.calib:
+        raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
     runnable = [b for b in backends if b not in skipped]
     machine = machine_info()
     to_stdout = "-" in (args.csv, args.json)
     if not to_stdout:
         print("\n".join(header_lines(machine)))
 
-    base = BenchConfig(size=args.size, budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats)
+    base = BenchConfig(size=args.size, budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats,
+                       calib=args.calib, calib_images=args.calib_images)
     configs = [replace(base, backend=b, batch_size=n, threads=t) for b in runnable for t in threads for n in batch_sizes]
     from rich.console import Console
     from rich.progress import Progress
 
+    pairs = []
+    for model, config in ((m, c) for m in models for c in configs):
+        reason = BACKENDS[config.backend].cannot_run(model)
+        if reason:
+            skipped[f"{config.backend} for {_short(model)}"] = reason
+        else:
+            pairs.append((model, config))
     trials: list[Trial] = []
     modules: dict[str, Any] = {}
     with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("benchmarking", total=len(models) * len(configs) * args.rounds)
+        task = bar.add_task("benchmarking", total=len(pairs) * args.rounds)
         for round_index in range(args.rounds):
-            for index, (model, config) in enumerate((m, c) for m in models for c in configs):
+            for index, (model, config) in enumerate(pairs):
                 bar.update(task, description=f"round {round_index + 1}/{args.rounds}: {_short(model)} "
                                              f"{config.backend} bs{config.batch_size} {config.threads or 'default'} threads")
                 if round_index == 0:
@@ -588,7 +704,7 @@ def run(args: argparse.Namespace) -> int:
                     trials.append(prepare_trial(model, config, modules[model], entry.top1 if entry else None))
                 trials[index].add_round()
                 bar.advance(task)
-    results = [trial.result() for trial in trials]
+    results = with_speedups([trial.result() for trial in trials], runnable[0] if len(runnable) > 1 else None)
 
     if not to_stdout:
         print_table(results, skipped)

@@ -37,8 +37,9 @@ from ..data.datasets import (
 )
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
-from ..runtime import BACKENDS, open_backend
+from ..runtime import open_backend, resolve_backend
 from ..runtime.base import Backend
+from .arguments import add_model_arguments
 
 DESCRIPTION = (
     "Measure top-1/top-5 accuracy on a labelled image set: an ImageFolder tree (class folders "
@@ -357,26 +358,22 @@ def gather(output: ShardOutput, shard: Shard) -> ShardOutput | None:
 
 # -- command line ---------------------------------------------------------------------------
 def default_workers() -> int:
-    """One decoding worker per spare core, capped: the model needs cores too."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """One decoding worker per core, at most 8. Workers mostly wait on the bounded prefetch
+    queue, so they share cores with the model well: on 2 cores, 2 workers gave 0.97 of the
+    model-only throughput and 1 worker 0.83 (benchmarks/eval_throughput.py, docs/evaluate.md)."""
+    return max(1, min(8, os.cpu_count() or 2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
                         help="ImageFolder root (one sub-folder per class), or an image folder with --labels")
-    parser.add_argument("--model", "-m", default=None,
-                        help="variant name, e.g. efficientnet_lite0, lite1, b0 (default: lite0, or the "
-                             "architecture stored in --weights); see `effnet models`")
-    parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry or tag (default: the model's embedded weights), or a file "
-                             "(.safetensors from `effnet convert`, .pth from timm/lukemelas)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
+    add_model_arguments(parser)
     parser.add_argument("--device", default="cpu",
                         help="torch device (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK")
     parser.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--workers", "-j", type=int, default=default_workers(),
                         help="DataLoader processes decoding images; 0 decodes in the main process "
-                             f"(default: {default_workers()}, one per spare CPU core, at most 8)")
+                             f"(default: {default_workers()}, one per CPU core, at most 8)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate N images spread evenly over the set (a quick check that sees every class)")
     parser.add_argument("--labels", metavar="FILE", default=None,
@@ -406,6 +403,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.backend = resolve_backend(args.backend, args.weights)
     _check(args)
     device = args.device
     shard = init_distributed(device)

@@ -45,6 +45,7 @@ from ..runtime.onnx_backend import (
     encode_metadata,
     open_session,
 )
+from .arguments import add_model_arguments
 
 DESCRIPTION = (
     "Export a model to ONNX. The file is checked right after export (ONNX checker, then "
@@ -61,6 +62,9 @@ TOLERANCE = 1e-4
 PREPROCESSING_TOLERANCE = 1.0
 
 INPUT_NAME, OUTPUT_NAME, IMAGE_NAME = "input", "logits", "image"
+#: ``export(size=NATIVE_SIZE)``: a fixed input size, the one the weights' preprocessing crops to.
+NATIVE_SIZE = "native"
+FORMATS = ("onnx", "triton")
 
 
 class ExportError(EffnetError):
@@ -335,19 +339,22 @@ def export(
     output: str | os.PathLike = "model.onnx",
     *,
     batch: int | None = None,
-    size: int | None = None,
+    size: int | str | None = None,
     opset: int = DEFAULT_OPSET,
     with_preprocessing: bool = False,
     bgr: bool = False,
     log: Any = None,
 ) -> ExportResult:
-    """Export, check and write ``output``; ``None`` batch/size mean dynamic axes.
+    """Export, check and write ``output``; ``None`` batch/size mean dynamic axes, size
+    ``NATIVE_SIZE`` the weights' own input size.
 
     Raises ``ExportError`` (and writes nothing) when a check fails.
     """
     from ..runtime.torch_backend import TorchBackend
 
     say = log or (lambda message: None)
+    if size == NATIVE_SIZE and with_preprocessing:
+        raise UsageError("a fixed native size and --with-preprocessing exclude each other")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
     if bgr and not with_preprocessing:
@@ -357,7 +364,9 @@ def export(
     net = _export_friendly(backend.model)
     entry = getattr(net, "pretrained_cfg", None)
     preprocessing = backend.preprocessing
-    if size is not None:
+    if size == NATIVE_SIZE:
+        size = preprocessing.size
+    elif size is not None:
         preprocessing = preprocessing.with_size(size)
     if with_preprocessing:
         size = preprocessing.size  # the graph resizes any image to exactly this
@@ -429,13 +438,13 @@ def _axis(text: str) -> int | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default=None,
-                        help="variant name, e.g. efficientnet_lite0, b0 (default: lite0, or the architecture "
-                             "stored in --weights)")
-    parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry, tag or file (default: the model's embedded weights; 'none' for "
-                             "random init)")
-    parser.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    add_model_arguments(parser, backend=False)
+    parser.add_argument("--output", "-o", required=True,
+                        help="the .onnx file to write; with --format triton, the model repository folder")
+    parser.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx: one .onnx file (default); triton: a Triton Inference Server model "
+                             "repository (NAME/config.pbtxt, NAME/labels.txt, NAME/1/model.onnx) for the "
+                             "onnxruntime backend with dynamic batching")
     parser.add_argument("--batch", type=_axis, default=None, metavar="dynamic|N",
                         help="batch axis: dynamic (default) or a fixed size")
     parser.add_argument("--size", type=_axis, default=None, metavar="dynamic|S",
@@ -448,9 +457,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the graph takes uint8 NHWC RGB images of any size and resizes, crops and "
                              "normalizes inside (the weights' own recipe)")
     parser.add_argument("--bgr", action="store_true", help="with --with-preprocessing: the input is BGR (OpenCV)")
+    triton = parser.add_argument_group("with --format triton")
+    triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
+    triton.add_argument("--max-batch", type=int, default=16,
+                        help="Triton's max_batch_size for dynamic batching (default: 16; needs --batch dynamic)")
+    triton.add_argument("--max-queue-delay-us", type=int, default=5000,
+                        help="how long Triton waits to fill a batch, in microseconds (default: 5000)")
+    triton.add_argument("--instances", type=int, default=1, help="model instances per device (default: 1)")
+    triton.add_argument("--kind", choices=("KIND_AUTO", "KIND_CPU", "KIND_GPU"), default="KIND_AUTO",
+                        help="where Triton runs the instances (default: KIND_AUTO)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "triton":
+        return run_triton(args)
     if not str(args.output).endswith(".onnx"):
         raise UsageError(f"--output should end in .onnx: {args.output}")
     result = export(
@@ -458,11 +478,48 @@ def run(args: argparse.Namespace) -> int:
         with_preprocessing=args.with_preprocessing, bgr=args.bgr,
         log=lambda message: print(message, file=sys.stderr),
     )
-    for check in result.checks:
-        extra = f", same top-1: {'yes' if check['same_top1'] else 'no'}" if "same_top1" in check else ""
-        print(f"check {check['what']:<18} input {'x'.join(map(str, check['shape'])):<15} "
-              f"max |onnxruntime - torch| = {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}{extra})")
+    report(result)
     size_mb = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, opset {result.opset}, input {result.input_layout}) "
           f"in {result.seconds:.0f} s")
     return 0
+
+
+def run_triton(args: argparse.Namespace) -> int:
+    """Export at a fixed spatial size (Triton batches requests of one shape; clients resize to
+    the size in the ``preprocessing`` parameter), then lay out the model repository."""
+    from ..data.labels import resolve_labels
+    from .triton import write_model_repository
+
+    if args.with_preprocessing:
+        raise UsageError("--format triton exports the network alone: Triton batches tensors of one shape, and "
+                         "in-graph preprocessing takes images of any size (clients preprocess as the config's "
+                         "'preprocessing' parameter says)")
+    if str(args.output).endswith(".onnx"):
+        raise UsageError(f"with --format triton, --output is the model repository folder, not a .onnx file: "
+                         f"{args.output}")
+    if args.max_batch < 1 and args.batch is None:
+        raise UsageError("--max-batch must be at least 1 (or export a fixed --batch)")
+    with tempfile.TemporaryDirectory(prefix="effnet-triton-") as folder:
+        result = export(
+            args.model, args.weights, Path(folder) / "model.onnx", batch=args.batch,
+            size=args.size or NATIVE_SIZE, opset=args.opset, log=lambda message: print(message, file=sys.stderr),
+        )
+        report(result)
+        labels = resolve_labels(result.metadata["labels"], result.metadata["num_classes"])
+        model_folder = write_model_repository(
+            args.output, args.name or result.arch, result.path, labels, result.metadata["preprocessing"],
+            max_batch_size=args.max_batch, max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
+            kind=args.kind,
+        )
+    print(f"wrote Triton model repository {args.output} (model {model_folder.name}: config.pbtxt, labels.txt, "
+          f"1/model.onnx)")
+    return 0
+
+
+def report(result: ExportResult) -> None:
+    """The checks made on the exported graph, one line each."""
+    for check in result.checks:
+        extra = f", same top-1: {'yes' if check['same_top1'] else 'no'}" if "same_top1" in check else ""
+        print(f"check {check['what']:<18} input {'x'.join(map(str, check['shape'])):<15} "
+              f"max |onnxruntime - torch| = {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}{extra})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -11,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import MAX_PIXELS, ImageError, ImageSource, load_image
-from ..runtime import BACKENDS, open_backend
+from ..data.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, ImageSource, find_images, load_image
+from ..runtime import open_backend, resolve_backend
 from ..runtime.base import Backend
+from .arguments import add_model_arguments
 
 DESCRIPTION = "Classify images and print the top-k classes with names and probabilities."
 
@@ -53,7 +55,7 @@ class Predictor:
         model: str | None = None,
         weights: Any = "default",
         *,
-        backend: str = "torch",
+        backend: str = "auto",
         topk: int = 5,
         batch_size: int = 16,
         max_pixels: int = MAX_PIXELS,
@@ -72,7 +74,7 @@ class Predictor:
         return self.backend.preprocessing(load_image(image, self.max_pixels))
 
     def logits(self, images: Sequence[ImageSource]) -> np.ndarray:
-        batch = np.stack([self.preprocess(image) for image in images])
+        batch = self.backend.collate([self.preprocess(image) for image in images])
         return self.backend(batch)
 
     def __call__(self, image: ImageSource | list[ImageSource]) -> list[Prediction] | list[list[Prediction]]:
@@ -90,7 +92,7 @@ class Predictor:
 
         def flush() -> Iterator[tuple[str, list[Prediction]]]:
             if pending:
-                logits = self.backend(np.stack([array for _, array in pending]))
+                logits = self.backend(self.backend.collate([array for _, array in pending]))
                 yield from zip([name for name, _ in pending], top_k(logits, self.backend.labels, self.topk))
                 pending.clear()
 
@@ -108,15 +110,10 @@ class Predictor:
 
 # -- command line -------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF)")
-    parser.add_argument("--model", "-m", default=None,
-                        help="variant name, e.g. efficientnet_lite0, lite1, b0 (default: lite0, or the "
-                             "architecture stored in --weights); see `effnet models`")
-    parser.add_argument("--weights", "-w", default="default",
-                        help="weights entry or tag (default: the model's embedded weights), or a file "
-                             "(.safetensors from `effnet convert`, .pth from timm/lukemelas)")
+    parser.add_argument("images", nargs="+", metavar="IMG",
+                        help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF), or folders: every image under them")
+    add_model_arguments(parser)
     parser.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image (default: 5)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
@@ -129,17 +126,36 @@ def _format(path: str, predictions: list[Prediction]) -> str:
     return "\n".join(lines)
 
 
+def expand_folders(arguments: Sequence[str]) -> list[str]:
+    """Files as given; a folder becomes the images under it (sorted, recursive), and a folder
+    without any is one usage error rather than silence."""
+    paths: list[str] = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = find_images(argument)
+            if not found:
+                from ..errors import UsageError
+
+                raise UsageError(f"{argument}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+            paths += [str(path) for path in found]
+        else:
+            paths.append(argument)
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
 
+    args.backend = resolve_backend(args.backend, args.weights)
     if args.topk < 1:
         raise UsageError("--topk must be at least 1")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     predictor = Predictor(args.model, args.weights, backend=args.backend, topk=args.topk, batch_size=args.batch_size)
+    paths = expand_folders(args.images)
     failures = 0
     records: list[dict[str, Any]] = []
-    for path, result in predictor.predict_files(args.images):
+    for path, result in predictor.predict_files(paths):
         if isinstance(result, ImageError):
             failures += 1
             print(f"effnet: error: {result}", file=sys.stderr)
@@ -152,5 +168,5 @@ def run(args: argparse.Namespace) -> int:
         document = {"model": predictor.arch, "backend": args.backend, "results": records}
         print(json.dumps(document, indent=2))
     if failures:
-        print(f"effnet: {failures} of {len(args.images)} images failed", file=sys.stderr)
+        print(f"effnet: {failures} of {len(paths)} images failed", file=sys.stderr)
     return 1 if failures else 0

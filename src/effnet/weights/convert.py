@@ -64,12 +64,21 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
                 return {k: handle.get_tensor(k) for k in handle.keys()}, metadata
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
+        raise WeightsError(f"{path}: not a PyTorch checkpoint, safetensors or Keras file (a .pth/.pt is a zip "
+                           f"archive or a pickle; this file starts with {magic!r})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+        reason = next((line.split(" was not", 1)[0].strip() for line in detail.splitlines() if line.strip()),
+                      type(exc).__name__)
         raise WeightsError(
-            f"{path}: refusing to load: not a plain tensor checkpoint ({first[:160]})"
+            f"{path}: refusing to load: the file holds Python objects beyond tensors ({reason[:160]}); "
+            "save its state_dict() instead"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from None

@@ -13,8 +13,8 @@ matches what was exported. Triton does no image preprocessing: the recipe (size,
 mean, std) is stored as a model parameter so that clients can read it from the model's
 config endpoint instead of guessing.
 
-Only onnx and the standard library are used here (no torch, no HTTP), so an export task
-can call ``write_model_repository`` without pulling in the server.
+``effnet export --format triton`` writes it. Only onnx and the standard library are used
+here (no torch, no HTTP).
 """
 
 from __future__ import annotations

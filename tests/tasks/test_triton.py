@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from effnet.data.labels import imagenet_names
 from effnet.data.transforms import Preprocessing
 from effnet.errors import EffnetError
-from effnet.serve.triton import Tensor, triton_config, write_model_repository
+from effnet.tasks.triton import Tensor, triton_config, write_model_repository
 
 F = descriptor_pb2.FieldDescriptorProto
 
@@ -177,3 +177,34 @@ def test_mismatches_are_one_line_errors(tmp_path: Path) -> None:
         write_model_repository(tmp_path / "repo", "m", garbage, ["a"])
     with pytest.raises(EffnetError):
         triton_config("m", Tensor("i", "TYPE_FP32", (3, 8, 8)), Tensor("o", "TYPE_FP32", (2,)), kind="KIND_TPU")
+
+
+def test_export_format_triton_writes_a_repository_that_runs_like_the_weights(tmp_path: Path) -> None:
+    from effnet import Predictor
+    from effnet.cli import main
+    from effnet.data.images import load_image
+
+    repository = tmp_path / "model_repository"
+    assert main(["export", "--model", "efficientnet_lite0", "--format", "triton", "-o", str(repository),
+                 "--name", "lite", "--max-batch", "8", "--instances", "2", "--kind", "KIND_CPU"]) == 0
+    folder = repository / "lite"
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), ModelConfig())
+    assert (config.name, config.max_batch_size, list(config.input[0].dims)) == ("lite", 8, [3, 224, 224])
+    assert (config.instance_group[0].count, config.instance_group[0].kind) == (2, 2)
+    assert (folder / "labels.txt").read_text().splitlines() == list(imagenet_names())
+
+    # a Triton client preprocesses as the config's parameter says, then runs the copied model
+    preprocessing = Preprocessing.from_dict(json.loads(config.parameters["preprocessing"].string_value))
+    image = load_image(Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg")
+    session = onnxruntime.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run([config.output[0].name], {config.input[0].name: preprocessing(image)[None]})
+    expected = Predictor("efficientnet_lite0").logits([image])
+    assert np.abs(logits - expected).max() < 1e-3 and logits.argmax() == expected.argmax()
+
+
+def test_export_format_triton_refuses_what_triton_cannot_batch(tmp_path: Path) -> None:
+    from effnet.cli import main
+
+    assert main(["export", "--format", "triton", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--format", "triton", "-o", str(tmp_path / "repo"), "--with-preprocessing"]) == 2
+    assert not any(tmp_path.iterdir())
