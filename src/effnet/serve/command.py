@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from ..errors import EffnetError, UsageError
-from ..runtime import BACKENDS
+from ..runtime import BACKENDS, resolve_backend
 
 DESCRIPTION = (
     "Serve image classification over HTTP: POST /v1/predict (multipart or raw image), a page at / to "
@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "default; default: lite0, or the architecture stored in --weights)")
     model.add_argument("--weights", "-w", default="default",
                        help="weights entry, tag or file, for a single model (default: its embedded weights)")
-    model.add_argument("--backend", choices=BACKENDS, default="torch", help="inference engine (default: torch)")
+    model.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                       help="inference engine (default: auto = onnx for an .onnx --weights file, else torch)")
     model.add_argument("--device", default=None, help="torch device, e.g. cuda or cuda:1 (torch backend only)")
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads inside each forward pass (torch backend; default: torch's thread "
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = _settings(args)
+    args.backend = resolve_backend(args.backend, args.weights)
     names = args.model or [None]
     if len(names) > 1 and args.weights != "default":
         raise UsageError("--weights applies to a single model; serve other weights as separate servers")
