@@ -3,7 +3,9 @@
 ``bn_calibrated``: random init (seed 0), then BatchNorm statistics measured on the real photos
 (and random crops/flips of them): every layer sees activations of realistic scale, so
 quantization ranges and SiLU/SE behaviour are those of a working network, though the
-classifier is random.
+classifier is random. The classifier is then scaled so the logits spread like a trained
+network's (std 3 over the photos): same argmax, and float32 rounding stays at the level
+``effnet export`` checks (random init gives logits in the hundreds).
 
 ``digits``: B0 trained from scratch on scikit-learn's digits (8x8 grey digits shown at 64x64),
 a real labelled task: 1437 training and 360 held-out test images (sklearn's fixed split by
@@ -53,6 +55,11 @@ def bn_calibrated(path: Path, batches: int = 6, batch_size: int = 16) -> Path:
         for _ in range(batches):
             pick = torch.randperm(len(inputs), generator=generator)[:batch_size]
             model(inputs[pick])
+    model.eval()
+    with torch.no_grad():
+        spread = model(inputs).std().item()
+        model.classifier.weight.mul_(3.0 / spread)
+        model.classifier.bias.mul_(3.0 / spread)
     write_safetensors(model.state_dict(), path, _metadata("efficientnet_b0.random_bncal", preprocessing, 1000,
                                                              "imagenet1k"))
     return path

@@ -465,12 +465,16 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.mean((actual - expected) ** 2) / max(float(np.var(expected)), 1e-12))
 
 
-def sensitivity(model_path: Path, workdir: Path, cache: Path, settings: Settings, layers: list[Layer],
-                inputs: np.ndarray, reference: np.ndarray, progress: bool = False) -> None:
-    """Each layer quantized alone (int8 kernels as deployed): the logits error it causes."""
+def sensitivity(graph_for: Callable[[Layer], Path], workdir: Path, cache: Path, settings: Settings,
+                layers: list[Layer], inputs: np.ndarray, reference: np.ndarray, progress: bool = False) -> None:
+    """Each layer quantized alone (int8 kernels as deployed): the logits error it causes.
+
+    ``graph_for(layer)``: the float graph to quantize for that layer (with bias correction on
+    that layer only: corrections elsewhere would be errors when those layers stay float).
+    """
     probe = workdir / "probe.onnx"
     for layer in _bar(layers, "sensitivity per layer", "layer", progress):
-        quantize_model(model_path, probe, cache, settings, nodes_to_quantize=layer.nodes)
+        quantize_model(graph_for(layer), probe, cache, settings, nodes_to_quantize=layer.nodes)
         layer.error = relative_error(run_batches(_session(probe), inputs), reference)
     probe.unlink(missing_ok=True)
 
@@ -609,22 +613,24 @@ def quantize(
         means = conv_input_means(prepared, iter([inputs[i : i + 16] for i in range(0, len(inputs), 16)]),
                                  input_name) if bias_correction else {}
 
+        all_nodes = {name for layer in layers for name in layer.nodes}
+
         def corrected(kept: set[str]) -> Path:
-            """The prepared graph with bias correction on every layer that will be int8."""
+            """The prepared graph with bias correction on every layer not in ``kept`` (float)."""
             if not bias_correction:
                 return prepared_path
             graph = onnx.ModelProto()
             graph.CopyFrom(prepared)
             correct_biases(graph, means, reduced, kept)
-            path = work / f"corrected_{len(kept)}.onnx"
+            path = work / "corrected.onnx"
             onnx.save(graph, str(path))
             return path
 
         cache = work / "ranges.json"
-        base = corrected(set())
-        calibrate(base, inputs, settings, cache, progress=progress)
+        calibrate(corrected(set()), inputs, settings, cache, progress=progress)
         reference = run_batches(_session(prepared_path), probe_inputs)
-        sensitivity(base, work, cache, settings, layers, probe_inputs, reference, progress=progress)
+        sensitivity(lambda layer: corrected(all_nodes - set(layer.nodes)), work, cache, settings, layers,
+                    probe_inputs, reference, progress=progress)
         ranked = sorted(layers, key=lambda layer: -layer.error)
         if keep_float == "auto":
             candidates = range(0, min(AUTO_MAX_FLOAT, len(ranked)) + 1)
