@@ -50,7 +50,7 @@ METHODS = ("minmax", "percentile", "entropy")
 #: Opsets onnxruntime's QDQ quantizer handles with per-channel weights (axis on DequantizeLinear).
 MIN_OPSET, MAX_OPSET = 13, 23
 #: Ops quantized by default; ``Clip``/``Relu`` are folded into the preceding conv's range.
-QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Clip", "Relu", "GlobalAveragePool")
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Clip", "Relu", "Pad", "GlobalAveragePool", "Flatten")
 FLOAT_OPS = ("Sigmoid", "Mul", "ReduceMean")
 SENSITIVITY_IMAGES = 16
 #: ``--keep-float auto`` tries keeping 0 to this many layers float...
@@ -573,7 +573,10 @@ def quantize(
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnxruntime
+
     say = log or (lambda message: None)
+    onnxruntime.set_default_logger_severity(3)  # the quantizer's sessions warn about every pruned initializer
     if method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method}")
     if num_images < 1:
@@ -584,6 +587,11 @@ def quantize(
     if "preprocessing" not in metadata:
         raise QuantizeError(f"{model}: no effnet preprocessing metadata; export the model with `effnet export`")
     preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    if eval_dir is not None:  # a bad evaluation set fails now, not after the calibration
+        from ..data.labels import resolve_labels
+
+        num_classes = int(metadata.get("num_classes", 1000))
+        load_eval_set(eval_dir, eval_labels, num_classes, resolve_labels(metadata.get("labels", "imagenet1k"), num_classes))
     paths = select_images(calib, num_images)
     crops, used, failures = load_crops(paths, preprocessing, progress=progress)
     say(f"calibration: {len(used)} images from {calib}" + (f", {len(failures)} unreadable skipped" if failures else ""))
@@ -763,7 +771,7 @@ def markdown(report: dict[str, Any], sensitive_rows: int = 8) -> str:
         for key, label, unit in (("latency_bs1_ms", "latency batch 1", "ms"),
                                  ("throughput_bs16_img_s", "throughput batch 16", "img/s")):
             lines.append(f"| {label} ({speed['threads']} threads) | {speed['fp32'][key]:.1f} {unit} | "
-                         f"{speed['int8'][key]:.1f} {unit} | {speed['speedup'][key]:.2f}x faster |")
+                         f"{speed['int8'][key]:.1f} {unit} | {speed['speedup'][key]:.2f}x speed |")
     lines += ["", f"Sensitivity (logits error with only that layer int8, relative to the logits' variance); "
               f"{report['keep_float']['chosen']} kept float:", "",
               "| layer | kind | relative error | runs |", "|---|---|---:|---|"]
