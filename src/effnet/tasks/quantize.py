@@ -578,6 +578,7 @@ def quantize(
     keep_float: int | str = "auto",
     reduce_range: bool | str = "auto",
     bias_correction: bool = True,
+    op_types: Sequence[str] = QUANTIZED_OPS,
     eval_dir: str | os.PathLike | None = None,
     eval_labels: str | os.PathLike | None = None,
     threads: int | None = None,
@@ -590,6 +591,7 @@ def quantize(
     ``keep_float``: how many of the most sensitive layers stay float, or ``"auto"``: the count
     (0 to ``AUTO_MAX_FLOAT``) whose int8 model is closest to float on the sensitivity images.
     ``reduce_range``: 7-bit GEMM weights; ``"auto"`` turns it on where the CPU lacks VNNI.
+    ``op_types``: ops that get int8 inputs/outputs (the SiLU/SE ops stay float by default).
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -620,7 +622,7 @@ def quantize(
     vnni = cpu_has_vnni()
     settings = Settings(method=method, per_channel=per_channel,
                         reduce_range=(not vnni) if reduce_range == "auto" else bool(reduce_range),
-                        bias_correction=bias_correction)
+                        bias_correction=bias_correction, op_types=tuple(op_types))
     probe_count = min(SENSITIVITY_IMAGES, len(inputs))
     probe_inputs = inputs[np.linspace(0, len(inputs) - 1, probe_count).round().astype(int)]
 
