@@ -225,3 +225,33 @@ def test_nothing_half_written_when_the_report_fails(workspace: dict[str, Path], 
                     "--keep-float", "0", "--eval", str(workspace["eval"]), "--eval-labels", str(bad_labels),
                     "--no-speed", "-o", str(output)], "cannot map class 'not_a_class'")
     assert list(tmp_path.iterdir()) == [bad_labels]
+
+
+@pytest.mark.slow
+def test_lite0_real_weights_agree_on_photos(tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
+    """Lite0 with its ImageNet weights, calibrated on crops of real photos: the int8 file gives
+    the fp32 top-1 on the four acceptance photos, and nearly all convolutions run int8."""
+    from effnet.tasks.export import export
+
+    model = tmp_path / "lite0.onnx"
+    export("efficientnet_lite0", "default", model)
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name, image in photos.items():
+        height, width = image.shape[:2]
+        for k in range(8):
+            h, w = int(height * rng.uniform(0.5, 1)), int(width * rng.uniform(0.5, 1))
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            crop = image[top : top + h, left : left + w]
+            Image.fromarray(crop[:, ::-1] if k % 2 else crop).save(calib / f"{name}_{k}.png")
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    for name, image in photos.items():
+        Image.fromarray(image).save(evaluation / f"{name}.png")
+    result = q.quantize(model, calib, tmp_path / "lite0.int8.onnx", eval_dir=evaluation, speed=False)
+    report = result.report
+    assert report["images"] == 4 and report["top1_agreement"] == 1.0
+    assert report["relative_logits_error"] < 0.05
+    assert report["int8_ops"]["QLinearConv"] >= 45  # of Lite0's 49 convolutions
+    assert report["size_mb"]["int8"] < 0.3 * report["size_mb"]["fp32"]

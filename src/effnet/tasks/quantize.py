@@ -583,6 +583,7 @@ def quantize(
     reduce_range: bool | str = "auto",
     bias_correction: bool = True,
     op_types: Sequence[str] = QUANTIZED_OPS,
+    size: int | None = None,
     eval_dir: str | os.PathLike | None = None,
     eval_labels: str | os.PathLike | None = None,
     threads: int | None = None,
@@ -596,6 +597,7 @@ def quantize(
     (0 to ``AUTO_MAX_FLOAT``) whose int8 model is closest to float on the sensitivity images.
     ``reduce_range``: 7-bit GEMM weights; ``"auto"`` turns it on where the CPU lacks VNNI.
     ``op_types``: ops that get int8 inputs/outputs (the SiLU/SE ops stay float by default).
+    ``size``: the input size the int8 file is built for (default: the preprocessing's).
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -614,6 +616,11 @@ def quantize(
     if "preprocessing" not in metadata:
         raise QuantizeError(f"{model}: no effnet preprocessing metadata; export the model with `effnet export`")
     preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    if size is not None:
+        if size < 8:
+            raise UsageError("--size must be at least 8")
+        preprocessing = preprocessing.with_size(size)
+        metadata = {**metadata, "preprocessing": preprocessing.to_dict()}
     if eval_dir is not None:  # a bad evaluation set fails now, not after the calibration
         from ..data.labels import resolve_labels
 
@@ -837,6 +844,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                         help="7-bit weights for GEMM layers, needed on x86 CPUs without VNNI "
                              "(default: auto, from the CPU flags)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="input height and width the int8 file is built for (it is fixed there; "
+                             "default: the model's preprocessing size)")
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
                         help="fold the mean error of weight rounding into the biases (default: on)")
     parser.add_argument("--eval", metavar="DIR", default=None,
@@ -863,7 +873,7 @@ def run(args: argparse.Namespace) -> int:
     result = quantize(
         args.model, args.calib, output, num_images=args.num_images, method=args.method, per_channel=args.per_channel,
         keep_float=args.keep_float, reduce_range={"auto": "auto", "on": True, "off": False}[args.reduce_range],
-        bias_correction=args.bias_correction, eval_dir=args.eval, eval_labels=args.eval_labels,
+        bias_correction=args.bias_correction, size=args.size, eval_dir=args.eval, eval_labels=args.eval_labels,
         threads=args.threads, speed=not args.no_speed, progress=not args.no_progress and sys.stderr.isatty(),
         log=lambda message: print(message, file=sys.stderr),
     )
