@@ -56,7 +56,7 @@ def tiny_classifier(opset: int = 18) -> onnx.ModelProto:
         helper.make_node("Gemm", ["pooled", "w_fc", "b_fc"], ["logits"], name="classifier", transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -255,3 +255,13 @@ def test_lite0_real_weights_agree_on_photos(tmp_path: Path, photos: dict[str, np
     assert report["relative_logits_error"] < 0.05
     assert report["int8_ops"]["QLinearConv"] >= 45  # of Lite0's 49 convolutions
     assert report["size_mb"]["int8"] < 0.3 * report["size_mb"]["fp32"]
+
+
+def test_size_pins_the_input(workspace: dict[str, Path], tmp_path: Path) -> None:
+    """``--size`` builds the int8 file for another resolution; its metadata says so."""
+    output = tmp_path / "tiny16.int8.onnx"
+    q.quantize(workspace["model"], workspace["calib"], output, num_images=6, keep_float=0, size=16, speed=False)
+    dims = [d.dim_value or d.dim_param for d in onnx.load(str(output)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [3, 16, 16] and isinstance(dims[0], str)  # the batch stays dynamic
+    metadata = read_metadata(output)
+    assert metadata["preprocessing"]["size"] == 16 and metadata["quantization"]["input_size"] == 16

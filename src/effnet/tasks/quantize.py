@@ -190,6 +190,10 @@ def fix_input_size(model: Any, size: int) -> Any:
     dims = model.graph.input[0].type.tensor_type.shape.dim
     if len(dims) != 4:
         raise QuantizeError(f"expected an N x 3 x H x W image input, found rank {len(dims)}")
+    fixed = [dims[axis].dim_value for axis in (2, 3) if dims[axis].HasField("dim_value")]
+    if fixed and fixed != [size, size]:
+        raise QuantizeError(f"the model's input is fixed at {'x'.join(map(str, fixed))}, not {size}x{size}; "
+                            "export with --size dynamic (the default) or quantize at its size")
     for axis in (2, 3):
         dims[axis].ClearField("dim_param")
         dims[axis].dim_value = size
