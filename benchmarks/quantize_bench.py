@@ -70,7 +70,8 @@ def digit_sets(out: Path) -> dict[str, Path]:
         picks = np.linspace(0, DIGITS_TRAIN - 1, 300).round().astype(int)
         write_folder({f"{i:04d}": images[i] for i in picks}, calib)
         write_folder({f"{i:04d}": images[i] for i in range(DIGITS_TRAIN, len(images))}, test)
-        (test / "labels.txt").write_text("".join(f"{i:04d}.png {labels[i]}\n" for i in range(DIGITS_TRAIN, len(images))))
+        lines = [f"{i:04d}.png {labels[i]}\n" for i in range(DIGITS_TRAIN, len(images))]
+        (test / "labels.txt").write_text("".join(lines))
     return {"calib": calib, "compare": test, "labels": test / "labels.txt"}
 
 

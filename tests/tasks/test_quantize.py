@@ -193,7 +193,8 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -
     assert error.count("\n") == 0 and error.startswith("effnet: error:") and expected in error
 
 
-def test_bad_inputs_fail_cleanly(workspace: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_inputs_fail_cleanly(workspace: dict[str, Path], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "out" / "x.int8.onnx"
     calib = str(workspace["calib"])
     not_onnx = tmp_path / "model.onnx"

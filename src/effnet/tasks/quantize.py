@@ -43,7 +43,7 @@ import numpy as np
 from ..data.images import ImageError, find_images, load_image
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
-from ..runtime.onnx_backend import INPUT_FLOAT, OnnxModelError, encode_metadata, open_session, read_metadata
+from ..runtime.onnx_backend import INPUT_FLOAT, encode_metadata, open_session, read_metadata
 
 DESCRIPTION = (
     "Quantize an exported ONNX model to int8 (static, per-channel weights) with calibration images, "
@@ -629,7 +629,8 @@ def quantize(
         from ..data.labels import resolve_labels
 
         num_classes = int(metadata.get("num_classes", 1000))
-        load_eval_set(eval_dir, eval_labels, num_classes, resolve_labels(metadata.get("labels", "imagenet1k"), num_classes))
+        names = resolve_labels(metadata.get("labels", "imagenet1k"), num_classes)
+        load_eval_set(eval_dir, eval_labels, num_classes, names)
     paths = select_images(calib, num_images)
     crops, used, failures = load_crops(paths, preprocessing, progress=progress)
     say(f"calibration: {len(used)} images from {calib}" + (f", {len(failures)} unreadable skipped" if failures else ""))
@@ -695,7 +696,8 @@ def quantize(
         quantized_path = work / f"int8_{count}.onnx"
         quantized = _load(quantized_path)
         final_metadata = {**metadata, "quantization": {
-            "format": "QDQ", "activations": "uint8", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+            "format": "QDQ", "activations": "uint8",
+            "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
             "method": method, "calibration_images": len(used), "reduce_range_gemm_weights": settings.reduce_range,
             "bias_correction": bias_correction, "float_layers": [layer.name for layer in ranked[:count]],
             "source": model.name, "input_size": preprocessing.size,
@@ -803,7 +805,8 @@ def markdown(report: dict[str, Any], sensitive_rows: int = 8) -> str:
         fp32, int8 = report["accuracy"]["fp32"], report["accuracy"]["int8"]
         lines.append(f"| top-1 accuracy | {100 * fp32:.2f}% | {100 * int8:.2f}% | {100 * (int8 - fp32):+.2f} pt |")
     size = report["size_mb"]
-    lines.append(f"| model size | {size['fp32']:.1f} MB | {size['int8']:.1f} MB | {size['fp32'] / size['int8']:.2f}x smaller |")
+    lines.append(f"| model size | {size['fp32']:.1f} MB | {size['int8']:.1f} MB | "
+                 f"{size['fp32'] / size['int8']:.2f}x smaller |")
     if "speed" in report:
         speed = report["speed"]
         for key, label, unit in (("latency_bs1_ms", "latency batch 1", "ms"),
