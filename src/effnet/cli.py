@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "bench": "effnet.tasks.bench",
     "serve": "effnet.serve.command",
     "export": "effnet.tasks.export",
+    "quantize": "effnet.tasks.quantize",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -39,6 +40,7 @@ SUMMARIES: dict[str, str] = {
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
     "serve": "HTTP server with dynamic batching, a web page and metrics",
     "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
+    "quantize": "int8 ONNX with calibration images, sensitive layers kept float, accuracy/speed report",
 }
 
 

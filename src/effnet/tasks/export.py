@@ -55,8 +55,11 @@ DESCRIPTION = (
 DEFAULT_OPSET = 18
 #: The exporter's lowest opset; the highest onnxruntime here runs.
 MIN_OPSET, MAX_OPSET = 18, 23
-#: Max abs logits difference accepted between onnxruntime and torch on the network itself.
+#: Max abs logits difference accepted between onnxruntime and torch on the network itself,
+#: unless torch's own float32 error (vs float64) is larger: then ``FLOAT32_SLACK`` times that
+#: (random-init nets with logits in the hundreds round at the 1e-3 level in torch too).
 TOLERANCE = 1e-4
+FLOAT32_SLACK = 4.0
 #: Max abs logits difference accepted between in-graph and Python preprocessing: measured on
 #: the photos in tests/tasks/test_export.py (largest seen 0.26 on Lite0; see docs/deploy.md).
 PREPROCESSING_TOLERANCE = 1.0
@@ -292,9 +295,12 @@ def check_network(path: Path, net: Any, batch: int | None, size: int | None, def
         x = torch.randn(n, 3, h, w, generator=generator)
         with torch.inference_mode():
             expected = net(x).float().numpy()
+            exact = net.double()(x.double()).numpy()
+            net.float()
         actual = session.run(None, {INPUT_NAME: x.numpy()})[0]
+        own_error = float(np.abs(expected - exact).max())
         checks.append({"what": "network", "shape": [n, 3, h, w], "max_abs_diff": float(np.abs(actual - expected).max()),
-                       "tolerance": TOLERANCE})
+                       "tolerance": max(TOLERANCE, FLOAT32_SLACK * own_error)})
     return checks
 
 
