@@ -120,6 +120,7 @@ def test_bgr_graph_takes_opencv_order(tmp_path: Path, lite0_with_preprocessing: 
 
 def test_a_failed_check_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export_task, "TOLERANCE", -1.0)  # no graph can pass
+    monkeypatch.setattr(export_task, "FLOAT32_SLACK", -1.0)
     with pytest.raises(ExportError, match="nothing written"):
         export("efficientnet_lite0", None, tmp_path / "out.onnx", batch=1, size=32)
     assert list(tmp_path.iterdir()) == []
