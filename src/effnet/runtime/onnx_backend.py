@@ -58,10 +58,14 @@ def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
     return {METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
-def open_session(path: str | os.PathLike, threads: int | None = None, optimize: bool = True) -> Any:
+def open_session(path: str | os.PathLike, threads: int | None = None, optimize: bool = True,
+                 stop_spinning: bool = False) -> Any:
     """An onnxruntime CPU session with full graph optimization; one-line errors for bad files.
 
     ``threads`` sets intra-op parallelism (None: onnxruntime's default, one per core).
+    ``stop_spinning``: the worker threads stop busy-waiting as soon as a run ends, for
+    processes that keep several sessions and run them in turn (an idle session's spinning
+    threads otherwise take CPU from the one running).
     """
     import onnxruntime as ort
 
@@ -77,6 +81,8 @@ def open_session(path: str | os.PathLike, threads: int | None = None, optimize: 
             raise UsageError("--threads must be at least 1")
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

@@ -233,7 +233,7 @@ def _onnx_session(path: Path, config: BenchConfig, size: int) -> Runner:
 
     from ..runtime.onnx_backend import open_session
 
-    session = open_session(path, threads=config.threads or None)
+    session = open_session(path, threads=config.threads or None, stop_spinning=True)  # bench keeps many sessions
     input_name = session.get_inputs()[0].name
     batch = np.random.default_rng(0).standard_normal((config.batch_size, 3, size, size), dtype=np.float32)
     return lambda: session.run(None, {input_name: batch})
