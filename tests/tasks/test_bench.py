@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from effnet.cli import main
@@ -96,3 +97,28 @@ def test_reference_port_is_the_baseline_of_the_ratio_column(tmp_path: Path, caps
     assert ours["baseline"] == "reference"
     assert ours["speedup"] == pytest.approx(rows["efficientnet_lite0", "reference"]["p50_ms"] / ours["p50_ms"], rel=1e-2)
     assert rows["efficientnetv2_b0", "torch"]["speedup"] is None
+
+
+def test_onnx_int8_is_quantized_once_and_needs_calibration_images(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from effnet.tasks import quantize as quantize_task
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+    calls = []
+    real = quantize_task.quantize
+    monkeypatch.setattr(quantize_task, "quantize", lambda *a, **k: calls.append(k) or real(*a, **k))
+    assert main(["bench", "--models", "lite0", *TINY[2:], "--batch-sizes", "1,2", "--backends", "onnx,onnx-int8",
+                 "--calib", str(calib), "--calib-images", "4", "--json", str(tmp_path / "b.json")]) == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert sorted((r["backend"], r["batch_size"]) for r in rows) == [("onnx", 1), ("onnx", 2), ("onnx-int8", 1),
+                                                                     ("onnx-int8", 2)]
+    assert len(calls) == 1 and calls[0]["size"] == 64 and calls[0]["num_images"] == 4
+    assert all(r["speedup"] > 0 for r in rows)
+    assert main(["bench", *TINY, "--backends", "onnx-int8"]) == 2
+    assert "needs calibration images: --calib DIR" in capsys.readouterr().err

@@ -247,20 +247,31 @@ def _onnx(model: Any, config: BenchConfig, size: int) -> Runner:
         return _onnx_session(_export_for_bench(model, size, Path(folder)), config, size)
 
 
+#: (module id, size, calibration folder, image count) -> int8 file: one quantization per model
+#: and size serves every batch size and thread count of a run.
+_INT8_FILES: dict[tuple[int, int, str, int], Path] = {}
+
+
 def _onnx_int8(model: Any, config: BenchConfig, size: int) -> Runner:
     """Export as for ``onnx``, then quantize exactly as `effnet quantize` does by default
     (sensitivity analysis and all), calibrated on ``config.calib``."""
+    import atexit
+    import shutil
     import tempfile
 
     from .quantize import quantize
 
     if config.calib is None:
         raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
-    with tempfile.TemporaryDirectory() as folder:
-        exported = _export_for_bench(model, size, Path(folder))
-        quantized = Path(folder) / "model.int8.onnx"
-        quantize(exported, config.calib, quantized, num_images=config.calib_images, size=size, speed=False)
-        return _onnx_session(quantized, config, size)
+    key = (id(model), size, config.calib, config.calib_images)
+    if key not in _INT8_FILES:
+        folder = Path(tempfile.mkdtemp(prefix="effnet-bench-int8-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        exported = _export_for_bench(model, size, folder)
+        quantize(exported, config.calib, folder / "model.int8.onnx", num_images=config.calib_images, size=size,
+                 speed=False)
+        _INT8_FILES[key] = folder / "model.int8.onnx"
+    return _onnx_session(_INT8_FILES[key], config, size)
 
 
 # -- the reference PyTorch ports (what users compare against) ----------------------------
