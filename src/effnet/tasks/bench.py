@@ -567,7 +567,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     accuracy_axis.set_title("accuracy vs latency")
     accuracy_axis.grid(alpha=0.3)
     if accuracy_axis.lines:
-        accuracy_axis.legend(fontsize=8, loc="lower right")
+        accuracy_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # off the data
     if unranked:
         accuracy_axis.text(0.02, 0.98 if accuracy_axis.lines else 0.5,
                            "no reported top-1: " + ", ".join(map(_short, unranked)),
@@ -593,14 +593,14 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     throughput_axis.set_ylabel("throughput (images/s)")
     throughput_axis.set_title("throughput vs batch size")
     throughput_axis.grid(alpha=0.3, which="both")
-    throughput_axis.legend(fontsize=7, ncol=2)
+    throughput_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     sizes = sorted({r.size for r in results})
     figure.suptitle(
         f"{machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'} | torch {machine['torch']}"
         f" | input {'/'.join(map(str, sizes))} px | {machine['allocator']}", fontsize=9)
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
