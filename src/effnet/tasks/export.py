@@ -45,7 +45,7 @@ from ..runtime.onnx_backend import (
     encode_metadata,
     open_session,
 )
-from .arguments import add_model_arguments
+from .arguments import add_model_arguments, keyword_or_int
 
 DESCRIPTION = (
     "Export a model to ONNX. The file is checked right after export (ONNX checker, then "
@@ -431,18 +431,6 @@ def _with_metadata(model: Any, metadata: dict[str, Any]) -> Any:
 
 
 # -- command line -------------------------------------------------------------------------
-def _axis(text: str) -> int | None:
-    if text.lower() == "dynamic":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, not {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, backend=False)
     parser.add_argument("--output", "-o", required=True,
@@ -451,9 +439,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="onnx: one .onnx file (default); triton: a Triton Inference Server model "
                              "repository (NAME/config.pbtxt, NAME/labels.txt, NAME/1/model.onnx) for the "
                              "onnxruntime backend with dynamic batching")
-    parser.add_argument("--batch", type=_axis, default=None, metavar="dynamic|N",
+    parser.add_argument("--batch", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|N",
                         help="batch axis: dynamic (default) or a fixed size")
-    parser.add_argument("--size", type=_axis, default=None, metavar="dynamic|S",
+    parser.add_argument("--size", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|S",
                         help="input height and width: dynamic (default; TF-'same' padding follows the input) "
                              "or a fixed size; with --with-preprocessing, the network size (default: the "
                              "weights' size)")

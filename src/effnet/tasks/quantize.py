@@ -44,6 +44,7 @@ from ..data.images import ImageError, find_images, load_image
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
 from ..runtime.onnx_backend import INPUT_FLOAT, encode_metadata, open_session, read_metadata
+from .arguments import keyword_or_int
 
 DESCRIPTION = (
     "Quantize an exported ONNX model to int8 (static, per-channel weights) with calibration images, "
@@ -829,18 +830,6 @@ def markdown(report: dict[str, Any], sensitive_rows: int = 8) -> str:
     return "\n".join(lines)
 
 
-def _keep_float(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a count, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a count >= 0, not {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="float ONNX file from `effnet export` (its metadata gives the preprocessing)")
     parser.add_argument("--calib", required=True, metavar="DIR",
@@ -852,7 +841,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation range calibration (default: minmax)")
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                         help="one weight scale per output channel (default: on)")
-    parser.add_argument("--keep-float", type=_keep_float, default="auto", metavar="K|auto",
+    parser.add_argument("--keep-float", type=keyword_or_int("auto", 0, "auto"), default="auto", metavar="K|auto",
                         help=f"keep the K most sensitive layers float; auto: 0-{AUTO_MAX_FLOAT}, whichever "
                              "count is closest to float (default: auto)")
     parser.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
