@@ -58,10 +58,11 @@ def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
     return {METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
-def open_session(path: str | os.PathLike, threads: int | None = None, optimize: bool = True,
+def open_session(path: str | os.PathLike | bytes, threads: int | None = None, optimize: bool = True,
                  stop_spinning: bool = False) -> Any:
     """An onnxruntime CPU session with full graph optimization; one-line errors for bad files.
 
+    ``path`` is a file, or a serialized model (``bytes``) for graphs built in memory.
     ``threads`` sets intra-op parallelism (None: onnxruntime's default, one per core).
     ``stop_spinning``: the worker threads stop busy-waiting as soon as a run ends, for
     processes that keep several sessions and run them in turn (an idle session's spinning
@@ -69,8 +70,9 @@ def open_session(path: str | os.PathLike, threads: int | None = None, optimize: 
     """
     import onnxruntime as ort
 
-    path = Path(path)
-    if not path.is_file():
+    source = path if isinstance(path, bytes) else str(path)
+    name = "the in-memory model" if isinstance(path, bytes) else source
+    if not isinstance(path, bytes) and not Path(path).is_file():
         raise OnnxModelError(f"{path}: ONNX file not found")
     options = ort.SessionOptions()
     options.graph_optimization_level = (
@@ -84,9 +86,9 @@ def open_session(path: str | os.PathLike, threads: int | None = None, optimize: 
     if stop_spinning:
         options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise OnnxModelError(f"{path}: onnxruntime cannot load this model ({_first_line(exc)})") from None
+        raise OnnxModelError(f"{name}: onnxruntime cannot load this model ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:

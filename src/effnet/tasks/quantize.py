@@ -396,17 +396,8 @@ class Settings:
 
 
 def _session(model: Any, threads: int | None = None, optimize: bool = True) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    source = model if isinstance(model, (str, Path)) else model.SerializeToString()
-    return ort.InferenceSession(str(source) if isinstance(source, Path) else source, options,
-                                providers=["CPUExecutionProvider"])
+    """A session on a file or on a graph still in memory."""
+    return open_session(model if isinstance(model, (str, Path)) else model.SerializeToString(), threads, optimize)
 
 
 def run_batches(session: Any, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
