@@ -714,7 +714,7 @@ def quantize(
             onnx.save(quantized, staged)
             open_session(staged_path)
             report = build_report(model, staged_path, metadata, eval_dir, eval_labels, inputs, threads, speed,
-                                  progress, say)
+                                  progress, say, fp32_timed=work / "graph.onnx")
             staged_path.replace(output)
         finally:
             staged_path.unlink(missing_ok=True)
@@ -753,8 +753,13 @@ def int8_op_counts(path: Path) -> dict[str, int]:
 
 def build_report(model: Path, quantized: Path, metadata: dict[str, Any], eval_dir: Any, eval_labels: Any,
                  calibration_inputs: np.ndarray, threads: int | None, speed: bool, progress: bool,
-                 say: Callable[[str], None]) -> dict[str, Any]:
-    """fp32 vs int8: top-1 agreement, accuracy when labelled, size, latency and throughput."""
+                 say: Callable[[str], None], fp32_timed: Path | None = None) -> dict[str, Any]:
+    """fp32 vs int8: top-1 agreement, accuracy when labelled, size, latency and throughput.
+
+    ``fp32_timed``: the float graph to time, when not ``model`` itself: the float model pinned
+    to the int8 file's input size, so the speedup compares like with like (a dynamic-size
+    export is itself 1.3-1.5x slower than a fixed-size one, benchmarks/onnx_fixed_size.py).
+    """
     from ..data.labels import resolve_labels
 
     preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
@@ -787,8 +792,10 @@ def build_report(model: Path, quantized: Path, metadata: dict[str, Any], eval_di
         }
     if speed:
         say("timing fp32 and int8 ...")
-        fp32_speed, int8_speed = measure_speed([model, quantized], inputs[0], threads)
+        fp32_speed, int8_speed = measure_speed([fp32_timed or model, quantized], inputs[0], threads)
         report["speed"] = {"threads": threads or "onnxruntime default", "fp32": fp32_speed, "int8": int8_speed,
+                           "fp32_graph": "the float model at the int8 file's fixed input size" if fp32_timed
+                           else "the float model as given",
                            "speedup": {key: (int8_speed[key] / fp32_speed[key] if "throughput" in key
                                              else fp32_speed[key] / int8_speed[key]) for key in fp32_speed}}
     return report
@@ -812,6 +819,8 @@ def markdown(report: dict[str, Any], sensitive_rows: int = 8) -> str:
                                  ("throughput_bs16_img_s", "throughput batch 16", "img/s")):
             lines.append(f"| {label} ({speed['threads']} threads) | {speed['fp32'][key]:.1f} {unit} | "
                          f"{speed['int8'][key]:.1f} {unit} | {speed['speedup'][key]:.2f}x speed |")
+        if "fp32_graph" in speed:
+            lines += ["", f"Speed: fp32 is {speed['fp32_graph']}."]
     lines += ["", f"Sensitivity (logits error with only that layer int8, relative to the logits' variance); "
               f"{report['keep_float']['chosen']} kept float:", "",
               "| layer | kind | relative error | runs |", "|---|---|---:|---|"]
