@@ -16,7 +16,7 @@ Speed is always measured at 224x224 (the ImageNet size; the digits models run at
 batch 1 latency and batch 16 throughput, at ``--threads`` (2), fp32 and int8 interleaved in
 rounds; the digits models are timed with a second int8 file built for 224 (``--size 224``). The per-op table comes from onnxruntime's profiler (batch 16).
 
-    flock /work/heavy.lock python benchmarks/quantize_bench.py --out runs/quantize_bench
+    python benchmarks/quantize_bench.py --out runs/quantize_bench
 """
 
 from __future__ import annotations
