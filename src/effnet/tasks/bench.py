@@ -8,7 +8,7 @@ latency at batch 16).
 
 Backends are small adapters behind one signature, ``prepare(model, config) -> run_one_batch``,
 so new runtimes (the ONNX Runtime backend, int8) plug in without touching the timing code;
-one that cannot run here (no CUDA device, no ONNX backend yet) is skipped with a note.
+one that cannot run here (no CUDA device, onnxruntime not installed) is skipped with a note.
 """
 
 from __future__ import annotations
@@ -193,17 +193,6 @@ def _cuda(dtype: str | None, graph: bool = False, compiled: bool = False) -> Cal
 def _onnx_missing() -> str | None:
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install 'effnet[onnx]')"
-    if importlib.util.find_spec("effnet.runtime.onnx_backend") is None or importlib.util.find_spec(
-            "effnet.tasks.export") is None:
-        return "effnet's ONNX export and runtime (tasks/export.py, runtime/onnx_backend.py) are not in this build"
-    return None
-
-
-def _onnx_int8_missing() -> str | None:
-    if (reason := _onnx_missing()) is not None:
-        return reason
-    if importlib.util.find_spec("effnet.tasks.quantize") is None:
-        return "effnet's int8 quantization (tasks/quantize.py) is not in this build"
     return None
 
 
@@ -325,7 +314,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             _torch_eager(channels_last=True, compiled=True)),
     Backend("onnx", "ONNX Runtime fp32, the graph effnet export writes", _onnx, _onnx_missing),
     Backend("onnx-int8", "ONNX Runtime int8, quantized as `effnet quantize` does (needs --calib DIR)", _onnx_int8,
-            _onnx_int8_missing),
+            _onnx_missing),
     Backend("cuda", "CUDA fp32, channels_last", _cuda(None), _cuda_missing),
     Backend("cuda-fp16", "CUDA fp16 autocast, channels_last", _cuda("fp16"), _cuda_missing),
     Backend("cuda-bf16", "CUDA bf16 autocast, channels_last", _cuda("bf16"), _cuda_missing),
