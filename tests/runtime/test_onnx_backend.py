@@ -24,6 +24,7 @@ from effnet.data.transforms import Preprocessing
 from effnet.errors import UsageError
 from effnet.runtime import open_backend
 from effnet.runtime.onnx_backend import (
+    INPUT_BGR,
     INPUT_FLOAT,
     INPUT_RGB,
     OnnxModelError,
@@ -84,6 +85,23 @@ def test_image_graphs_take_images_of_any_size_in_order(tmp_path: Path) -> None:
     assert backend.preprocessing(images[0]) is images[0]  # the graph preprocesses
     expected = np.stack([image.reshape(-1, 3).astype(np.float32).mean(0) @ WEIGHT for image in images])
     np.testing.assert_allclose(backend(images), expected, rtol=1e-4)
+
+
+def test_bgr_graphs_get_the_channels_they_ask_for(tmp_path: Path) -> None:
+    """Images reach a backend as RGB (load_image); a BGR graph must see them reversed."""
+    image = load_image(CAT)
+    rgb = open_backend("onnx", None, str(tiny_classifier(tmp_path / "rgb.onnx", layout=INPUT_RGB)))
+    bgr = open_backend("onnx", None, str(tiny_classifier(tmp_path / "bgr.onnx", layout=INPUT_BGR)))
+    as_bgr = image[..., ::-1].reshape(-1, 3).astype(np.float32).mean(0) @ WEIGHT
+    np.testing.assert_allclose(bgr([image])[0], as_bgr, rtol=1e-4)
+    np.testing.assert_allclose(rgb([image])[0], image.reshape(-1, 3).astype(np.float32).mean(0) @ WEIGHT, rtol=1e-4)
+    assert not np.allclose(bgr([image])[0], rgb([image])[0], rtol=1e-3)
+
+
+def test_example_input_is_what_the_graph_takes(tmp_path: Path) -> None:
+    for layout in (INPUT_FLOAT, INPUT_RGB, INPUT_BGR):
+        backend = open_backend("onnx", None, str(tiny_classifier(tmp_path / f"{layout}.onnx", layout=layout)))
+        assert backend(backend.example_input(2)).shape == (2, 1000)
 
 
 def test_files_without_metadata_fall_back_to_their_shapes(tmp_path: Path) -> None:

@@ -253,3 +253,17 @@ def test_two_models_are_routed_by_name(lite0: Predictor, photo_files: dict[str, 
     assert by_default["model"] == "efficientnet_lite0" and by_alias["model"] == "efficientnet_lite1"
     assert_same(answered(by_default["results"][0]), expected(lite0, data))
     assert_same(answered(by_alias["results"][0]), expected(lite1, data))
+
+
+def test_an_image_input_onnx_model_serves(tmp_path, photo_files: dict[str, bytes]) -> None:  # noqa: ANN001
+    """An `effnet export --with-preprocessing` graph (uint8 NHWC in) starts, warms up and answers."""
+    from effnet.runtime.onnx_backend import INPUT_RGB
+
+    from ..runtime.test_onnx_backend import tiny_classifier
+
+    predictor = Predictor(weights=str(tiny_classifier(tmp_path / "images.onnx", layout=INPUT_RGB)), backend="onnx")
+    with serve(predictor) as live:
+        response = httpx.post(f"{live.url}/v1/predict?topk=3", content=photo_files["chelsea.jpg"],
+                              headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert_same(answered(response.json()["results"][0]), expected(predictor, photo_files["chelsea.jpg"], 3))

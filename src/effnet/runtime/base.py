@@ -31,6 +31,14 @@ class Backend:
         """True for graphs that preprocess decoded uint8 images themselves (any size)."""
         return False
 
+    def example_input(self, batch_size: int = 1) -> np.ndarray:
+        """A zero batch this backend accepts (for warm-up): float32 NCHW at the preprocessing
+        size, or uint8 NHWC images for a backend that takes images."""
+        size = self.preprocessing.size
+        if self.takes_images:
+            return np.zeros((batch_size, size, size, 3), np.uint8)
+        return np.zeros((batch_size, 3, size, size), np.float32)
+
     def collate(self, arrays: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """One batch from preprocessed arrays: stacked, or, for a backend that takes raw images
         of different sizes, the list as it is (the backend groups them itself)."""

@@ -185,7 +185,10 @@ class OnnxBackend(Backend):
         for index, image in enumerate(images):
             groups.setdefault(image.shape, []).append(index)
         for indices in groups.values():
-            stacked = np.ascontiguousarray(np.stack([images[i] for i in indices]), dtype=np.uint8)
+            stacked = np.stack([images[i] for i in indices])
+            if self.input_layout == INPUT_BGR:
+                stacked = stacked[..., ::-1]  # images arrive as RGB (load_image); the graph wants BGR
+            stacked = np.ascontiguousarray(stacked, dtype=np.uint8)
             for i, row in zip(indices, self.session.run(None, {self.input_name: stacked})[0]):
                 logits[i] = row
         return np.stack(logits)  # type: ignore[arg-type]

@@ -293,8 +293,7 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         pool = state["pool"] = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="effnet-decode")
         for service in services.values():
             await service.batcher.start()
-            size = service.predictor.backend.preprocessing.size
-            await service.batcher.warm_up(np.zeros((1, 3, size, size), np.float32))
+            await service.batcher.warm_up(service.predictor.backend.example_input())
         state["ready"] = True
         metrics.ready.set(1)
         log.info("ready: %s", ", ".join(f"{s.name} ({s.backend})" for s in services.values()))

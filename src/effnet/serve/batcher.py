@@ -12,7 +12,8 @@ batch. The rules follow Triton's dynamic batcher:
   raises ``QueueFull`` (the HTTP layer answers 503 with Retry-After) instead of letting
   memory and latency grow without limit.
 
-The batcher knows nothing about HTTP or images: it maps float32 arrays to output rows.
+The batcher knows nothing about HTTP or images: it maps input arrays (whatever the backend
+takes: float32 NCHW, or uint8 images for graphs that preprocess) to output rows.
 """
 
 from __future__ import annotations
