@@ -78,6 +78,13 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "x1.5774" in out and "x1.2691" in out  # 1.2^2.5 depth, 1.1^2.5 width
     assert 'create_model("efficientnet_b0", width_mult=1.2691, depth_mult=1.5774, resolution=320)' in out
+    # the printed train overrides load into a real recipe and mean the same model
+    from effnet.tasks.training.config import load_config
+
+    overrides = out.split("effnet train --config RECIPE.yaml ")[1].split("\n")[0].split()
+    config = load_config("digits_finetune_lite0", overrides)
+    assert (config.model.name, config.model.width_mult, config.model.depth_mult, config.data.image_size) == (
+        "efficientnet_b0", 1.2691, 1.5774, 320)
     assert main(["scale", "--phi", "1", "--alpha", "0.9"]) == 2
 
 

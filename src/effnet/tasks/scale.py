@@ -53,7 +53,7 @@ class Scaled:
 
     def train_overrides(self) -> str:
         return (f"model.name={self.base} model.width_mult={self.width:.4f} "
-                f"model.depth_mult={self.depth:.4f} model.resolution={self.resolution}")
+                f"model.depth_mult={self.depth:.4f} data.image_size={self.resolution}")
 
 
 def round_resolution(value: float, multiple: int) -> int:
