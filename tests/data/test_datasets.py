@@ -16,7 +16,6 @@ from effnet.data.datasets import (
     load_image_reduced,
     parse_label_file,
     read_class_map,
-    read_label_file,
     reduced_decode_side,
     scan_image_folder,
 )
@@ -134,14 +133,6 @@ def test_label_file_errors_name_the_line(tmp_path):
         parse_label_file(tmp_path, tmp_path / "val.txt", LabelResolver())
     with pytest.raises(DatasetError, match="label file not found"):
         parse_label_file(tmp_path, tmp_path / "missing.txt", LabelResolver())
-
-
-def test_read_label_file_is_single_label_for_training(tmp_path):
-    (tmp_path / "val.txt").write_text("a.jpg 1\n")
-    assert read_label_file(tmp_path, tmp_path / "val.txt", LabelResolver()) == [(tmp_path / "a.jpg", 1)]
-    (tmp_path / "val.txt").write_text("a.jpg 1,2\n")
-    with pytest.raises(DatasetError, match="several labels"):
-        read_label_file(tmp_path, tmp_path / "val.txt", LabelResolver())
 
 
 # -- reduced decoding ---------------------------------------------------------------------------

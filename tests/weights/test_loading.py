@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_checksum_mismatch_is_reported(tmp_path: Path) -> None:
     data[-100] ^= 0xFF
     copy.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="sha256"):
-        create_model("lite0", entry.with_metadata(file=str(copy)))
+        create_model("lite0", dataclasses.replace(entry, file=str(copy)))
 
 
 def test_unknown_entry_lists_known_ones() -> None:

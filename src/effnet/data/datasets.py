@@ -158,16 +158,6 @@ def parse_label_file(
     return samples
 
 
-def read_label_file(images: str | Path, label_file: str | Path, resolver: LabelResolver) -> list[tuple[Path, int]]:
-    """An image folder plus ``filename label`` lines with exactly one label each (for training)."""
-    samples = []
-    for path, labels in parse_label_file(images, label_file, resolver):
-        if len(labels) != 1:
-            raise DatasetError(f"{label_file}: {path.name} lists several labels; only evaluation accepts that")
-        samples.append((path, labels[0]))
-    return samples
-
-
 # -- decoding at reduced size ---------------------------------------------------------------
 #: How much larger than the preprocessing's working resolution a DCT-reduced decode must stay.
 #: ``benchmarks/eval_decode_scaling.py`` on real photos: at 3x the network input differs from a

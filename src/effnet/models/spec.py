@@ -49,7 +49,6 @@ class Family:
     fixed_stem_head: bool = False
     unscaled_depth_stages: tuple[int, ...] = ()
     drop_path_rate: float = 0.2
-    paper: str = ""
 
 
 @dataclass(frozen=True)

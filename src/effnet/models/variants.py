@@ -13,17 +13,17 @@ from ..errors import UsageError
 from .spec import Family, Variant
 from .tables import V1_BASE, V2_BASE, V2_L, V2_M, V2_S, V2_XL
 
-V1 = Family("efficientnet", V1_BASE, activation="silu", paper="EfficientNet (Tan & Le, ICML 2019)")
-V1_NO_SE = Family(
-    "efficientnet_small", V1_BASE, activation="silu", use_se=False,
-    paper="EfficientNet-B0 without squeeze-excitation (PaddleClas EfficientNetB0_small)",
-)
+#: EfficientNet (Tan & Le, ICML 2019)
+V1 = Family("efficientnet", V1_BASE, activation="silu")
+#: EfficientNet-B0 without squeeze-excitation (PaddleClas EfficientNetB0_small)
+V1_NO_SE = Family("efficientnet_small", V1_BASE, activation="silu", use_se=False)
+#: EfficientNet-Lite (TensorFlow TPU repository, 2020)
 LITE = Family(
     "efficientnet_lite", V1_BASE, activation="relu6", use_se=False, fixed_stem_head=True,
-    unscaled_depth_stages=(0, -1), paper="EfficientNet-Lite (TensorFlow TPU repository, 2020)",
+    unscaled_depth_stages=(0, -1),
 )
-V2 = Family("efficientnetv2", V2_BASE, activation="silu", round_limit=0.0,
-            paper="EfficientNetV2 (Tan & Le, ICML 2021)")
+#: EfficientNetV2 (Tan & Le, ICML 2021)
+V2 = Family("efficientnetv2", V2_BASE, activation="silu", round_limit=0.0)
 
 VARIANTS: dict[str, Variant] = {
     "efficientnet_b0": Variant(V1, width=1.0, depth=1.0, resolution=224, dropout=0.2),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,9 +100,6 @@ class WeightsEntry:
     def available(self) -> bool:
         path = self.locate()
         return path is not None and path.is_file()
-
-    def with_metadata(self, **changes: Any) -> "WeightsEntry":
-        return replace(self, **changes)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
