@@ -39,7 +39,9 @@ def test_issue_figures_are_in_the_reference_within_three_percent() -> None:
     """B0 0.39 G / 5.3 M and B7 37 G / 66 M (V1 paper) and V2-S at 384 (released code) at 3%."""
     rows = {(r["model"], r["source"]): r for r in reference_rows()}
     for key in (("efficientnet_b0", "v1-paper"), ("efficientnet_b7", "v1-paper"), ("efficientnetv2_s", "v2-readme")):
-        assert float(rows[key]["tolerance"]) == 0.03
+        row = rows[key]  # whatever tolerance the CSV gives the row, these three hold at 3%
+        assert macs(row["model"], int(row["size"])) / 1e9 == pytest.approx(float(row["macs_g"]), rel=0.03)
+        assert resolve(row["model"]).num_params() / 1e6 == pytest.approx(float(row["params_m"]), rel=0.03)
 
 
 def test_flop_counter_convention_is_halved_to_macs() -> None:
