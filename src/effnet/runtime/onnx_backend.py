@@ -6,8 +6,8 @@ with ``--with-preprocessing`` take decoded uint8 images (NHWC, any size) and res
 normalize inside the graph; for them ``preprocessing`` passes images through untouched and
 the backend groups same-sized images into one run.
 
-Only numpy, onnxruntime and effnet's torch-free rooms (``data``, ``errors``) are imported
-here: a machine that deploys an ``.onnx`` file does not need torch installed.
+Only numpy, onnxruntime and effnet's torch-free modules (``data``, ``errors``, and
+``models.variants`` for model names) are imported here: a machine that deploys an ``.onnx`` file does not need torch installed.
 """
 
 from __future__ import annotations

@@ -55,22 +55,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batching = parser.add_argument_group("batching and limits")
     batching.add_argument("--max-batch", type=int, default=16, metavar="N",
                           help="most images in one forward pass; 1 turns batching off (default: 16)")
-    batching.add_argument("--max-wait-ms", type=float, default=5.0,
-metavar="MS",
+    batching.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                           help="longest an image waits for others to join its batch (default: 5)")
-    batching.add_argument("--workers", type=int, default=1,
-                          metavar="N",
+    batching.add_argument("--workers", type=int, default=1, metavar="N",
                           help="forward passes that may run at once: model instances, as threads sharing the "
                                "weights (default: 1)")
-    batching.add_argument("--queue-size", type=int, default=128,
-                          metavar="N",
+    batching.add_argument("--queue-size", type=int, default=128, metavar="N",
                           help="most images admitted and waiting; beyond it requests get 503 with Retry-After "
                                "(default: 128)")
     batching.add_argument("--max-images", type=int, default=32, metavar="N", help="most images in one request (default: 32)")
     batching.add_argument("--max-body-mb", type=float, default=20.0, metavar="MB",
                           help="largest request body; 413 above it (default: 20)")
-    batching.add_argument("--max-pixels", type=int, default=40_000_000,
-metavar="N",
+    batching.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
                           help="largest image in pixels, width x height; 413 above it, which stops "
                                "decompression bombs (default: 40000000)")
 

@@ -6,7 +6,7 @@ any machine. The header records what decides the numbers: CPU, cores, GPU, libra
 versions and the memory allocator (see ``effnet._malloc``: glibc defaults can double eager
 latency at batch 16).
 
-Backends are small adapters behind one signature, ``prepare(model, config) -> run_one_batch``,
+Backends are small adapters behind one signature, ``prepare(model, config, size) -> run_one_batch``,
 so new runtimes (the ONNX Runtime backend, int8) plug in without touching the timing code;
 one that cannot run here (no CUDA device, onnxruntime not installed) is skipped with a note.
 """
