@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import staged
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
 from ..runtime.onnx_backend import (
@@ -324,21 +325,6 @@ def check_with_preprocessing(path: Path, net: Any, preprocessing: Preprocessing,
 
 
 # -- the task -----------------------------------------------------------------------------
-def write_atomically(model: Any, path: Path) -> Path:
-    """Serialize to a temporary file next to ``path``; the caller renames it when checked."""
-    import onnx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        onnx.save_model(model, temporary)
-    except Exception:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return Path(temporary)
-
-
 def export(
     model: str | None = None,
     weights: Any = "default",
@@ -393,30 +379,25 @@ def export(
         "input": layout,
     }
     output = Path(output)
-    temporary = write_atomically(network, output)
-    try:
-        say("checking: onnx checker, onnxruntime vs torch ...")
-        import onnx
+    import onnx
 
+    with staged(output) as temporary:  # renamed to output only if every check below passes
+        onnx.save_model(network, temporary)
+        say("checking: onnx checker, onnxruntime vs torch ...")
         onnx.checker.check_model(str(temporary), full_check=True)
         checks = check_network(temporary, net, batch, size, preprocessing.size)
         if with_preprocessing:
             full = attach_preprocessing(onnx.load(str(temporary)), preprocessing_graph(preprocessing, bgr, opset))
-            temporary.unlink()
-            temporary = write_atomically(_with_metadata(full, metadata), output)
+            onnx.save_model(_with_metadata(full, metadata), temporary)
             onnx.checker.check_model(str(temporary), full_check=True)
             checks += check_with_preprocessing(temporary, net, preprocessing, bgr)
         else:
-            temporary.unlink()
-            temporary = write_atomically(_with_metadata(network, metadata), output)
+            onnx.save_model(_with_metadata(network, metadata), temporary)
         failed = [c for c in checks if c["max_abs_diff"] > c["tolerance"] or not c.get("same_top1", True)]
         if failed:
             worst = max(failed, key=lambda c: c["max_abs_diff"])
             raise ExportError(f"exported graph does not match torch: {worst['what']} at {worst['shape']} differs "
                               f"by {worst['max_abs_diff']:.3g} (tolerance {worst['tolerance']:g}); nothing written")
-        temporary.replace(output)
-    finally:
-        temporary.unlink(missing_ok=True)
     return ExportResult(output, backend.arch, opset, layout, checks, time.perf_counter() - started, metadata)
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import staged
 from ..data.images import ImageError, find_images, load_image
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
@@ -706,18 +707,11 @@ def quantize(
 
         helper.set_model_props(quantized, encode_metadata(final_metadata))
         quantized.producer_name = "effnet"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        handle, staged = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-        os.close(handle)
-        staged_path = Path(staged)
-        try:
-            onnx.save(quantized, staged)
+        with staged(output) as staged_path:  # renamed to output once it loads and is measured
+            onnx.save(quantized, staged_path)
             open_session(staged_path)
             report = build_report(model, staged_path, metadata, eval_dir, eval_labels, inputs, threads, speed,
                                   progress, say, fp32_timed=work / "graph.onnx")
-            staged_path.replace(output)
-        finally:
-            staged_path.unlink(missing_ok=True)
     report.update({
         "model": str(model), "output": str(output), "arch": metadata.get("arch", "unknown"),
         "settings": {**asdict(settings), "op_types": list(settings.op_types), "cpu_vnni": vnni},
@@ -881,10 +875,8 @@ def run(args: argparse.Namespace) -> int:
         log=lambda message: print(message, file=sys.stderr),
     )
     report_path = Path(args.report) if args.report else output.with_suffix(".json")
-    handle, staged = tempfile.mkstemp(prefix=f".{report_path.name}.", suffix=".tmp", dir=report_path.parent or ".")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(result.report, stream, indent=2)
-    Path(staged).replace(report_path)
+    with staged(report_path) as temporary:
+        temporary.write_text(json.dumps(result.report, indent=2))
     print(markdown(result.report))
     print(f"\nwrote {output} and {report_path}")
     return 0

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._files import staged
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..models.spec import BlockPlan, NetworkPlan
 from .registry import Source, WeightsError
@@ -101,14 +102,9 @@ def write_safetensors(state: StateDict, path: str | Path, metadata: Mapping[str,
     """Write atomically (temp file + rename) with JSON-encoded metadata values."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=encoded)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged(path) as temporary:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(temporary), metadata=encoded)
 
 
 # -- Keras files --------------------------------------------------------------------------

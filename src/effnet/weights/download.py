@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import staged
 from .registry import WeightsError, checksum_matches
 
 if TYPE_CHECKING:
@@ -87,12 +87,9 @@ def download(
     goes; rename into place only when the checksum (full or prefix) matches."""
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(handle, "wb") as out, (opener or urllib.request.urlopen)(url, timeout=60) as response:
+    with staged(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, (opener or urllib.request.urlopen)(url, timeout=60) as response:
             total = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
             with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=dest.name, disable=not progress, leave=False) as bar:
@@ -106,7 +103,4 @@ def download(
                 f"downloaded {url} but its sha256 {actual[:12]}... does not match the expected {sha256}; "
                 "nothing was saved"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

@@ -9,7 +9,6 @@ random-number states are stored as tensors and plain Python values, never pickle
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..._files import staged
 from ...errors import EffnetError
 
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
@@ -62,22 +62,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``.name.tmp``, fsync, rename; the temporary file never outlives a failure."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """``torch.save`` through a staged file, fsynced with its folder: a kill or a power cut
+    mid-save leaves the previous checkpoints intact."""
+    with staged(path, durable=True) as temporary, open(temporary, "wb") as handle:
+        torch.save(obj, handle)
 
 
 class CheckpointManager:

@@ -1,0 +1,43 @@
+"""Writing files so that a reader never sees half of one (a leaf module: no effnet imports).
+
+Every effnet output (weights, checkpoints, ONNX files, reports, downloads) is staged in a
+temporary file beside its destination and renamed over it only once it is complete, so an
+interrupted or failed write leaves the old file, or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False) -> Iterator[Path]:
+    """A fresh temporary path in ``path``'s folder, renamed to ``path`` when the block ends
+    normally and removed when it raises (the block may check the file before it counts).
+
+    ``durable``: fsync the file and its folder, so the rename survives a power cut too
+    (checkpoints, whose loss costs hours).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        if durable:
+            with open(temporary, "rb+") as written:
+                os.fsync(written.fileno())
+        os.replace(temporary, target)
+        if durable:
+            folder = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,39 @@
+"""effnet._files.staged: a destination is replaced whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from effnet._files import staged
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_finished_block_replaces_the_file_and_leaves_nothing_else(tmp_path: Path, durable: bool) -> None:
+    target = tmp_path / "sub" / "out.bin"
+    with staged(target, durable=durable) as temporary:
+        assert temporary.parent == target.parent and temporary != target
+        temporary.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["out.bin"]
+
+
+def test_a_failing_block_keeps_the_old_file_and_removes_its_own(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_two_writers_do_not_share_a_temporary_name(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    with staged(target) as first, staged(target) as second:
+        assert first != second
+        first.write_bytes(b"1")
+        second.write_bytes(b"2")
+    assert target.read_bytes() == b"1"  # the outer block finishes last
