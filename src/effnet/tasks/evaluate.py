@@ -400,6 +400,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--limit must be at least 1")
     if args.backend != "torch" and args.device != "cpu":
         raise UsageError("--device applies to the torch backend only")
+    if args.json and args.json != "-" and Path(args.json).is_dir():
+        raise UsageError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'eval.json'}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -439,6 +441,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(document)
         else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(document + "\n")
     return 0
 
