@@ -253,3 +253,11 @@ def test_json_output_path_problems_are_one_line(tmp_path, photos, capsys):
     (tmp_path / "afile").write_text("")
     code, _, err = _run([tmp_path / "data", "--json", tmp_path / "afile" / "r.json", "--workers", "0"], capsys)
     assert code == 1 and err.startswith("effnet: error: ") and "Traceback" not in err
+
+
+def test_missing_data_folder_is_named_as_missing(tmp_path, capsys):
+    code, _, err = _run([tmp_path / "nope"], capsys)
+    assert code == 1 and err == f"effnet: error: {tmp_path / 'nope'}: folder not found (DATA is an ImageFolder tree or an image folder with --labels)\n"
+    (tmp_path / "a.jpg").write_bytes(b"")
+    code, _, err = _run([tmp_path / "a.jpg"], capsys)
+    assert code == 1 and "a.jpg: not a directory" in err

@@ -79,7 +79,8 @@ def load_eval_set(
     """An ImageFolder tree, or a folder plus a label file, as an ``EvalSet``."""
     root = Path(data)
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a directory (DATA is an ImageFolder tree or an image folder with --labels)")
+        problem = "not a directory" if root.exists() else "folder not found"
+        raise DatasetError(f"{root}: {problem} (DATA is an ImageFolder tree or an image folder with --labels)")
     if labels is not None:
         pairs = parse_label_file(root, labels, resolver)
         layout = "label file"
