@@ -401,8 +401,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--limit must be at least 1")
     if args.backend != "torch" and args.device != "cpu":
         raise UsageError("--device applies to the torch backend only")
-    if args.json and args.json != "-" and Path(args.json).is_dir():
-        raise UsageError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'eval.json'}")
+    if args.json and args.json != "-":  # checked now, not after a long evaluation
+        if Path(args.json).is_dir():
+            raise UsageError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'eval.json'}")
+        if any(folder.exists() and not folder.is_dir() for folder in Path(args.json).parents):
+            raise UsageError(f"--json {args.json}: a part of this path is a file, not a folder")
 
 
 def run(args: argparse.Namespace) -> int:
