@@ -84,10 +84,12 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
         command += ["--threads", str(args.threads)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert process.stderr is not None
+    said: list[str] = []
     while True:
         line = process.stderr.readline()
         if not line:
-            raise SystemExit(f"server did not start: {' '.join(command)}")
+            raise SystemExit(f"server did not start: {' '.join(command)}\n" + "".join(said[-15:]))
+        said.append(line)
         found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
         if found:
             url = found.group(1)

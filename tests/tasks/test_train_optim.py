@@ -143,3 +143,43 @@ def test_ema_follows_tensorflow_num_updates_warm_up() -> None:
             expected = [decay * e + (1 - decay) * v for e, v in zip(expected, values)]
     got = [float(v) for v in (*ema.module.weight.detach(), *ema.module.running_var)]
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_an_fp16_overflow_step_leaves_weights_and_optimizer_state_alone(name: str) -> None:
+    """GradScaler must skip an overflowing step entirely. Fused SGD does not (it writes its
+    momentum buffer anyway and the weights go NaN a step later), so fp16 loops get foreach SGD;
+    the optimizer then matches one that never saw the overflow."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    config = OptimConfig(name=name, implementation="auto")
+    optimizer = build_optimizer(param_groups(model, 0.0), config, 0.1, torch.device("cpu"), grad_scaling=True)
+    reference = build_optimizer(param_groups(twin, 0.0), config, 0.1, torch.device("cpu"), grad_scaling=True)
+    scaler = torch.amp.GradScaler("cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    x = torch.randn(8, 4)
+    scaler.scale(model(x).sum() * float("inf")).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any("momentum_buffer" in state for state in optimizer.state.values())  # SGD starts afresh
+
+    # the next, finite step is the first step of an optimizer that never overflowed
+    scaler.scale(model(x).pow(2).sum()).backward()
+    scaler.step(optimizer)
+    twin(x).pow(2).sum().backward()
+    reference.step()
+    for ours, theirs in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_fused_sgd_is_kept_without_loss_scaling() -> None:
+    model = torch.nn.Linear(4, 3)
+    fused = build_optimizer(param_groups(model, 0.0), OptimConfig(name="sgd"), 0.1, torch.device("cpu"))
+    scaled = build_optimizer(param_groups(model, 0.0), OptimConfig(name="sgd"), 0.1, torch.device("cpu"),
+                             grad_scaling=True)
+    assert fused.defaults["fused"] and not scaled.defaults["fused"]

@@ -86,6 +86,60 @@ def test_geffnet_needs_neither_timm_nor_torchvision() -> None:
     assert "timm" not in sys.modules and "torchvision" not in sys.modules
 
 
+# -- timm and torchvision themselves ---------------------------------------------------------
+# Neither installs on the project's CPU machines (see DESIGN.md), so CI skips these; the GPU
+# device machine has both, and they ran there (docs/weights.md). geffnet above covers timm's
+# layer names everywhere.
+@pytest.mark.parametrize(
+    "name,arch,padding,bn_eps",
+    [
+        ("efficientnet_b0", "efficientnet_b0", Padding.SYMMETRIC, 1e-5),
+        ("tf_efficientnet_b3", "efficientnet_b3", Padding.TF_SAME, 1e-3),
+        ("tf_efficientnet_b8", "efficientnet_b8", Padding.TF_SAME, 1e-3),
+        ("tf_efficientnet_lite4", "efficientnet_lite4", Padding.TF_SAME, 1e-3),
+        ("tf_efficientnetv2_b0", "efficientnetv2_b0", Padding.TF_SAME, 1e-3),
+        ("tf_efficientnetv2_s", "efficientnetv2_s", Padding.TF_SAME, 1e-3),
+        ("efficientnetv2_m", "efficientnetv2_m", Padding.SYMMETRIC, 1e-5),
+        ("tf_efficientnetv2_xl", "efficientnetv2_xl", Padding.TF_SAME, 1e-3),
+    ],
+)
+def test_timm(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
+    timm = pytest.importorskip("timm")
+
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False)
+    assert {m.eps for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {bn_eps}
+    batch = images(2, 45, 51)
+    calibrate(reference, batch)
+    ours = ours_from(reference.state_dict(), arch, "timm", padding, bn_eps)
+    with torch.no_grad():
+        expected, actual = reference(batch), ours(batch)
+    diff = max_abs_diff(expected, actual)
+    report(f"timm {timm.__version__} {name} (45, 51)", diff, expected)
+    assert diff < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "name,arch,bn_eps",
+    [("efficientnet_b0", "efficientnet_b0", 1e-5), ("efficientnet_b4", "efficientnet_b4", 1e-5),
+     ("efficientnet_v2_s", "efficientnetv2_s", 1e-3), ("efficientnet_v2_l", "efficientnetv2_l", 1e-3)],
+)
+def test_torchvision(name: str, arch: str, bn_eps: float) -> None:
+    torchvision = pytest.importorskip("torchvision")
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)(weights=None)
+    assert {m.eps for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {bn_eps}
+    batch = images(2, 67, 61)
+    calibrate(reference, batch)
+    ours = ours_from(reference.state_dict(), arch, "torchvision", Padding.SYMMETRIC, bn_eps)
+    with torch.no_grad():
+        expected, actual = reference(batch), ours(batch)
+    diff = max_abs_diff(expected, actual)
+    report(f"torchvision {torchvision.__version__} {name} (67, 61)", diff, expected)
+    assert diff < TOLERANCE
+
+
 # -- the real embedded Lite0 weights --------------------------------------------------------
 def test_real_lite0_weights() -> None:
     """Both sides load the same .pth; the reference keeps its ReLU6 (set_swish is never called)."""

@@ -545,18 +545,21 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
                 continue
             _, xs, ys, names = zip(*points)
             accuracy_axis.plot(xs, ys, color=f"C{series_index % 10}", marker="osD^v"[family_index % 5],
-                               label=f"{backend}, {threads} thread{'s' * (threads != 1)} ({family})")
+                               label=f"{_series(backend, threads)} ({family})")
             for x, y, name in zip(xs, ys, names):
                 accuracy_axis.annotate(_short(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     accuracy_axis.set_xscale("log")
-    accuracy_axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    accuracy_axis.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    # label 1-2-5 steps only: every minor tick labelled overlaps once the range spans decades
+    accuracy_axis.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    accuracy_axis.xaxis.set_major_formatter(plain)
+    accuracy_axis.xaxis.set_minor_formatter(plain)
     accuracy_axis.set_xlabel(f"latency p50 at batch {smallest_batch} (ms, log scale)")
     accuracy_axis.set_ylabel("ImageNet top-1 (%) reported for the weights")
     accuracy_axis.set_title("accuracy vs latency")
     accuracy_axis.grid(alpha=0.3)
     if accuracy_axis.lines:
-        accuracy_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # off the data
+        accuracy_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # off the data
     if unranked:
         accuracy_axis.text(0.02, 0.98 if accuracy_axis.lines else 0.5,
                            "no reported top-1: " + ", ".join(map(_short, unranked)),
@@ -573,7 +576,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
                 xs, ys = zip(*points)
                 throughput_axis.plot(xs, ys, color=f"C{model_index % 10}", marker=markers[series_index % len(markers)],
                                      linestyle=dashes[series_index // len(markers) % len(dashes)],
-                                     label=f"{_short(model)} {backend} {threads}t")
+                                     label=f"{_short(model)} {_series(backend, threads, short=True)}")
     batch_sizes = sorted({r.batch_size for r in results})
     throughput_axis.set_xscale("log", base=2)
     throughput_axis.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
@@ -582,7 +585,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     throughput_axis.set_ylabel("throughput (images/s)")
     throughput_axis.set_title("throughput vs batch size")
     throughput_axis.grid(alpha=0.3, which="both")
-    throughput_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    throughput_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     sizes = sorted({r.size for r in results})
     figure.suptitle(
         f"{machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'} | torch {machine['torch']}"
@@ -591,6 +594,13 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+def _series(backend: str, threads: int, short: bool = False) -> str:
+    """A backend and its CPU threads (which say nothing about a CUDA backend's speed)."""
+    if backend.startswith("cuda"):
+        return backend
+    return f"{backend} {threads}t" if short else f"{backend}, {threads} thread{'s' * (threads != 1)}"
 
 
 def _short(model: str) -> str:

@@ -180,7 +180,8 @@ class Trainer:
 
         groups = param_groups(self.model, config.optim.weight_decay,
                               no_decay_bn_bias=config.optim.no_decay_bn_bias, layer_decay=config.optim.layer_decay)
-        self.optimizer = build_optimizer(groups, config.optim, self.lr, self.device)
+        self.optimizer = build_optimizer(groups, config.optim, self.lr, self.device,
+                                         grad_scaling=train.amp == "fp16")
         self.scheduler = build_scheduler(self.optimizer, config.schedule, self.steps_per_epoch, train.epochs)
         self.amp_dtype = AMP_DTYPES.get(train.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.amp == "fp16")

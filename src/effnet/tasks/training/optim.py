@@ -74,23 +74,36 @@ def param_groups(
     return [groups[key] for key in sorted(groups)]
 
 
-def _implementation(optimizer_class: type, choice: str, device: torch.device) -> dict[str, bool]:
-    """``fused`` where the optimizer and device have a fused kernel, else ``foreach``."""
+def _implementation(optimizer_class: type, choice: str, device: torch.device,
+                    grad_scaling: bool = False) -> dict[str, bool]:
+    """``fused`` where the optimizer and device have a fused kernel, else ``foreach``.
+
+    Fused SGD is never used under fp16 loss scaling: GradScaler hands a fused optimizer the
+    overflow flag instead of skipping the step, and the fused SGD kernel still writes the
+    momentum buffer on an overflow step (inf, or memory it never initialized), so the weights
+    go NaN a step later (seen with torch 2.11 on an H100: fp16 training stuck at chance;
+    tests/tasks/test_train_optim.py reproduces it on the CPU). Fused Adam/AdamW skip correctly.
+    """
     accepted = inspect.signature(optimizer_class).parameters
     if choice == "for_loop":
         return {"foreach": False}
-    if choice in ("auto", "fused") and "fused" in accepted and device.type in ("cpu", "cuda"):
+    fused_ok = not (grad_scaling and optimizer_class is torch.optim.SGD)
+    if choice in ("auto", "fused") and fused_ok and "fused" in accepted and device.type in ("cpu", "cuda"):
         return {"fused": True}
     return {"foreach": True}
 
 
 def build_optimizer(
-    groups: Iterable[dict[str, Any]], config: OptimConfig, lr: float, device: torch.device
+    groups: Iterable[dict[str, Any]], config: OptimConfig, lr: float, device: torch.device,
+    grad_scaling: bool = False,
 ) -> torch.optim.Optimizer:
-    """The optimizer the recipe names, with ``lr`` times each group's ``lr_scale``."""
+    """The optimizer the recipe names, with ``lr`` times each group's ``lr_scale``.
+
+    ``grad_scaling``: the loop uses a GradScaler (fp16), which rules out fused SGD.
+    """
     groups = [dict(group, lr=lr * group["lr_scale"]) for group in groups]
     if config.name == "sgd":
-        kwargs = _implementation(torch.optim.SGD, config.implementation, device)
+        kwargs = _implementation(torch.optim.SGD, config.implementation, device, grad_scaling)
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, **kwargs)
     if config.name == "adamw":
         kwargs = _implementation(torch.optim.AdamW, config.implementation, device)

@@ -1,0 +1,75 @@
+"""The CUDA paths checked against the CPU: inference in fp32 (TF32 convs), fp16 and bf16
+autocast, channels_last, `effnet bench`'s CUDA backends (graphs, compile) and a training run
+with mixed precision.
+
+These need an NVIDIA GPU: the project's CPU machines and CI skip them; they were run on the
+device machine (see docs/benchmarks.md for the command).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from effnet.cli import main
+from effnet.runtime.torch_backend import TorchBackend
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+#: softmax probabilities: TF32 convolutions keep ~3 decimal digits, fp16/bf16 autocast fewer.
+PROBABILITY_TOLERANCE = {None: 5e-3, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def photo_batch(photos: dict[str, np.ndarray]) -> np.ndarray:
+    backend = TorchBackend.load("lite0")
+    rgb = [np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in photos.values()]
+    return np.stack([backend.preprocessing(image) for image in rgb])
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+def test_real_lite0_on_cuda_agrees_with_cpu(photo_batch: np.ndarray, dtype: torch.dtype | None,
+                                             channels_last: bool) -> None:
+    expected = softmax(TorchBackend.load("lite0")(photo_batch))
+    gpu = TorchBackend.load("lite0", device="cuda", channels_last=channels_last)
+    with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        actual = softmax(gpu(photo_batch))
+    assert (actual.argmax(axis=1) == expected.argmax(axis=1)).all()
+    assert np.abs(actual - expected).max() < PROBABILITY_TOLERANCE[dtype]
+
+
+def test_bench_cuda_backends_run_and_report_the_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    backends = ["cuda", "cuda-fp16", "cuda-bf16", "cuda-graph"]
+    code = main(["bench", "--models", "lite0,v2_b0", "--batch-sizes", "1,8", "--backends", ",".join(backends),
+                 "--budget", "0.2", "--warmup", "2", "--min-repeats", "3", "--json", str(out)])
+    assert code == 0
+    assert "skipped" not in capsys.readouterr().out
+    document = json.loads(out.read_text())
+    assert document["machine"]["gpu"] == torch.cuda.get_device_name(0)
+    measured = {(r["backend"], r["model"], r["batch_size"]) for r in document["results"]}
+    assert measured == {(b, m, n) for b in backends for m in ("efficientnet_lite0", "efficientnetv2_b0")
+                        for n in (1, 8)}
+    assert all(r["p50_ms"] > 0 and r["throughput_img_s"] > 0 for r in document["results"])
+
+
+def test_cuda_graph_replays_the_same_logits_as_eager() -> None:
+    from effnet.tasks.bench import BACKENDS, BenchConfig
+
+    model = TorchBackend.load("lite0").model
+    torch.manual_seed(0)
+    eager = BACKENDS["cuda-fp16"].prepare(model, BenchConfig(batch_size=2), 224)()
+    torch.manual_seed(0)
+    replayed = BACKENDS["cuda-graph"].prepare(model, BenchConfig(batch_size=2), 224)()
+    assert torch.equal(eager.argmax(1), replayed.argmax(1))
+    assert (eager.float() - replayed.float()).abs().max().item() < 1e-2
