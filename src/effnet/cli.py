@@ -90,6 +90,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as error:
+        # The file system said no (unwritable output, disk full): the user's environment, not a bug.
+        print(f"effnet: error: {_describe_os_error(error)}", file=sys.stderr)
+        return 1
+
+
+def _describe_os_error(error: OSError) -> str:
+    if error.filename is None or error.strerror is None:
+        return str(error)
+    return f"{error.filename}: {error.strerror.lower()}"
+
+
+def _closed_pipe() -> int:
+    """``effnet ... | head``: the reader left. Exit quietly with the status a shell gives a
+    command killed by SIGPIPE, and point stdout at /dev/null so the interpreter's final flush
+    does not raise again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

@@ -64,6 +64,14 @@ def test_busy_port_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> No
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_loading_line_names_the_weights_file_it_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "mine.safetensors"
+    assert main(["serve", "--weights", str(missing), "--port", "0"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"effnet serve: loading {missing} (torch)"  # not "the default model"
+    assert err[-1] == f"effnet: error: {missing}: weights file not found"
+
+
 def wait_ready(url: str) -> None:
     """The port listens once the model has been warmed up; until then connections are refused."""
     deadline = time.monotonic() + 60

@@ -239,3 +239,25 @@ def test_two_gloo_processes_give_the_single_process_numbers(tmp_path, photos, ca
     for key in ("images", "evaluated", "skipped", "Top_1_Accuracy", "Top_5_Accuracy", "failed", "predictions"):
         assert one[key] == two[key], key
     assert one["skipped"] == 1 and 0 < one["Top_1_Accuracy"] < 1
+
+
+def test_json_output_path_problems_are_one_line(tmp_path, photos, capsys):
+    (tmp_path / "data" / "281").mkdir(parents=True)
+    photos["chelsea"].save(tmp_path / "data" / "281" / "c.jpg")
+    code, _, err = _run([tmp_path / "data", "--json", tmp_path, "--workers", "0"], capsys)
+    assert code == 2 and "is a folder; give a file name" in err  # refused before any image is decoded
+
+    code, _, _ = _run([tmp_path / "data", "--json", tmp_path / "new" / "r.json", "--workers", "0"], capsys)
+    assert code == 0 and json.loads((tmp_path / "new" / "r.json").read_text())["evaluated"] == 1
+
+    (tmp_path / "afile").write_text("")
+    code, _, err = _run([tmp_path / "data", "--json", tmp_path / "afile" / "r.json", "--workers", "0"], capsys)
+    assert code == 2 and "a part of this path is a file, not a folder" in err
+
+
+def test_missing_data_folder_is_named_as_missing(tmp_path, capsys):
+    code, _, err = _run([tmp_path / "nope"], capsys)
+    assert code == 1 and err == f"effnet: error: {tmp_path / 'nope'}: folder not found (DATA is an ImageFolder tree or an image folder with --labels)\n"
+    (tmp_path / "a.jpg").write_bytes(b"")
+    code, _, err = _run([tmp_path / "a.jpg"], capsys)
+    assert code == 1 and "a.jpg: not a directory" in err

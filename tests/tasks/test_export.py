@@ -130,6 +130,8 @@ def test_a_failed_check_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     (["--opset", "12"], "--opset must be between"),
     (["--bgr"], "--bgr only applies with --with-preprocessing"),
     (["--model", "efficientnet_b9"], "efficientnet_b9"),
+    (["--name", "lite"], "--name applies with --format triton only"),
+    (["--max-batch", "8"], "--max-batch applies with --format triton only"),
 ])
 def test_bad_settings_are_one_line_usage_errors(tmp_path: Path, arguments: list[str], message: str,
                                                 capsys: pytest.CaptureFixture) -> None:

@@ -92,3 +92,14 @@ def test_cli_prints_convention_and_rejects_unknown_models(capsys: pytest.Capture
     assert "multiply-adds" in out and "efficientnet_lite0" in out
     assert main(["info", "--models", "nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_markdown_columns_line_up_in_a_terminal() -> None:
+    rows = info_rows(["b0", "lite0"], size=64)
+    table = to_markdown(rows).splitlines()
+    assert len({len(line) for line in table}) == 1  # every line padded to the same column widths
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    for cell, row in zip(cells, rows):
+        assert cell[1] == f"{row['params_m']:.3f}" and cell[2] == f"{row['macs_g']:.3f}"  # numbers align on the point
+        assert cell[5] == "1.0" and cell[6] == "1.0"
+    assert cells[1][8] == "-"  # Lite0's publisher reports no top-5

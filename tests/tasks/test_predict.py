@@ -128,3 +128,11 @@ def test_folders_expand_to_their_images(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(tmp_path / "empty")]) == 2
     assert "no images in this folder" in capsys.readouterr().err
+
+
+def test_table_columns_stay_aligned_past_nine_ranks(capsys) -> None:
+    assert main(["predict", str(ROOT / "examples/images/cat.jpg"), "--topk", "12"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 12
+    assert rows[0].startswith("   1. ") and rows[9].startswith("  10. ")
+    assert len({row.index("%") for row in rows}) == 1  # the probabilities form one column

@@ -55,7 +55,7 @@ def test_printed_create_call_builds_the_scaled_model() -> None:
 def test_bisection_finds_the_largest_fitting_phi() -> None:
     assert largest_phi(lambda phi: phi <= 3.3) == pytest.approx(3.3, abs=0.01)
     assert largest_phi(lambda phi: phi <= 3.3) <= 3.3
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"over the target; set a larger target, a smaller --base .* --backend"):
         largest_phi(lambda phi: False)
 
 

@@ -218,6 +218,8 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path: Path, capsys
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train"]) == 2
     assert "pass --config" in capsys.readouterr().err
+    assert main(["train", "--output", str(tmp_path / "elsewhere"), "--resume"]) == 1
+    assert f"{tmp_path / 'elsewhere'}: no run to resume here" in capsys.readouterr().err
 
 
 def test_list_and_print_configs(capsys: pytest.CaptureFixture) -> None:

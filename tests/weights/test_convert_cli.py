@@ -140,3 +140,12 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert not (tmp_path / "z.safetensors").exists()
     assert main(["convert", source, "--model", "lite0", "-o", str(tmp_path / "w.pth")]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
+
+
+def test_a_wrong_from_names_the_layout_the_file_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = get_weights("efficientnet_lite0.tf_in1k").locate()  # lukemelas tensor names
+    out = tmp_path / "x.safetensors"
+    assert main(["convert", str(source), "--from", "timm", "--model", "lite0", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "has lukemelas's tensor names, not timm's; use --from lukemelas" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from effnet.errors import UsageError
 from effnet.models.spec import Padding
 from effnet.weights.convert import WeightsMismatchError
 from effnet.weights.loading import adapt_input_conv, create_model
@@ -109,3 +110,13 @@ def test_unknown_entry_lists_known_ones() -> None:
     with pytest.raises(WeightsError, match="efficientnet_lite0.tf_in1k"):
         get_weights("imagenet21k", "efficientnet_lite0")
     assert {e.arch for e in list_weights()} >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+
+
+def test_an_onnx_file_says_it_cannot_be_loaded_into_torch(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    onnx_file = tmp_path / "lite0.onnx"
+    onnx_file.write_bytes(b"not parsed: the suffix alone decides")
+    with pytest.raises(UsageError, match="lite0.onnx: an ONNX model, not PyTorch weights; pass the .safetensors"):
+        create_model("lite0", str(onnx_file))
+    monkeypatch.chdir(tmp_path)  # a bare file name too, not only a path, is read as a file, not a registry tag
+    with pytest.raises(UsageError, match="an ONNX model, not PyTorch weights"):
+        create_model("lite0", "lite0.onnx")

@@ -95,8 +95,16 @@ def test_lookup_by_tag_and_errors() -> None:
     assert get_weights("efficientnetv2_s.tf_in21k_ft_in1k").arch == "efficientnetv2_s"
     with pytest.raises(WeightsError, match="efficientnet_b3.lukemelas_in1k"):
         get_weights("nope", "efficientnet_b3")
-    with pytest.raises(WeightsError, match="are for efficientnet_b1"):
+    with pytest.raises(WeightsError, match="are for efficientnet_b1") as mismatch:
         get_weights("efficientnet_b1.tv_in1k", "efficientnet_b0")
+    assert mismatch.value.exit_code == 2  # a wrong name on the command line, like an unknown model
+
+
+def test_unknown_weights_exit_like_an_unknown_model(capsys) -> None:
+    from effnet.cli import main
+
+    code = main(["predict", "cat.jpg", "--model", "b3", "--weights", "nosuchtag"])
+    assert code == 2 and "unknown weights 'nosuchtag'; known entries: efficientnet_b3." in capsys.readouterr().err
 
 
 def test_docs_list_every_entry() -> None:

@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictors: dict[str, Predictor] = {}
         for name in names:
-            print(f"effnet serve: loading {name or 'the default model'} ({args.backend})", file=sys.stderr)
+            what = name or (args.weights if args.weights else "the default model")
+            print(f"effnet serve: loading {what} ({args.backend})", file=sys.stderr)
             predictor = Predictor(name, args.weights, backend=args.backend, **options)
             predictors.setdefault(predictor.arch, predictor)
         app = create_app(predictors, settings)

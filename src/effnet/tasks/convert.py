@@ -82,9 +82,11 @@ def convert_file(
     from ..weights.registry import WeightsError, get_weights
 
     state, metadata = read_checkpoint(src)
+    detected = _layout(state)
+    if source is not None and detected is not None and detected != source:
+        raise WeightsError(f"{src} has {detected}'s tensor names, not {source}'s; use --from {detected} "
+                           "(or leave --from out: the layout is detected)")
     source = source or detect_source(state)
-    if source in ("lukemelas", "timm", "torchvision") and "stem_conv/0" in state:
-        raise WeightsError(f"{src} is a Keras file; use --from keras")
     entry = entry_for_file(src, arch, state, metadata, source)  # type: ignore[arg-type]
     if entry_name is not None:
         chosen = get_weights(entry_name, arch)
@@ -103,6 +105,17 @@ def convert_file(
     converted = {k: v.float() if v.is_floating_point() else v for k, v in converted.items()}
     return {"state": converted, "entry": entry, "source": source,
             "num_params": sum(p.numel() for p in model.parameters())}
+
+
+def _layout(state: dict[str, Any]) -> str | None:
+    """The layout ``detect_source`` recognises in ``state``, or None where it knows none."""
+    from ..weights.convert import detect_source
+    from ..weights.registry import WeightsError
+
+    try:
+        return detect_source(state)
+    except WeightsError:
+        return None
 
 
 def metadata_for(entry: Any, source: str, src_name: str) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def load_eval_set(
     """An ImageFolder tree, or a folder plus a label file, as an ``EvalSet``."""
     root = Path(data)
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a directory (DATA is an ImageFolder tree or an image folder with --labels)")
+        problem = "not a directory" if root.exists() else "folder not found"
+        raise DatasetError(f"{root}: {problem} (DATA is an ImageFolder tree or an image folder with --labels)")
     if labels is not None:
         pairs = parse_label_file(root, labels, resolver)
         layout = "label file"
@@ -400,6 +401,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--limit must be at least 1")
     if args.backend != "torch" and args.device != "cpu":
         raise UsageError("--device applies to the torch backend only")
+    if args.json and args.json != "-":  # checked now, not after a long evaluation
+        if Path(args.json).is_dir():
+            raise UsageError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'eval.json'}")
+        if any(folder.exists() and not folder.is_dir() for folder in Path(args.json).parents):
+            raise UsageError(f"--json {args.json}: a part of this path is a file, not a folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -439,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(document)
         else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(document + "\n")
     return 0
 

@@ -434,18 +434,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bgr", action="store_true", help="with --with-preprocessing: the input is BGR (OpenCV)")
     triton = parser.add_argument_group("with --format triton")
     triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
-    triton.add_argument("--max-batch", type=int, default=16,
+    triton.add_argument("--max-batch", type=int,
                         help="Triton's max_batch_size for dynamic batching (default: 16; needs --batch dynamic)")
-    triton.add_argument("--max-queue-delay-us", type=int, default=5000,
+    triton.add_argument("--max-queue-delay-us", type=int,
                         help="how long Triton waits to fill a batch, in microseconds (default: 5000)")
-    triton.add_argument("--instances", type=int, default=1, help="model instances per device (default: 1)")
-    triton.add_argument("--kind", choices=("KIND_AUTO", "KIND_CPU", "KIND_GPU"), default="KIND_AUTO",
+    triton.add_argument("--instances", type=int, help="model instances per device (default: 1)")
+    triton.add_argument("--kind", choices=("KIND_AUTO", "KIND_CPU", "KIND_GPU"),
                         help="where Triton runs the instances (default: KIND_AUTO)")
+
+
+#: the --format triton options and their values when not given (None marks "not given", so a
+#: plain ONNX export can refuse them instead of ignoring them)
+TRITON_DEFAULTS = {"name": None, "max_batch": 16, "max_queue_delay_us": 5000, "instances": 1, "kind": "KIND_AUTO"}
 
 
 def run(args: argparse.Namespace) -> int:
     if args.format == "triton":
+        for option, default in TRITON_DEFAULTS.items():
+            if getattr(args, option) is None:
+                setattr(args, option, default)
         return run_triton(args)
+    given = [option for option in TRITON_DEFAULTS if getattr(args, option) is not None]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} applies with --format triton only")
     if not str(args.output).endswith(".onnx"):
         raise UsageError(f"--output should end in .onnx: {args.output}")
     result = export(

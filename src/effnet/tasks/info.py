@@ -108,25 +108,35 @@ def _stderr_console():  # noqa: ANN202 - rich Console
     return Console(stderr=True)
 
 
-def _cell(value: Any) -> str:
+#: digits after the point per numeric column, so a column's numbers line up on the point
+DECIMALS = {"params_m": 3, "macs_g": 3, "width": 1, "depth": 1}
+
+
+def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.{DECIMALS[key]}f}" if key in DECIMALS else f"{value:g}"
     return str(value)
 
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table padded to column widths: pastes into docs and reads in a terminal."""
     columns = [
         ("model", "model"), ("params_m", "params (M)"), ("macs_g", "FLOPs (G MACs)"), ("size", "size"),
         ("train_size", "train size"), ("width", "width"), ("depth", "depth"), ("top1", "top-1"),
         ("top5", "top-5"), ("weights", "reported by weights"),
     ]
-    lines = ["| " + " | ".join(title for _, title in columns) + " |"]
-    lines.append("|" + "|".join("---" if key in ("model", "weights") else "---:" for key, _ in columns) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row[key]) for key, _ in columns) + " |")
-    return "\n".join(lines)
+    left = ("model", "weights")
+    cells = [[_cell(key, row[key]) for key, _ in columns] for row in rows]
+    widths = [max(len(title), *(len(line[i]) for line in cells)) for i, (_, title) in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = (v.ljust(w) if key in left else v.rjust(w) for v, w, (key, _) in zip(values, widths, columns))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if key in left else "-" * (w + 1) + ":" for w, (key, _) in zip(widths, columns)) + "|"
+    return "\n".join([line([title for _, title in columns]), rule, *map(line, cells)])
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:

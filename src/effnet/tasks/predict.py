@@ -120,9 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _format(path: str, predictions: list[Prediction]) -> str:
     width = max(len(p.label) for p in predictions)
+    rank_width = len(f"{len(predictions)}.")
     lines = [path]
     for rank, p in enumerate(predictions, 1):
-        lines.append(f"  {rank}. {p.label:<{width}}  {100 * p.probability:6.2f}%  (class {p.index})")
+        lines.append(f"  {f'{rank}.':>{rank_width}} {p.label:<{width}}  {100 * p.probability:6.2f}%  (class {p.index})")
     return "\n".join(lines)
 
 

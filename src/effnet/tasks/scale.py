@@ -94,7 +94,8 @@ def nearest_variant(scaled: Scaled) -> str:
 def largest_phi(fits: Callable[[float], bool], tolerance: float = 0.01) -> float:
     """The largest phi in [0, MAX_PHI] for which ``fits`` holds, assuming it is monotone."""
     if not fits(0.0):
-        raise UsageError("the base model itself (phi=0) is over the target; choose a smaller base or a larger target")
+        raise UsageError("the base model itself (phi=0, measured above) is over the target; set a larger target, "
+                         "a smaller --base (e.g. lite0) or, for latency, a faster --backend (e.g. onnx)")
     low, high = 0.0, 1.0
     while fits(high):
         low, high = high, high * 2
@@ -137,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, default=GAMMA, help="resolution base (default 1.15, the paper's)")
     parser.add_argument("--round-to", type=int, default=8,
                         help="round the resolution to a multiple of this (default 8: keeps stride-2 maps even)")
-    parser.add_argument("--backend", default="torch", help="backend for --target-latency (see effnet bench)")
+    parser.add_argument("--backend", default="torch", help="backend for --target-latency, e.g. torch, torch-cl, onnx (default: torch; the list: "
+                        "effnet bench --help); onnx exports every candidate, so each takes seconds longer")
     parser.add_argument("--threads", type=int, default=0, help="threads for --target-latency (default: all)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per candidate (default 1)")
 

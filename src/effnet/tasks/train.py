@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import EffnetError, UsageError
 
 DESCRIPTION = """Train or fine-tune an EfficientNet from a YAML recipe.
 
@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not (args.resume and args.output):
         raise UsageError("pass --config YAML (or --resume with --output DIR of an earlier run)")
     saved = Path(args.output) / "config.yaml" if args.output else None
+    if args.config is None and not saved.is_file():
+        raise EffnetError(f"{args.output}: no run to resume here (it has no config.yaml); "
+                          f"start one with --config YAML --output {args.output}")
     source = args.config if args.config is not None else saved
     config = load_config(source, args.overrides)
     run_name = Path(str(args.config)).stem if args.config else Path(args.output).name

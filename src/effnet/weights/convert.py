@@ -30,7 +30,7 @@ import torch
 from .._files import staged
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..models.spec import BlockPlan, NetworkPlan
-from .registry import Source, WeightsError
+from .registry import Source, UnknownWeightsError, WeightsError
 
 StateDict = dict[str, torch.Tensor]
 
@@ -54,6 +54,11 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
         raise WeightsError(f"{path}: weights file not found")
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: weights file is empty")
+    if path.suffix.lower() == ".onnx":
+        raise UnknownWeightsError(
+            f"{path}: an ONNX model, not PyTorch weights; pass the .safetensors/.pth it was exported from "
+            "(predict, eval and serve run .onnx files directly)"
+        )
     if path.suffix.lower() in KERAS_SUFFIXES:
         return read_keras(path)
     if path.suffix == ".safetensors":

@@ -55,7 +55,7 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def looks_like_path(weights: str | Path) -> bool:
     text = str(weights)
-    return isinstance(weights, Path) or "/" in text or "\\" in text or text.lower().endswith(CHECKPOINT_SUFFIXES)
+    return isinstance(weights, Path) or "/" in text or "\\" in text or text.lower().endswith((*CHECKPOINT_SUFFIXES, ".onnx"))
 
 
 def entry_from_metadata(metadata: dict[str, str], path: Path) -> WeightsEntry | None:

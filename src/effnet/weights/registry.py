@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import EffnetError
+from ..errors import EffnetError, UsageError
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from ..models.spec import Padding
 from ..models.variants import canonical_name
@@ -43,6 +43,11 @@ INCEPTION_STD = (0.5, 0.5, 0.5)
 
 class WeightsError(EffnetError, ValueError):
     """Unusable weights (unknown entry, missing file, checksum, mismatch); one line for users."""
+
+
+class UnknownWeightsError(WeightsError, UsageError):
+    """A weights name or tag no entry has, or one for another model: a usage error (exit 2),
+    like an unknown model name."""
 
 
 @dataclass(frozen=True)
@@ -486,9 +491,9 @@ def get_weights(name: str, arch: str | None = None) -> WeightsEntry:
     if name in ENTRIES:
         entry = ENTRIES[name]
         if arch is not None and entry.arch != arch:
-            raise WeightsError(f"weights '{name}' are for {entry.arch}, not {arch}")
+            raise UnknownWeightsError(f"weights '{name}' are for {entry.arch}, not {arch}")
         return entry
-    raise WeightsError(f"unknown weights '{name}'; known entries: {_entry_names(arch)}")
+    raise UnknownWeightsError(f"unknown weights '{name}'; known entries: {_entry_names(arch)}")
 
 
 def _entry_names(arch: str | None) -> str:

@@ -1,0 +1,41 @@
+"""The command line's own promises: one line per error, no traceback, the right exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from effnet.cli import main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """``effnet models | head -1``: the pipe closes before effnet has printed everything."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    process = subprocess.Popen([sys.executable, "-m", "effnet", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # before the interpreter has even started: its first write meets a closed pipe
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch) -> None:
+    from effnet.tasks import models
+
+    def refuse(args):  # noqa: ANN001, ANN202 - stands in for any task writing where it may not
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out.json"))
+
+    monkeypatch.setattr(models, "run", refuse)
+    code = main(["models"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"effnet: error: {tmp_path / 'out.json'}: permission denied\n"
+
+
+def test_unknown_command_is_a_usage_error(capsys) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
