@@ -7,15 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from effnet.cli import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+@pytest.mark.parametrize("command", ["models", "--help"])
+def test_a_reader_that_leaves_early_gets_no_traceback(command: str) -> None:
     """``effnet models | head -1``: the pipe closes before effnet has printed everything."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    process = subprocess.Popen([sys.executable, "-m", "effnet", "models"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "effnet", command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # before the interpreter has even started: its first write meets a closed pipe
     stderr = process.stderr.read().decode()

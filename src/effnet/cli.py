@@ -47,21 +47,24 @@ SUMMARIES: dict[str, str] = {
 def _top_level_help() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: effnet COMMAND [options]   (effnet COMMAND --help for details)",
+        "usage: effnet COMMAND [options]   (effnet COMMAND --help for details; effnet --version)",
         "",
         "EfficientNet V1, Lite and V2: build, load, predict, evaluate, train, export, bench, serve.",
         "",
         "commands:",
     ]
     lines += [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
-    lines += ["", "example: effnet predict photo.jpg   (EfficientNet-Lite0, embedded ImageNet weights)"]
+    lines += ["", "example: effnet predict examples/images/cat.jpg   (EfficientNet-Lite0, embedded ImageNet weights)"]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_top_level_help())
+        try:
+            print(_top_level_help(), flush=True)
+        except BrokenPipeError:
+            return _closed_pipe()
         return 0 if argv else 2
     if argv[0] == "--version":
         from importlib.metadata import version
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except EffnetError as error:
-        print(f"effnet: error: {error}", file=sys.stderr)
+        print(f"effnet: {error.label}{error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)

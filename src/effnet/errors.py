@@ -10,6 +10,8 @@ class EffnetError(Exception):
     """A problem with the user's input or environment, not a bug: no traceback is shown."""
 
     exit_code = 1
+    #: how the one line starts after ``effnet: `` (a stop the user asked for is no error)
+    label = "error: "
 
 
 class UsageError(EffnetError, ValueError):

@@ -122,3 +122,28 @@ def test_onnx_int8_is_quantized_once_and_needs_calibration_images(tmp_path: Path
     assert all(r["speedup"] > 0 for r in rows)
     assert main(["bench", *TINY, "--backends", "onnx-int8"]) == 2
     assert "needs calibration images: --calib DIR" in capsys.readouterr().err
+
+
+def test_bad_options_say_which_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--budget", "0"]) == 2
+    assert "--budget must be > 0, not 0" in capsys.readouterr().err
+    assert main(["bench", "--rounds", "0"]) == 2
+    assert "--rounds must be at least 1, not 0" in capsys.readouterr().err
+    empty = tmp_path / "calib"
+    empty.mkdir()
+    if "onnx-int8" not in check_backends(["onnx-int8"]):
+        assert main(["bench", "--backends", "onnx-int8", "--calib", str(empty)]) == 2
+        assert "no images there" in capsys.readouterr().err
+
+
+def test_nothing_runnable_is_an_error_not_an_empty_table(capsys: pytest.CaptureFixture[str]) -> None:
+    if "cuda" not in check_backends(["cuda"]):
+        pytest.skip("this machine has a CUDA device")
+    assert main(["bench", "--backends", "cuda", "--budget", "0.1"]) == 1
+    assert "nothing to measure: cuda: no CUDA device" in capsys.readouterr().err
+
+
+def test_without_a_terminal_each_configuration_is_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", *TINY, "--batch-sizes", "1", "--backends", "torch"]) == 0
+    err = capsys.readouterr().err
+    assert "[1/2] round 1/2: lite0 torch bs1 1 threads" in err and "[2/2] round 2/2" in err

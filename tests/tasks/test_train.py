@@ -158,6 +158,31 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path: Pat
     assert [r["val_top1"] for r in rows[0]] == [r["val_top1"] for r in rows[1]]
 
 
+def test_ctrl_c_saves_a_checkpoint_says_how_to_go_on_and_resumes(tmp_path: Path) -> None:
+    config = recipe(tmp_path, train={**TINY["train"], "epochs": 1})
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "effnet", "train", "--config", str(config), "--output", str(out)],
+                               env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    manager = CheckpointManager(out / "checkpoints", 3)
+    try:
+        deadline = time.monotonic() + 120
+        while not manager.checkpoints():  # it is training: interrupt it as a user would
+            assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("effnet: stopped at step ") and last.endswith("; continue with --resume"), last
+    stopped_at = int(last.split("step ")[1].split(";")[0])
+    assert manager.load(manager.latest())["step_in_epoch"] == stopped_at  # saved where it stopped
+    done = effnet_train("--output", str(out), "--resume")
+    assert f"step {stopped_at}/44" in done.stdout and (out / "model.safetensors").is_file()
+
+
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
     """gloo on CPU has no SyncBatchNorm, so BatchNorm runs on its running statistics
     (``freeze_bn_stats``): every process then computes exactly what one process would on
@@ -211,10 +236,10 @@ def test_corrupt_training_image_is_skipped_and_counted(tmp_path: Path) -> None:
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    assert main(["train", "--output", str(out), "--resume", "--config", str(recipe(tmp_path))]) == 1
+    assert main(["train", "--output", str(out), "--resume", "--config", str(recipe(tmp_path))]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
     CheckpointManager(out / "checkpoints", 1).save({"global_step": 1}, 1)
-    assert main(["train", "--output", str(out), "--config", str(recipe(tmp_path))]) == 1
+    assert main(["train", "--output", str(out), "--config", str(recipe(tmp_path))]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train"]) == 2
     assert "pass --config" in capsys.readouterr().err

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._malloc import allocator
-from ..errors import UsageError
+from ..data.images import find_images
+from ..errors import EffnetError, UsageError
 from ..models.spec import NetworkPlan, resolve
 from ..models.variants import VARIANTS, canonical_name
 from .info import reported_entry
 
 DESCRIPTION = (
-    "Benchmark inference latency (p50/p90/p99) and throughput for models x batch sizes x threads x backends, "
-    "with the machine in the header; print a table, write CSV/JSON and a PNG plot."
+    "Benchmark inference latency (p50/p90/p99) and throughput for models x batch sizes x threads\n"
+    "x backends, with the machine in the header; print a table, write CSV/JSON and a PNG plot."
 )
 
 DEFAULT_BACKENDS = ("torch", "torch-cl")
@@ -673,14 +674,22 @@ def run(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not models or not backends:
         raise UsageError("--models and --backends must name at least one each")
-    if args.budget <= 0 or args.warmup < 0 or args.min_repeats < 1 or args.rounds < 1:
-        raise UsageError("--budget must be > 0, --warmup >= 0, --min-repeats and --rounds >= 1")
+    for option, value, least in (("--budget", args.budget, None), ("--warmup", args.warmup, 0),
+                                 ("--min-repeats", args.min_repeats, 1), ("--rounds", args.rounds, 1)):
+        if (value <= 0) if least is None else (value < least):
+            raise UsageError(f"{option} must be {'> 0' if least is None else f'at least {least}'}, not {value:g}")
     if args.size is not None and not 32 <= args.size <= 2048:
         raise UsageError(f"--size must be between 32 and 2048, not {args.size}")
     skipped = check_backends(backends)
-    if "onnx-int8" in backends and "onnx-int8" not in skipped and not args.calib:
-        raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
+    if "onnx-int8" in backends and "onnx-int8" not in skipped:
+        if not args.calib:
+            raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
+        if not Path(args.calib).is_dir() or not find_images(args.calib):
+            raise UsageError(f"--calib {args.calib}: no images there (.jpg, .png, ...); "
+                             "onnx-int8 calibrates on them")
     runnable = [b for b in backends if b not in skipped]
+    if not runnable:
+        raise EffnetError("nothing to measure: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
     machine = machine_info()
     to_stdout = "-" in (args.csv, args.json)
     if not to_stdout:
@@ -699,14 +708,21 @@ def run(args: argparse.Namespace) -> int:
             skipped[f"{config.backend} for {_short(model)}"] = reason
         else:
             pairs.append((model, config))
+    if not pairs:
+        raise EffnetError("nothing to measure: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
     trials: list[Trial] = []
+    interactive = sys.stderr.isatty()
     modules: dict[str, Any] = {}
-    with Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
+    with Progress(transient=True, console=Console(stderr=True), disable=not interactive) as bar:
         task = bar.add_task("benchmarking", total=len(pairs) * args.rounds)
         for round_index in range(args.rounds):
             for index, (model, config) in enumerate(pairs):
-                bar.update(task, description=f"round {round_index + 1}/{args.rounds}: {_short(model)} "
-                                             f"{config.backend} bs{config.batch_size} {config.threads or 'default'} threads")
+                step = (f"round {round_index + 1}/{args.rounds}: {_short(model)} {config.backend} "
+                        f"bs{config.batch_size} {config.threads or 'default'} threads")
+                bar.update(task, description=step)
+                if not interactive:  # logs and CI: one line per configuration instead of a bar
+                    print(f"[{round_index * len(pairs) + index + 1}/{len(pairs) * args.rounds}] {step}",
+                          file=sys.stderr, flush=True)
                 if round_index == 0:
                     if model not in modules:
                         modules[model] = load_module(model)

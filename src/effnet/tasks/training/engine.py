@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ...data.augment import MixAugment, TrainAugment, normalize_batch, resize_batch, to_unit_float
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from ...errors import EffnetError
+from ...errors import EffnetError, UsageError
 from ...models.network import EfficientNet
 from ...weights.convert import write_safetensors
 from ...weights.loading import create_model
@@ -47,6 +47,7 @@ class TrainingStopped(EffnetError):
     """Ctrl-C or SIGTERM: the run saved a checkpoint at a step boundary and can be resumed."""
 
     exit_code = 130
+    label = ""
 
 
 @dataclass(frozen=True)
@@ -218,9 +219,9 @@ class Trainer:
     def _check_output(self, resume: bool) -> None:
         existing = self.checkpoints.latest()
         if resume and existing is None:
-            raise EffnetError(f"{self.output}: no checkpoint to resume from")
+            raise UsageError(f"{self.output}: no checkpoint to resume from")
         if not resume and existing is not None:
-            raise EffnetError(
+            raise UsageError(
                 f"{self.output} already holds a run ({existing.name}); pass --resume to continue it "
                 "or choose another --output"
             )
