@@ -120,3 +120,25 @@ def test_an_onnx_file_says_it_cannot_be_loaded_into_torch(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)  # a bare file name too, not only a path, is read as a file, not a registry tag
     with pytest.raises(UsageError, match="an ONNX model, not PyTorch weights"):
         create_model("lite0", "lite0.onnx")
+
+
+def test_the_safetensors_header_round_trips_an_entry(tmp_path: Path) -> None:
+    """One writer (convert and train both use it) and one reader agree on every field."""
+    import json
+
+    from effnet.data.transforms import Preprocessing
+    from effnet.weights.loading import entry_from_metadata, metadata_from_entry
+    from effnet.weights.registry import WeightsEntry
+
+    entry = WeightsEntry(
+        name="efficientnet_b0.run1", arch="efficientnet_b0", source="effnet",
+        preprocessing=Preprocessing(size=96, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.2,) * 3),
+        padding=Padding.TF_SAME, bn_eps=1e-3, labels=("zero", "one"), num_classes=2, top1=99.5, top5=None,
+        reported_by="effnet train (run1)", extra={"shape": {"width_mult": 0.5}},
+    )
+    header = metadata_from_entry(entry, in_chans=1)
+    assert header["in_chans"] == 1
+    stored = {k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()}  # as write_safetensors does
+    back = entry_from_metadata(stored, tmp_path / "w.safetensors")
+    assert back == dataclasses.replace(entry, file=str(tmp_path / "w.safetensors"))
+    assert back.extra == entry.extra

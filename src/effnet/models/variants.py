@@ -53,11 +53,16 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def short_name(name: str) -> str:
+    """``efficientnet_b0`` -> ``b0``, ``efficientnetv2_s`` -> ``v2_s`` (tables, plots, aliases)."""
+    return name.replace("efficientnetv2_", "v2_").replace("efficientnet_", "")
+
+
 def _short_names() -> dict[str, str]:
     """``b0``, ``lite0``, ``v2_s``, ``efficientnet-b0`` all reach their canonical name."""
     aliases: dict[str, str] = {}
     for name in VARIANTS:
-        short = name.replace("efficientnetv2_", "v2_").replace("efficientnet_", "")
+        short = short_name(name)
         aliases[short] = name
         aliases[name.replace("_", "-")] = name
         aliases[short.replace("_", "-")] = name

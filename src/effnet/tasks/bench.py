@@ -34,7 +34,7 @@ from .._malloc import allocator
 from ..data.images import find_images
 from ..errors import EffnetError, UsageError
 from ..models.spec import NetworkPlan, resolve
-from ..models.variants import VARIANTS, canonical_name
+from ..models.variants import VARIANTS, canonical_name, short_name
 from .info import reported_entry
 
 DESCRIPTION = (
@@ -548,7 +548,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
             accuracy_axis.plot(xs, ys, color=f"C{series_index % 10}", marker="osD^v"[family_index % 5],
                                label=f"{_series(backend, threads)} ({family})")
             for x, y, name in zip(xs, ys, names):
-                accuracy_axis.annotate(_short(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+                accuracy_axis.annotate(short_name(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     accuracy_axis.set_xscale("log")
     # label 1-2-5 steps only: every minor tick labelled overlaps once the range spans decades
     accuracy_axis.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
@@ -563,7 +563,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
         accuracy_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # off the data
     if unranked:
         accuracy_axis.text(0.02, 0.98 if accuracy_axis.lines else 0.5,
-                           "no reported top-1: " + ", ".join(map(_short, unranked)),
+                           "no reported top-1: " + ", ".join(map(short_name, unranked)),
                            transform=accuracy_axis.transAxes, fontsize=8, va="top", color="0.35")
 
     models = sorted({r.model for r in results})
@@ -577,7 +577,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
                 xs, ys = zip(*points)
                 throughput_axis.plot(xs, ys, color=f"C{model_index % 10}", marker=markers[series_index % len(markers)],
                                      linestyle=dashes[series_index // len(markers) % len(dashes)],
-                                     label=f"{_short(model)} {_series(backend, threads, short=True)}")
+                                     label=f"{short_name(model)} {_series(backend, threads, short=True)}")
     batch_sizes = sorted({r.batch_size for r in results})
     throughput_axis.set_xscale("log", base=2)
     throughput_axis.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
@@ -604,10 +604,6 @@ def _series(backend: str, threads: int, short: bool = False) -> str:
     return f"{backend} {threads}t" if short else f"{backend}, {threads} thread{'s' * (threads != 1)}"
 
 
-def _short(model: str) -> str:
-    return model.replace("efficientnetv2_", "v2_").replace("efficientnet_", "")
-
-
 def print_table(results: Sequence[BenchResult], skipped: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -620,7 +616,7 @@ def print_table(results: Sequence[BenchResult], skipped: dict[str, str]) -> None
         table.add_column(title, justify="left" if title in ("model", "backend") else "right")
     for r in results:
         ratio = [f"{r.speedup:.2f}x" if r.speedup is not None else "-"] if baseline else []
-        table.add_row(_short(r.model), r.backend, str(r.batch_size), str(r.threads), str(r.size),
+        table.add_row(short_name(r.model), r.backend, str(r.batch_size), str(r.threads), str(r.size),
                       f"{r.p50 * 1e3:.2f}", f"{r.p90 * 1e3:.2f}", f"{r.p99 * 1e3:.2f}", f"{r.throughput:.1f}",
                       *ratio, str(r.repeats), f"{r.first_call:.2f}")
     console = Console(width=max(120, Console().width))
@@ -705,7 +701,7 @@ def run(args: argparse.Namespace) -> int:
     for model, config in ((m, c) for m in models for c in configs):
         reason = BACKENDS[config.backend].cannot_run(model)
         if reason:
-            skipped[f"{config.backend} for {_short(model)}"] = reason
+            skipped[f"{config.backend} for {short_name(model)}"] = reason
         else:
             pairs.append((model, config))
     if not pairs:
@@ -717,7 +713,7 @@ def run(args: argparse.Namespace) -> int:
         task = bar.add_task("benchmarking", total=len(pairs) * args.rounds)
         for round_index in range(args.rounds):
             for index, (model, config) in enumerate(pairs):
-                step = (f"round {round_index + 1}/{args.rounds}: {_short(model)} {config.backend} "
+                step = (f"round {round_index + 1}/{args.rounds}: {short_name(model)} {config.backend} "
                         f"bs{config.batch_size} {config.threads or 'default'} threads")
                 bar.update(task, description=step)
                 if not interactive:  # logs and CI: one line per configuration instead of a bar

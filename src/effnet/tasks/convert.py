@@ -118,32 +118,15 @@ def _layout(state: dict[str, Any]) -> str | None:
         return None
 
 
-def metadata_for(entry: Any, source: str, src_name: str) -> dict[str, Any]:
-    """The safetensors header ``weights.loading.entry_from_metadata`` reads back."""
-    return {
-        "format": "effnet",
-        "name": entry.name,
-        "arch": entry.arch,
-        "source": source,
-        "converted_from": src_name,
-        "padding": entry.padding.value,
-        "bn_eps": entry.bn_eps,
-        "preprocessing": entry.preprocessing.to_dict(),
-        "labels": list(entry.labels) if isinstance(entry.labels, tuple) else entry.labels,
-        "num_classes": entry.num_classes,
-        "top1": entry.top1,
-        "top5": entry.top5,
-        "reported_by": entry.reported_by,
-        "settings_from": entry.extra.get("settings_from", entry.name),
-    }
-
-
 def _write(result: dict[str, Any], out: Path) -> None:
     from ..weights.convert import write_safetensors
+    from ..weights.loading import metadata_from_entry
 
     entry = result["entry"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(result["state"], out, metadata_for(entry, result["source"], Path(entry.file or "").name))
+    write_safetensors(result["state"], out, metadata_from_entry(
+        entry, source=result["source"], converted_from=Path(entry.file or "").name,
+        settings_from=entry.extra.get("settings_from", entry.name)))
 
 
 def _read_labels(path: str) -> tuple[str, ...]:

@@ -58,8 +58,22 @@ def looks_like_path(weights: str | Path) -> bool:
     return isinstance(weights, Path) or "/" in text or "\\" in text or text.lower().endswith((*CHECKPOINT_SUFFIXES, ".onnx"))
 
 
+def metadata_from_entry(entry: WeightsEntry, **provenance: Any) -> dict[str, Any]:
+    """The safetensors header ``entry_from_metadata`` reads back (``effnet convert`` and
+    ``effnet train`` both write it), plus ``provenance`` keys kept for people, not read."""
+    header: dict[str, Any] = {
+        "format": "effnet", "name": entry.name, "arch": entry.arch, "padding": entry.padding.value,
+        "bn_eps": entry.bn_eps, "preprocessing": entry.preprocessing.to_dict(),
+        "labels": list(entry.labels) if isinstance(entry.labels, tuple) else entry.labels,
+        "num_classes": entry.num_classes, "top1": entry.top1, "top5": entry.top5, "reported_by": entry.reported_by,
+    }
+    if entry.extra.get("shape"):
+        header["shape"] = entry.extra["shape"]
+    return header | provenance
+
+
 def entry_from_metadata(metadata: dict[str, str], path: Path) -> WeightsEntry | None:
-    """Rebuild the entry that ``effnet convert`` stored in a safetensors header."""
+    """Rebuild the entry that ``metadata_from_entry`` stored in a safetensors header."""
     if "arch" not in metadata:
         return None
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from ..errors import EffnetError, UsageError
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from ..models.spec import Padding
-from ..models.variants import canonical_name
+from ..models.variants import canonical_name, short_name
 
 Source = Literal["effnet", "lukemelas", "timm", "torchvision", "keras"]
 
@@ -344,7 +344,7 @@ def _torchvision(arch: str, tag: str, file: str, crop: int, resize: int, interpo
     with 1e-3; the B5-B7 weights are TF checkpoints evaluated with symmetric padding.
     """
     norm = {"mean": INCEPTION_MEAN, "std": INCEPTION_STD} if inception else {}
-    short = arch.replace("efficientnetv2_", "v2_").removeprefix("efficientnet_")
+    short = short_name(arch)
     enum = f"EfficientNet_{short.upper()}_Weights.IMAGENET1K_{'V2' if tag == 'tv2_in1k' else 'V1'}"
     return WeightsEntry(
         name=f"{arch}.{tag}",

@@ -32,7 +32,8 @@ from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ...errors import EffnetError, UsageError
 from ...models.network import EfficientNet
 from ...weights.convert import write_safetensors
-from ...weights.loading import create_model
+from ...weights.loading import create_model, metadata_from_entry
+from ...weights.registry import WeightsEntry
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .config import Config, config_to_yaml
 from .data import ResumableSampler, ShardSampler, TrainData, build_data, make_loader
@@ -350,16 +351,16 @@ class Trainer:
         path = self.output / name
         channels = 3 if self.plan.in_chans == 1 else self.plan.in_chans
         stats = {"mean": channel_stats(self.mean, channels), "std": channel_stats(self.std, channels)}
-        write_safetensors(state, path, {
-            "arch": self.plan.name, "name": f"{self.plan.name}.{self.run_name}",
-            "padding": self.model.padding.value, "bn_eps": self.model.bn_eps,
-            "preprocessing": replace(self.eval_preprocessing, **stats).to_dict(),
-            "labels": list(self.data.class_names), "num_classes": self.plan.num_classes,
-            "in_chans": self.plan.in_chans, "top1": None if top1 is None else round(100 * top1, 2),
-            "shape": {key: getattr(self.config.model, key) for key in ("width_mult", "depth_mult")
-                      if getattr(self.config.model, key) is not None},
-            "reported_by": f"effnet train ({self.run_name})",
-        })
+        shape = {key: getattr(self.config.model, key) for key in ("width_mult", "depth_mult")
+                 if getattr(self.config.model, key) is not None}
+        entry = WeightsEntry(
+            name=f"{self.plan.name}.{self.run_name}", arch=self.plan.name, source="effnet",
+            preprocessing=replace(self.eval_preprocessing, **stats), padding=self.model.padding,
+            bn_eps=self.model.bn_eps, labels=tuple(self.data.class_names), num_classes=self.plan.num_classes,
+            top1=None if top1 is None else round(100 * top1, 2), reported_by=f"effnet train ({self.run_name})",
+            extra={"shape": shape} if shape else {},
+        )
+        write_safetensors(state, path, metadata_from_entry(entry, in_chans=self.plan.in_chans))
         return path
 
     # -- data to model input -------------------------------------------------------------
