@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF), or folders: every image under them")
     add_model_arguments(parser)
     parser.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16, as Predictor)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
 
