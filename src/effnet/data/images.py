@@ -31,12 +31,17 @@ ImageSource = Union[str, os.PathLike, bytes, "Image.Image", np.ndarray]
 
 
 class ImageError(EffnetError, ValueError):
-    """An input that cannot be used as an image; ``str()`` is one line for the user."""
+    """An input that cannot be used as an image; ``str()`` is one line for the user.
 
-    def __init__(self, source: str, reason: str) -> None:
+    ``kind`` says what went wrong for callers that act on it (the server's HTTP status):
+    ``not_an_image``, ``too_many_pixels`` or ``bad_image`` (unreadable, corrupt, wrong array).
+    """
+
+    def __init__(self, source: str, reason: str, kind: str = "bad_image") -> None:
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+        self.kind = kind
 
 
 def _describe(source: ImageSource) -> str:
@@ -103,7 +108,7 @@ def _check_pixels(width: int, height: int, name: str, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(
             name, f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
-            "(possible decompression bomb)"
+            "(possible decompression bomb)", kind="too_many_pixels",
         )
 
 
@@ -143,9 +148,9 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(name, "not an image (unrecognised format)") from None
+        raise ImageError(name, "not an image (unrecognised format)", kind="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"possible decompression bomb ({exc})") from None
+        raise ImageError(name, f"possible decompression bomb ({exc})", kind="too_many_pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         if "truncated" in reason.lower() or "premature" in reason.lower():

@@ -193,17 +193,8 @@ class ModelService:
 
 
 def image_error_status(error: ImageError) -> tuple[int, str]:
-    """HTTP status and code for an undecodable image.
-
-    ``ImageError`` carries only a reason sentence, so the kind is read from the wording that
-    data/images.py uses; a ``kind`` attribute on ImageError would make this exact.
-    """
-    reason = error.reason.lower()
-    if "not an image" in reason:
-        return 415, "not_an_image"
-    if "exceeds the limit" in reason or "decompression bomb" in reason:
-        return 413, "too_many_pixels"
-    return 400, "bad_image"
+    """HTTP status and code for an undecodable image, from the error's kind."""
+    return {"not_an_image": 415, "too_many_pixels": 413}.get(error.kind, 400), error.kind
 
 
 # -- request body ---------------------------------------------------------------------------
