@@ -10,7 +10,6 @@ back marked as failed so a data loader can count it, list it and go on.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -21,21 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import EffnetError
-from .images import (
-    IMAGE_SUFFIXES,
-    MAX_PIXELS,
-    ImageError,
-    _check_pixels,
-    _exif_orientation,
-    _orient,
-    _read_bytes,
-    decode_image,
-    load_image,
-    simplejpeg,
-)
+from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, _read_bytes, decode_image_reduced, load_image
 from .labels import imagenet_synsets
 from .transforms import Preprocessing
 
@@ -180,38 +167,10 @@ def reduced_decode_side(preprocessing: Preprocessing, safety: float = REDUCE_SAF
 def load_image_reduced(
     path: str | Path, min_side: int, max_pixels: int = MAX_PIXELS
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Like ``load_image``, but a large JPEG is decoded straight to a smaller size.
-
-    libjpeg-turbo (through simplejpeg) can skip most of the IDCT work by scaling by n/8 in the
-    frequency domain; for a 12-megapixel photo that makes decoding several times faster. Only
-    reductions of at least 2x are used (smaller ones are slower than a full decode) and the
-    result keeps both sides >= ``min_side``. Anything else goes through ``load_image``.
-    Returns the image and the upright (height, width) of the full-size image, which
-    ``Preprocessing`` needs to place its crop exactly where a full decode would have it.
-    """
+    """Like ``load_image``, but a large JPEG is decoded straight to a smaller size (see
+    ``images.decode_image_reduced``); returns the image and the upright full-size (height, width)."""
     name = str(path)
-    data = _read_bytes(Path(path), name)
-    if simplejpeg is not None and data.startswith(b"\xff\xd8"):
-        try:
-            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        except ValueError:
-            colorspace = None
-        if colorspace in ("YCbCr", "Gray") and min(height, width) >= 2 * min_side:
-            _check_pixels(width, height, name, max_pixels)
-            try:
-                array = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_side, min_width=min_side,
-                                               min_factor=2.0)
-            except ValueError:
-                array = None  # truncated or odd files: decode_image gives the precise reason
-            if array is not None:
-                orientation = 1
-                if b"Exif" in data[:65536]:
-                    with Image.open(io.BytesIO(data)) as header_only:
-                        orientation = _exif_orientation(header_only)
-                upright = (width, height) if orientation in (5, 6, 7, 8) else (height, width)
-                return _orient(array, orientation), upright
-    array = decode_image(data, name, max_pixels)
-    return array, array.shape[:2]
+    return decode_image_reduced(_read_bytes(Path(path), name), name, min_side, max_pixels)
 
 
 @dataclass(frozen=True)
