@@ -40,6 +40,7 @@ from ..errors import EffnetError, UsageError
 from ..runtime import open_backend, resolve_backend
 from ..runtime.base import Backend
 from .arguments import add_model_arguments
+from .distributed import DistContext
 
 DESCRIPTION = (
     "Measure top-1/top-5 accuracy on a labelled image set: an ImageFolder tree (class folders "
@@ -321,40 +322,10 @@ def _relative(path: Path, root: Path) -> str:
 
 
 # -- distributed ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Shard:
-    rank: int = 0
-    world_size: int = 1
-
-    def positions(self, count: int) -> list[int]:
-        return list(range(self.rank, count, self.world_size))
-
-
-def init_distributed(device: str) -> Shard:
-    """The shard of this process: torchrun's RANK/WORLD_SIZE, or the whole set."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Shard()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if device.startswith("cuda"):
-            import torch
-
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Shard(dist.get_rank(), dist.get_world_size())
-
-
-def gather(output: ShardOutput, shard: Shard) -> ShardOutput | None:
+def gather(output: ShardOutput, shard: DistContext) -> ShardOutput | None:
     """Every rank's output merged on rank 0 (``None`` elsewhere)."""
-    if shard.world_size == 1:
-        return output
-    import torch.distributed as dist
-
-    parts: list[ShardOutput] | None = [ShardOutput() for _ in range(shard.world_size)] if shard.rank == 0 else None
-    dist.gather_object(output, parts, dst=0)
-    return ShardOutput.merge(parts) if parts is not None else None
+    parts = shard.gather(output)
+    return ShardOutput.merge(parts) if shard.is_main else None
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -412,9 +383,9 @@ def run(args: argparse.Namespace) -> int:
     args.backend = resolve_backend(args.backend, args.weights)
     _check(args)
     device = args.device
-    shard = init_distributed(device)
-    if device.startswith("cuda") and shard.world_size > 1:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    shard = DistContext.from_env("cuda" if device.startswith("cuda") else "cpu")
+    if device.startswith("cuda") and shard.enabled:
+        device = f"cuda:{shard.local_rank}"
     options = {"device": device} if args.backend == "torch" else {}
     backend = open_backend(args.backend, args.model, args.weights, **options)
     resolver = LabelResolver(
@@ -429,10 +400,7 @@ def run(args: argparse.Namespace) -> int:
             exact_decode=args.exact_decode, pin_memory=device.startswith("cuda"), progress=report_progress,
         )
     merged = gather(output, shard)
-    if shard.world_size > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    shard.close()
     if merged is None:
         return 0
     report = score(eval_set, merged, backend.labels)
@@ -453,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
 class ProgressBar:
     """tqdm bar on rank 0 with images/s and the running top-1 of this rank's shard."""
 
-    def __init__(self, total: int, arch: str, shard: Shard, disable: bool) -> None:
+    def __init__(self, total: int, arch: str, shard: DistContext, disable: bool) -> None:
         from tqdm import tqdm
 
         where = f" [rank 0 of {shard.world_size}]" if shard.world_size > 1 else ""
@@ -477,7 +445,7 @@ def _weights_name(backend: Backend, weights: Any) -> str:
     return getattr(entry, "name", None) or str(weights)
 
 
-def _summary(report: EvalReport, eval_set: EvalSet, backend: Backend, args: argparse.Namespace, shard: Shard) -> str:
+def _summary(report: EvalReport, eval_set: EvalSet, backend: Backend, args: argparse.Namespace, shard: DistContext) -> str:
     processes = f", {shard.world_size} processes" if shard.world_size > 1 else ""
     lines = [
         f"model    {backend.arch} (weights {_weights_name(backend, args.weights)}, {backend.name} backend{processes})",
@@ -514,7 +482,7 @@ def _per_class_table(report: EvalReport) -> str:
 
 
 def _document(report: EvalReport, eval_set: EvalSet, backend: Backend, args: argparse.Namespace,
-              shard: Shard) -> dict[str, Any]:
+              shard: DistContext) -> dict[str, Any]:
     return {
         "model": backend.arch,
         "weights": _weights_name(backend, args.weights),
