@@ -52,6 +52,12 @@ DESCRIPTION = (
 )
 
 METHODS = ("minmax", "percentile", "entropy")
+#: How GEMM-backed layers (full and 1x1 convs, the classifier) store their weights: ``s8``
+#: int8 in [-127, 127]; ``s7`` int8 in [-64, 64]; ``u8`` uint8 around a zero point of 128.
+#: Depthwise convs always use ``s8`` (their kernel multiplies in 32 bits).
+WEIGHT_KINDS = ("s8", "s7", "u8")
+#: ``auto`` on x86 CPUs without VNNI (see the module docstring).
+AVX2_GEMM_WEIGHTS = "s7"
 #: Opsets onnxruntime's QDQ quantizer handles with per-channel weights (axis on DequantizeLinear).
 MIN_OPSET, MAX_OPSET = 13, 23
 #: Ops quantized by default; ``Clip``/``Relu`` are folded into the preceding conv's range.
@@ -290,13 +296,14 @@ def conv_input_means(model: Any, batches: Iterator[np.ndarray], input_name: str)
     return {name: total / count for name, total in sums.items()}
 
 
-def quantized_weight(weight: np.ndarray, reduce_range: bool) -> np.ndarray:
-    """The weight as onnxruntime will store it: per output channel, symmetric int8 (7-bit
-    range with ``reduce_range``), dequantized back to float."""
+def quantized_weight(weight: np.ndarray, kind: str = "s8") -> np.ndarray:
+    """The weight as onnxruntime will store it: per output channel, symmetric, in the
+    ``kind`` of ``WEIGHT_KINDS``, dequantized back to float."""
     from onnx import TensorProto
     from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
-    qmin, qmax = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=reduce_range, symmetric=True)
+    qtype = TensorProto.UINT8 if kind == "u8" else TensorProto.INT8
+    qmin, qmax = get_qmin_qmax_for_qType(qtype, reduce_range=kind == "s7", symmetric=True)
     flat = weight.reshape(weight.shape[0], -1).astype(np.float32)
     out = np.empty_like(flat)
     for row, values in enumerate(flat):
@@ -306,14 +313,14 @@ def quantized_weight(weight: np.ndarray, reduce_range: bool) -> np.ndarray:
     return out.reshape(weight.shape)
 
 
-def correct_biases(model: Any, means: dict[str, np.ndarray], reduced: set[str], keep_float: set[str]) -> int:
+def correct_biases(model: Any, means: dict[str, np.ndarray], kinds: dict[str, str], keep_float: set[str]) -> int:
     """Fold the mean output error of weight rounding back into each layer's bias.
 
     Rounding per-channel weights shifts every output channel's mean by
     ``(W_int8 - W) @ E[x]``; subtracting that from the bias (Nagel et al. 2019, "Data-Free
     Quantization", empirical bias correction) removes most of the weight error in depthwise
-    layers, where 9 or 25 weights per channel make the shift large. ``reduced``: weights that
-    will get the 7-bit range; ``keep_float``: nodes that stay float (left alone). Returns how
+    layers, where 9 or 25 weights per channel make the shift large. ``kinds``: weight name ->
+    its ``WEIGHT_KINDS`` entry (``s8`` when absent); ``keep_float``: nodes that stay float (left alone). Returns how
     many layers were corrected.
     """
     from onnx import numpy_helper
@@ -328,7 +335,7 @@ def correct_biases(model: Any, means: dict[str, np.ndarray], reduced: set[str], 
         if node.op_type == "Gemm" and any(a.name == "transB" and a.i == 0 for a in node.attribute):
             continue
         weight = numpy_helper.to_array(initializers[node.input[1]])
-        error = quantized_weight(weight, node.input[1] in reduced) - weight
+        error = quantized_weight(weight, kinds.get(node.input[1], "s8")) - weight
         mean = means[node.input[0]]
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         if node.op_type == "Gemm":
@@ -354,7 +361,7 @@ def correct_biases(model: Any, means: dict[str, np.ndarray], reduced: set[str], 
     return corrected
 
 
-def gemm_weights(model: Any) -> set[str]:
+def gemm_weight_names(model: Any) -> set[str]:
     """Weights of layers onnxruntime runs as uint8 x int8 GEMM (all but depthwise convs)."""
     initializers = {init.name for init in model.graph.initializer}
     names = set()
@@ -390,7 +397,7 @@ class Layer:
 class Settings:
     method: str = "minmax"
     per_channel: bool = True
-    reduce_range: bool = False
+    gemm_weights: str = "s8"
     bias_correction: bool = True
     op_types: tuple[str, ...] = QUANTIZED_OPS
 
@@ -456,10 +463,12 @@ def quantize_model(model_path: Path, output: Path, cache: Path, settings: Settin
 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[settings.method]
+    override = {"s8": {}, "s7": {"reduce_range": True},
+                "u8": {"quant_type": QuantType.QUInt8, "symmetric": True}}[settings.gemm_weights]
     overrides = {}
-    if settings.reduce_range:
-        overrides = {name: [{"axis": 0, "reduce_range": True}] if settings.per_channel else [{"reduce_range": True}]
-                     for name in gemm_weights(_load(model_path))}
+    if override:
+        axis = {"axis": 0} if settings.per_channel else {}
+        overrides = {name: [{**axis, **override}] for name in gemm_weight_names(_load(model_path))}
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -583,7 +592,7 @@ def quantize(
     method: str = "minmax",
     per_channel: bool = True,
     keep_float: int | str = "auto",
-    reduce_range: bool | str = "auto",
+    gemm_weights: str = "auto",
     bias_correction: bool = True,
     op_types: Sequence[str] = QUANTIZED_OPS,
     size: int | None = None,
@@ -636,7 +645,7 @@ def quantize(
     inputs = normalize(crops, preprocessing)
     vnni = cpu_has_vnni()
     settings = Settings(method=method, per_channel=per_channel,
-                        reduce_range=(not vnni) if reduce_range == "auto" else bool(reduce_range),
+                        gemm_weights=("s8" if vnni else AVX2_GEMM_WEIGHTS) if gemm_weights == "auto" else gemm_weights,
                         bias_correction=bias_correction, op_types=tuple(op_types))
     probe_count = min(SENSITIVITY_IMAGES, len(inputs))
     probe_inputs = inputs[np.linspace(0, len(inputs) - 1, probe_count).round().astype(int)]
@@ -654,7 +663,7 @@ def quantize(
         initializers = {init.name: init for init in prepared.graph.initializer}
         nodes = {node.name: node for node in prepared.graph.node}
         layers = [Layer(*describe_layer(nodes[group[0]], initializers), group) for group in layer_groups(prepared)]
-        reduced = gemm_weights(prepared) if settings.reduce_range else set()
+        kinds = {name: settings.gemm_weights for name in gemm_weight_names(prepared)}
         input_name = prepared.graph.input[0].name
         means = conv_input_means(prepared, iter([inputs[i : i + 16] for i in range(0, len(inputs), 16)]),
                                  input_name) if bias_correction else {}
@@ -667,7 +676,7 @@ def quantize(
                 return prepared_path
             graph = onnx.ModelProto()
             graph.CopyFrom(prepared)
-            correct_biases(graph, means, reduced, kept)
+            correct_biases(graph, means, kinds, kept)
             path = work / "corrected.onnx"
             onnx.save(graph, str(path))
             return path
@@ -697,7 +706,7 @@ def quantize(
         final_metadata = {**metadata, "quantization": {
             "format": "QDQ", "activations": "uint8",
             "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-            "method": method, "calibration_images": len(used), "reduce_range_gemm_weights": settings.reduce_range,
+            "method": method, "calibration_images": len(used), "gemm_weights": settings.gemm_weights,
             "bias_correction": bias_correction, "float_layers": [layer.name for layer in ranked[:count]],
             "source": model.name, "input_size": preprocessing.size,
         }}
