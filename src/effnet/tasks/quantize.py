@@ -6,9 +6,12 @@ The recipe, and why (measured with ``benchmarks/quantize_bench.py``; docs/deploy
   onnxruntime's x86 int8 kernels are built for.
 - On x86 CPUs without VNNI (this machine: AVX2 only), onnxruntime multiplies uint8 x int8
   pairs with ``vpmaddubsw``, whose 16-bit sums saturate: with 8-bit weights Lite0 agreed with
-  fp32 on 71% of the photos under the int8 kernels and on 92% when the same file ran op by
-  op in float. The weights of GEMM-backed layers (regular and 1x1 convs, the classifier) get
-  a 7-bit range there (``--reduce-range auto``); depthwise convs keep 8 bits.
+  fp32 on 71% of the photos under the int8 kernels. The usual fix, 7-bit weights, costs half
+  of every channel's resolution (89.6% agreement); uint8 weights (onnxruntime's u8u8 kernels,
+  no saturation) are accurate but slower than fp32 at a fixed size. There, the weights of
+  GEMM-backed layers (regular and 1x1 convs, the classifier) get per-channel scales bounded
+  by the largest pair of weights the kernel adds in 16 bits (``s8-safe``, ``pair_safe_scales``):
+  no saturation, about 102 of 127 levels per channel, int8 speed. Depthwise convs keep 8 bits.
 - Exports have a dynamic spatial size, so TF-"same" pads are computed at run time and each
   ``Pad`` ran as dequantize / float pad / quantize (about half of Lite0's int8 time). The
   size is pinned to the preprocessing's and the shape arithmetic folded (``fix_input_size``).
@@ -57,7 +60,7 @@ METHODS = ("minmax", "percentile", "entropy")
 #: Depthwise convs always use ``s8`` (their kernel multiplies in 32 bits).
 WEIGHT_KINDS = ("s8", "s7", "u8", "s8-safe")
 #: ``auto`` on x86 CPUs without VNNI (see the module docstring).
-AVX2_GEMM_WEIGHTS = "s7"
+AVX2_GEMM_WEIGHTS = "s8-safe"
 #: Opsets onnxruntime's QDQ quantizer handles with per-channel weights (axis on DequantizeLinear).
 MIN_OPSET, MAX_OPSET = 13, 23
 #: Ops quantized by default; ``Clip``/``Relu`` are folded into the preceding conv's range.
@@ -66,6 +69,10 @@ FLOAT_OPS = ("Sigmoid", "Mul", "ReduceMean")
 SENSITIVITY_IMAGES = 16
 #: ``--keep-float auto`` tries keeping 0 to this many layers float...
 AUTO_MAX_FLOAT = 4
+#: ... holding at most this share of the model's multiply-adds (a float layer runs at fp32
+#: speed: Lite0's fourth most sensitive layer, an expand 1x1 at 112x112 with 5% of the
+#: multiply-adds, cut the int8 speedup at batch 16 from 1.56x to 1.17x) ...
+AUTO_FLOAT_MACS = 0.05
 #: ... and takes the fewest whose error is within this factor of the best (float layers cost time).
 AUTO_TOLERANCE = 1.1
 
@@ -268,6 +275,22 @@ def describe_layer(node: Any, weights: dict[str, Any]) -> tuple[str, str]:
     return name, kind
 
 
+def layer_macs(model: Any) -> dict[str, int]:
+    """Multiply-adds per image of every conv/Gemm node (the graph's input size is fixed)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
+              for value in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    macs = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm") and node.input[1] in weights and node.output[0] in shapes:
+            per_output = int(np.prod(weights[node.input[1]][1:]))
+            macs[node.name] = int(np.prod(shapes[node.output[0]][1:])) * per_output
+    return macs
+
+
 # -- bias correction ----------------------------------------------------------------------
 def conv_input_means(model: Any, batches: Iterator[np.ndarray], input_name: str) -> dict[str, np.ndarray]:
     """Per-channel mean of every conv/Gemm input over the calibration images (one float run)."""
@@ -417,6 +440,7 @@ class Layer:
     name: str
     kind: str
     nodes: list[str]
+    macs: int = 0
     error: float = 0.0
     kept_float: bool = False
 
@@ -649,8 +673,10 @@ def quantize(
     """Quantize ``model`` to ``output`` (written only when everything succeeded) and report.
 
     ``keep_float``: how many of the most sensitive layers stay float, or ``"auto"``: the count
-    (0 to ``AUTO_MAX_FLOAT``) whose int8 model is closest to float on the sensitivity images.
-    ``reduce_range``: 7-bit GEMM weights; ``"auto"`` turns it on where the CPU lacks VNNI.
+    (0 to ``AUTO_MAX_FLOAT``, within ``AUTO_FLOAT_MACS`` of the multiply-adds) whose int8 model
+    is closest to float on the sensitivity images.
+    ``gemm_weights``: a ``WEIGHT_KINDS`` entry for GEMM-backed layers; ``"auto"``: ``s8`` on
+    CPUs with VNNI, ``AVX2_GEMM_WEIGHTS`` on those without.
     ``op_types``: ops that get int8 inputs/outputs (the SiLU/SE ops stay float by default).
     ``size``: the input size the int8 file is built for (default: the preprocessing's).
     """
@@ -665,6 +691,8 @@ def quantize(
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method}")
     if num_images < 1:
         raise UsageError("--num-images must be at least 1")
+    if gemm_weights != "auto" and gemm_weights not in WEIGHT_KINDS:
+        raise UsageError(f"--gemm-weights must be auto or one of {', '.join(WEIGHT_KINDS)}, not {gemm_weights}")
     started = time.perf_counter()
     model, output = Path(model), Path(output)
     float_model, metadata = load_float_model(model)
@@ -705,7 +733,9 @@ def quantize(
         prepared = _load(prepared_path)
         initializers = {init.name: init for init in prepared.graph.initializer}
         nodes = {node.name: node for node in prepared.graph.node}
-        layers = [Layer(*describe_layer(nodes[group[0]], initializers), group) for group in layer_groups(prepared)]
+        macs = layer_macs(prepared)
+        layers = [Layer(*describe_layer(nodes[group[0]], initializers), group, macs.get(group[0], 0))
+                  for group in layer_groups(prepared)]
         kinds = {name: settings.gemm_weights for name in gemm_weight_names(prepared)}
         input_name = prepared.graph.input[0].name
         means = conv_input_means(prepared, iter([inputs[i : i + 16] for i in range(0, len(inputs), 16)]),
@@ -731,7 +761,9 @@ def quantize(
                     probe_inputs, reference, progress=progress)
         ranked = sorted(layers, key=lambda layer: -layer.error)
         if keep_float == "auto":
-            candidates = range(0, min(AUTO_MAX_FLOAT, len(ranked)) + 1)
+            budget = AUTO_FLOAT_MACS * sum(layer.macs for layer in layers)
+            candidates = [count for count in range(0, min(AUTO_MAX_FLOAT, len(ranked)) + 1)
+                          if sum(layer.macs for layer in ranked[:count]) <= budget]
         else:
             candidates = [min(int(keep_float), len(ranked))]
         trials: list[tuple[int, float]] = []
@@ -779,7 +811,7 @@ def quantize(
                        "trials": [{"float_layers": c, "relative_error": e} for c, e in trials]},
         "float_layers": [layer.name for layer in ranked[:count]],
         "sensitivity": [{"layer": layer.name, "kind": layer.kind, "relative_error": layer.error,
-                         "kept_float": layer.kept_float} for layer in ranked],
+                         "macs": layer.macs, "kept_float": layer.kept_float} for layer in ranked],
         "seconds": time.perf_counter() - started,
     })
     report["int8_ops"] = int8_op_counts(output)
@@ -894,11 +926,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                         help="one weight scale per output channel (default: on)")
     parser.add_argument("--keep-float", type=keyword_or_int("auto", 0, "auto"), default="auto", metavar="K|auto",
-                        help=f"keep the K most sensitive layers float; auto: 0-{AUTO_MAX_FLOAT}, whichever "
-                             "count is closest to float (default: auto)")
-    parser.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
-                        help="7-bit weights for GEMM layers, needed on x86 CPUs without VNNI "
-                             "(default: auto, from the CPU flags)")
+                        help=f"keep the K most sensitive layers float; auto: 0-{AUTO_MAX_FLOAT} layers holding at "
+                             f"most {100 * AUTO_FLOAT_MACS:g}%% of the multiply-adds, whichever count is closest to "
+                             "float (default: auto)")
+    parser.add_argument("--gemm-weights", choices=("auto",) + WEIGHT_KINDS, default="auto",
+                        help="weights of the GEMM layers (1x1/full convs, classifier): s8 8-bit, s7 7-bit, "
+                             "u8 uint8 (slow u8u8 kernels), s8-safe 8-bit scaled so onnxruntime's AVX2 kernels "
+                             "cannot saturate (default: auto: s8 with VNNI, s8-safe without)")
     parser.add_argument("--size", type=int, default=None,
                         help="input height and width the int8 file is built for (it is fixed there; "
                              "default: the model's preprocessing size)")
@@ -927,7 +961,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--threads must be at least 1")
     result = quantize(
         args.model, args.calib, output, num_images=args.num_images, method=args.method, per_channel=args.per_channel,
-        keep_float=args.keep_float, reduce_range={"auto": "auto", "on": True, "off": False}[args.reduce_range],
+        keep_float=args.keep_float, gemm_weights=args.gemm_weights,
         bias_correction=args.bias_correction, size=args.size, eval_dir=args.eval, eval_labels=args.eval_labels,
         threads=args.threads, speed=not args.no_speed, progress=not args.no_progress and sys.stderr.isatty(),
         log=lambda message: print(message, file=sys.stderr),
