@@ -447,7 +447,7 @@ class Layer:
 
 @dataclass
 class Settings:
-    method: str = "minmax"
+    method: str = "percentile"
     per_channel: bool = True
     gemm_weights: str = "s8"
     bias_correction: bool = True
@@ -656,7 +656,7 @@ def quantize(
     output: str | os.PathLike,
     *,
     num_images: int = 1000,
-    method: str = "minmax",
+    method: str = "percentile",
     per_channel: bool = True,
     keep_float: int | str = "auto",
     gemm_weights: str = "auto",
@@ -921,8 +921,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", required=True, help="the int8 .onnx file to write")
     parser.add_argument("--num-images", type=int, default=1000,
                         help="calibration images, spread over the folder (default: 1000, or all there are)")
-    parser.add_argument("--method", choices=METHODS, default="minmax",
-                        help="activation range calibration (default: minmax)")
+    parser.add_argument("--method", choices=METHODS, default="percentile",
+                        help="activation range calibration (default: percentile, the 99.999th; minmax and entropy agreed less with fp32 on Lite0)")
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                         help="one weight scale per output channel (default: on)")
     parser.add_argument("--keep-float", type=keyword_or_int("auto", 0, "auto"), default="auto", metavar="K|auto",
