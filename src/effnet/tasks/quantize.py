@@ -15,6 +15,8 @@ The recipe, and why (measured with ``benchmarks/quantize_bench.py``; docs/deploy
 - Exports have a dynamic spatial size, so TF-"same" pads are computed at run time and each
   ``Pad`` ran as dequantize / float pad / quantize (about half of Lite0's int8 time). The
   size is pinned to the preprocessing's and the shape arithmetic folded (``fix_input_size``).
+- Activation ranges: the 99.999th percentile (Lite0 with ``s8-safe`` weights agreed with fp32
+  on 97.9% of the photos, 95.8% with min/max ranges, 91.7% with entropy ranges).
 - Bias correction removes the mean output shift of weight rounding (Lite0: relative logits
   error 0.098 -> 0.021).
 - SiLU (``Sigmoid`` + ``Mul``) and the squeeze-excitation multiply stay float by default
@@ -922,7 +924,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=1000,
                         help="calibration images, spread over the folder (default: 1000, or all there are)")
     parser.add_argument("--method", choices=METHODS, default="percentile",
-                        help="activation range calibration (default: percentile, the 99.999th; minmax and entropy agreed less with fp32 on Lite0)")
+                        help="activation range calibration (default: percentile, the 99.999th; minmax and "
+                             "entropy agreed less with fp32 on Lite0)")
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                         help="one weight scale per output channel (default: on)")
     parser.add_argument("--keep-float", type=keyword_or_int("auto", 0, "auto"), default="auto", metavar="K|auto",
