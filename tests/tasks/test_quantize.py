@@ -325,3 +325,15 @@ def test_gemm_weight_kinds_against_the_int8_kernels(tmp_path: Path, kind: str) -
         np.testing.assert_allclose(kernels, emulated, rtol=0.02)
     elif platform.machine().lower() in ("x86_64", "amd64") and not q.cpu_has_vnni():
         assert kernels.max() < 0.9 * emulated.min()  # the 16-bit pair sums clipped
+
+
+def test_float_budget_counts_multiply_adds_and_weights() -> None:
+    """``--keep-float auto`` only considers float layers that cost little time and file size:
+    a cheap classifier with many weights is as much out of budget as a big early conv."""
+    layers = [q.Layer("stem", "stem 3x3", ["a"], macs=30, weights=1),
+              q.Layer("pw", "expand 1x1", ["b"], macs=960, weights=10),
+              q.Layer("classifier", "classifier", ["c"], macs=10, weights=89)]
+    assert q.within_float_budget(layers[:1], layers)  # 3% of the multiply-adds, 1% of the weights
+    assert not q.within_float_budget(layers[1:2], layers)  # 96% of the multiply-adds
+    assert not q.within_float_budget(layers[2:], layers)  # 89% of the weights
+    assert q.within_float_budget([], layers)

@@ -71,9 +71,10 @@ FLOAT_OPS = ("Sigmoid", "Mul", "ReduceMean")
 SENSITIVITY_IMAGES = 16
 #: ``--keep-float auto`` tries keeping 0 to this many layers float...
 AUTO_MAX_FLOAT = 4
-#: ... holding at most this share of the model's multiply-adds (a float layer runs at fp32
-#: speed: Lite0's fourth most sensitive layer, an expand 1x1 at 112x112 with 5% of the
-#: multiply-adds, cut the int8 speedup at batch 16 from 1.56x to 1.17x) ...
+#: ... holding at most this share of the model's multiply-adds and of its weights (a float
+#: layer runs at fp32 speed: Lite0's fourth most sensitive layer, an expand 1x1 at 112x112
+#: with 5% of the multiply-adds, cut the int8 speedup at batch 16 from 1.56x to 1.17x; a
+#: float classifier, 0.3% of the multiply-adds, kept 27% of the weights in float32) ...
 AUTO_FLOAT_MACS = 0.05
 #: ... and takes the fewest whose error is within this factor of the best (float layers cost time).
 AUTO_TOLERANCE = 1.1
@@ -443,6 +444,7 @@ class Layer:
     kind: str
     nodes: list[str]
     macs: int = 0
+    weights: int = 0
     error: float = 0.0
     kept_float: bool = False
 
@@ -644,6 +646,15 @@ def load_eval_set(folder: str | os.PathLike, labels_file: str | os.PathLike | No
     return paths, None
 
 
+def within_float_budget(kept: Sequence[Layer], layers: Sequence[Layer]) -> bool:
+    """Whether ``kept`` float layers hold at most ``AUTO_FLOAT_MACS`` of the multiply-adds
+    (speed) and of the weights (file size)."""
+    for key in ("macs", "weights"):
+        if sum(getattr(layer, key) for layer in kept) > AUTO_FLOAT_MACS * sum(getattr(layer, key) for layer in layers):
+            return False
+    return True
+
+
 # -- the task -----------------------------------------------------------------------------
 @dataclass
 class QuantizeResult:
@@ -675,7 +686,7 @@ def quantize(
     """Quantize ``model`` to ``output`` (written only when everything succeeded) and report.
 
     ``keep_float``: how many of the most sensitive layers stay float, or ``"auto"``: the count
-    (0 to ``AUTO_MAX_FLOAT``, within ``AUTO_FLOAT_MACS`` of the multiply-adds) whose int8 model
+    (0 to ``AUTO_MAX_FLOAT``, within ``AUTO_FLOAT_MACS`` of the multiply-adds and weights) whose int8 model
     is closest to float on the sensitivity images.
     ``gemm_weights``: a ``WEIGHT_KINDS`` entry for GEMM-backed layers; ``"auto"``: ``s8`` on
     CPUs with VNNI, ``AVX2_GEMM_WEIGHTS`` on those without.
@@ -736,7 +747,9 @@ def quantize(
         initializers = {init.name: init for init in prepared.graph.initializer}
         nodes = {node.name: node for node in prepared.graph.node}
         macs = layer_macs(prepared)
-        layers = [Layer(*describe_layer(nodes[group[0]], initializers), group, macs.get(group[0], 0))
+        layers = [Layer(*describe_layer(nodes[group[0]], initializers), group, macs.get(group[0], 0),
+                        int(np.prod(initializers[nodes[group[0]].input[1]].dims))
+                        if nodes[group[0]].input[1] in initializers else 0)
                   for group in layer_groups(prepared)]
         kinds = {name: settings.gemm_weights for name in gemm_weight_names(prepared)}
         input_name = prepared.graph.input[0].name
@@ -763,9 +776,8 @@ def quantize(
                     probe_inputs, reference, progress=progress)
         ranked = sorted(layers, key=lambda layer: -layer.error)
         if keep_float == "auto":
-            budget = AUTO_FLOAT_MACS * sum(layer.macs for layer in layers)
             candidates = [count for count in range(0, min(AUTO_MAX_FLOAT, len(ranked)) + 1)
-                          if sum(layer.macs for layer in ranked[:count]) <= budget]
+                          if within_float_budget(ranked[:count], layers)]
         else:
             candidates = [min(int(keep_float), len(ranked))]
         trials: list[tuple[int, float]] = []
@@ -812,8 +824,8 @@ def quantize(
         "keep_float": {"requested": keep_float, "chosen": count,
                        "trials": [{"float_layers": c, "relative_error": e} for c, e in trials]},
         "float_layers": [layer.name for layer in ranked[:count]],
-        "sensitivity": [{"layer": layer.name, "kind": layer.kind, "relative_error": layer.error,
-                         "macs": layer.macs, "kept_float": layer.kept_float} for layer in ranked],
+        "sensitivity": [{"layer": layer.name, "kind": layer.kind, "relative_error": layer.error, "macs": layer.macs,
+                         "weights": layer.weights, "kept_float": layer.kept_float} for layer in ranked],
         "seconds": time.perf_counter() - started,
     })
     report["int8_ops"] = int8_op_counts(output)
@@ -930,8 +942,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one weight scale per output channel (default: on)")
     parser.add_argument("--keep-float", type=keyword_or_int("auto", 0, "auto"), default="auto", metavar="K|auto",
                         help=f"keep the K most sensitive layers float; auto: 0-{AUTO_MAX_FLOAT} layers holding at "
-                             f"most {100 * AUTO_FLOAT_MACS:g}%% of the multiply-adds, whichever count is closest to "
-                             "float (default: auto)")
+                             f"most {100 * AUTO_FLOAT_MACS:g}%% of the multiply-adds and of the weights, whichever "
+                             "count is closest to float (default: auto)")
     parser.add_argument("--gemm-weights", choices=("auto",) + WEIGHT_KINDS, default="auto",
                         help="weights of the GEMM layers (1x1/full convs, classifier): s8 8-bit, s7 7-bit, "
                              "u8 uint8 (slow u8u8 kernels), s8-safe 8-bit scaled so onnxruntime's AVX2 kernels "
