@@ -69,7 +69,7 @@ MIN_OPSET, MAX_OPSET = 13, 23
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Clip", "Relu", "Pad", "GlobalAveragePool", "Flatten")
 FLOAT_OPS = ("Sigmoid", "Mul", "ReduceMean")
 SENSITIVITY_IMAGES = 16
-#: ``--keep-float auto`` tries keeping 0 to this many layers float...
+#: ``--keep-float auto`` tries keeping 0 to this many layers float (the most sensitive that fit)
 AUTO_MAX_FLOAT = 4
 #: ... holding at most this share of the model's multiply-adds and of its weights (a float
 #: layer runs at fp32 speed: Lite0's fourth most sensitive layer, an expand 1x1 at 112x112
@@ -775,20 +775,24 @@ def quantize(
         sensitivity(lambda layer: corrected(all_nodes - set(layer.nodes)), work, cache, settings, layers,
                     probe_inputs, reference, progress=progress)
         ranked = sorted(layers, key=lambda layer: -layer.error)
-        if keep_float == "auto":
-            candidates = [count for count in range(0, min(AUTO_MAX_FLOAT, len(ranked)) + 1)
-                          if within_float_budget(ranked[:count], layers)]
+        if keep_float == "auto":  # the most sensitive layers that fit the budget, in order
+            order: list[Layer] = []
+            for layer in ranked:
+                if len(order) < AUTO_MAX_FLOAT and within_float_budget([*order, layer], layers):
+                    order.append(layer)
+            candidates = list(range(len(order) + 1))
         else:
+            order = ranked
             candidates = [min(int(keep_float), len(ranked))]
         trials: list[tuple[int, float]] = []
-        for count in _bar(list(candidates), "choosing float layers", "try", progress and len(candidates) > 1):
-            kept_nodes = {n for layer in ranked[:count] for n in layer.nodes}
+        for count in _bar(candidates, "choosing float layers", "try", progress and len(candidates) > 1):
+            kept_nodes = {n for layer in order[:count] for n in layer.nodes}
             trial = work / f"int8_{count}.onnx"
             quantize_model(corrected(kept_nodes), trial, cache, settings, nodes_to_exclude=sorted(kept_nodes))
             trials.append((count, relative_error(run_batches(_session(trial), probe_inputs), reference)))
         best = min(error for _, error in trials)
         count = next(count for count, error in trials if error <= AUTO_TOLERANCE * best)
-        for layer in ranked[:count]:
+        for layer in order[:count]:
             layer.kept_float = True
         quantized_path = work / f"int8_{count}.onnx"
         quantized = _load(quantized_path)
@@ -796,7 +800,7 @@ def quantize(
             "format": "QDQ", "activations": "uint8",
             "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
             "method": method, "calibration_images": len(used), "gemm_weights": settings.gemm_weights,
-            "bias_correction": bias_correction, "float_layers": [layer.name for layer in ranked[:count]],
+            "bias_correction": bias_correction, "float_layers": [layer.name for layer in order[:count]],
             "source": model.name, "input_size": preprocessing.size,
         }}
         del quantized.metadata_props[:]
@@ -823,7 +827,7 @@ def quantize(
                         "skipped_files": failures},
         "keep_float": {"requested": keep_float, "chosen": count,
                        "trials": [{"float_layers": c, "relative_error": e} for c, e in trials]},
-        "float_layers": [layer.name for layer in ranked[:count]],
+        "float_layers": [layer.name for layer in order[:count]],
         "sensitivity": [{"layer": layer.name, "kind": layer.kind, "relative_error": layer.error, "macs": layer.macs,
                          "weights": layer.weights, "kept_float": layer.kept_float} for layer in ranked],
         "seconds": time.perf_counter() - started,
