@@ -14,9 +14,14 @@ task it was really trained for):
 
 Speed is always measured at 224x224 (the ImageNet size; the digits models run at any size),
 batch 1 latency and batch 16 throughput, at ``--threads`` (2), fp32 and int8 interleaved in
-rounds; the digits models are timed with a second int8 file built for 224 (``--size 224``). The per-op table comes from onnxruntime's profiler (batch 16).
+rounds; the digits models are timed with a second int8 file built for 224 (``--size 224``).
+The speedups are against the float model pinned to 224x224 (what ``effnet quantize`` times;
+the dynamic-size export, also timed, is slower). The per-op table comes from onnxruntime's
+profiler (batch 16). ``--gemm-weights`` quantizes each model once per weight kind (rows
+``lite0[s7]`` ...), the default kind without a suffix.
 
     python benchmarks/quantize_bench.py --out runs/quantize_bench
+    python benchmarks/quantize_bench.py --models lite0 --gemm-weights s8-safe s7 u8 s8
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -38,7 +44,9 @@ from onnx_photos import LABELS, augmented, real_photos, write_folder  # noqa: E4
 
 from effnet.tasks.export import export  # noqa: E402
 from effnet.runtime.onnx_backend import read_metadata  # noqa: E402
-from effnet.tasks.quantize import FLOAT_OPS, QUANTIZED_OPS, build_report, measure_speed, quantize  # noqa: E402
+from effnet.tasks.quantize import (  # noqa: E402
+    FLOAT_OPS, QUANTIZED_OPS, WEIGHT_KINDS, build_report, fix_input_size, measure_speed, prepare_graph, quantize,
+)
 
 SIZE = 224
 
@@ -126,12 +134,15 @@ def run_model(name: str, float_path: Path, calib: Path, compare: Path, labels: P
     if read_metadata(str(float_path))["preprocessing"]["size"] != SIZE:
         timed = out / f"{name}.int8.{SIZE}.onnx"
         report["timed_file"] = quantize(float_path, calib, timed, size=SIZE, speed=False, **options).report
+    fixed = out / f"{float_path.stem}.fixed{SIZE}.onnx"
+    if not fixed.exists():
+        onnx.save(fix_input_size(prepare_graph(onnx.load(str(float_path))), SIZE), str(fixed))
     image = np.random.default_rng(0).standard_normal((3, SIZE, SIZE)).astype(np.float32)
-    fp32, int8 = measure_speed([float_path, timed], image, threads, rounds=rounds)
-    report["speed"] = {"threads": threads, "size": SIZE, "fp32": fp32, "int8": int8,
+    dynamic, fp32, int8 = measure_speed([float_path, fixed, timed], image, threads, rounds=rounds)
+    report["speed"] = {"threads": threads, "size": SIZE, "fp32": fp32, "int8": int8, "fp32_dynamic_size": dynamic,
                        "speedup_bs1": fp32["latency_bs1_ms"] / int8["latency_bs1_ms"],
                        "speedup_bs16": int8["throughput_bs16_img_s"] / fp32["throughput_bs16_img_s"]}
-    report["op_share"] = {"fp32": op_time_share(float_path, threads), "int8": op_time_share(timed, threads)}
+    report["op_share"] = {"fp32": op_time_share(fixed, threads), "int8": op_time_share(timed, threads)}
     return report
 
 
@@ -143,6 +154,8 @@ def main() -> int:
     parser.add_argument("--lite0-digits", type=Path, default=None,
                         help="weights from `effnet train --config digits_finetune_lite0.yaml` (model_best.safetensors)")
     parser.add_argument("--models", nargs="+", default=["lite0", "b0_digits", "lite0_digits"])
+    parser.add_argument("--gemm-weights", nargs="+", default=["auto"], choices=("auto",) + WEIGHT_KINDS,
+                        help="GEMM weight kinds to compare (each model is quantized once per kind)")
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -152,16 +165,19 @@ def main() -> int:
           f"python {platform.python_version()}", flush=True)
     reports = {}
     photos = photo_sets(out)
+    kinds = {"" if kind == "auto" else f"[{kind}]": {"gemm_weights": kind} for kind in args.gemm_weights}
     if "lite0" in args.models:
         path = out / "lite0.onnx"
         if not path.exists():
             export("efficientnet_lite0", "default", path)
-        reports["lite0"] = run_model("lite0", path, photos["calib"], photos["compare"], None, out, args.threads,
-                                     args.rounds)
-        labelled = build_report(path, out / "lite0.int8.onnx", read_metadata(str(path)), photos["labelled"],
-                                photos["labelled"] / "labels.txt", None, args.threads, False, False, print)
-        reports["lite0"]["labelled_photos"] = {"images": labelled["images"], **labelled["accuracy"],
-                                               "top1_agreement": labelled["top1_agreement"]}
+        for suffix, kind in kinds.items():
+            name = f"lite0{suffix}"
+            reports[name] = run_model(name, path, photos["calib"], photos["compare"], None, out, args.threads,
+                                      args.rounds, **kind)
+            labelled = build_report(path, out / f"{name}.int8.onnx", read_metadata(str(path)), photos["labelled"],
+                                    photos["labelled"] / "labels.txt", None, args.threads, False, False, print)
+            reports[name]["labelled_photos"] = {"images": labelled["images"], **labelled["accuracy"],
+                                                "top1_agreement": labelled["top1_agreement"]}
     if "b0_digits" in args.models:
         weights = out / "b0_digits.safetensors"
         if not weights.exists():
@@ -195,6 +211,7 @@ def threads_note(threads: int) -> str:
 
 
 def print_tables(reports: dict, threads: int) -> None:
+    print(f"\nfp32: the float model pinned to {SIZE}x{SIZE} (the dynamic-size export is slower; results.json)")
     print(f"\n| model | fp32 bs1 ms | int8 bs1 ms | speedup bs1 | fp32 bs16 img/s | int8 bs16 img/s | speedup bs16 "
           f"| top-1 agreement | accuracy fp32 | accuracy int8 | drop | float layers |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
