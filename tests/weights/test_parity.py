@@ -31,6 +31,18 @@ def report(name: str, diff: float, logits: torch.Tensor | np.ndarray) -> None:
     print(f"parity {name}: max abs diff {diff:.2e} (max |logit| {float(np.abs(np.asarray(logits)).max()):.2f})")
 
 
+def assert_parity(name: str, reference: torch.nn.Module, batch: torch.Tensor, arch: str, source: str,
+                  padding: Padding, bn_eps: float) -> None:
+    """Calibrate the reference on ``batch``, convert its tensors to ours, compare the logits."""
+    calibrate(reference, batch)
+    ours = ours_from(reference.state_dict(), arch, source, padding, bn_eps)
+    with torch.no_grad():
+        expected, actual = reference(batch), ours(batch)
+    diff = max_abs_diff(expected, actual)
+    report(f"{name} {tuple(batch.shape[2:])}", diff, expected)
+    assert diff < TOLERANCE
+
+
 # -- lukemelas/EfficientNet-PyTorch ---------------------------------------------------------
 @pytest.mark.parametrize(
     "variant,size,static,batch_size",
@@ -45,14 +57,8 @@ def test_lukemelas(variant: str, size: tuple[int, int], static: bool, batch_size
 
     torch.manual_seed(0)
     reference = EfficientNet.from_name(f"efficientnet-{variant}", image_size=size[0] if static else None)
-    batch = images(batch_size, *size)
-    calibrate(reference, batch)
-    ours = ours_from(reference.state_dict(), f"efficientnet_{variant}", "lukemelas", Padding.TF_SAME, 1e-3)
-    with torch.no_grad():
-        expected, actual = reference(batch), ours(batch)
-    diff = max_abs_diff(expected, actual)
-    report(f"lukemelas {variant} {size}", diff, expected)
-    assert diff < TOLERANCE
+    assert_parity(f"lukemelas {variant}", reference, images(batch_size, *size), f"efficientnet_{variant}",
+                  "lukemelas", Padding.TF_SAME, 1e-3)
 
 
 # -- geffnet (timm's layer names) -----------------------------------------------------------
@@ -67,14 +73,7 @@ def test_geffnet(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
     torch.manual_seed(0)
     reference = geffnet.create_model(name)
     assert {m.eps for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {bn_eps}
-    batch = images(2, 45, 51)
-    calibrate(reference, batch)
-    ours = ours_from(reference.state_dict(), arch, "timm", padding, bn_eps)
-    with torch.no_grad():
-        expected, actual = reference(batch), ours(batch)
-    diff = max_abs_diff(expected, actual)
-    report(f"geffnet {name} (45, 51)", diff, expected)
-    assert diff < TOLERANCE
+    assert_parity(f"geffnet {name}", reference, images(2, 45, 51), arch, "timm", padding, bn_eps)
 
 
 def test_geffnet_needs_neither_timm_nor_torchvision() -> None:
@@ -109,14 +108,7 @@ def test_timm(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
     torch.manual_seed(0)
     reference = timm.create_model(name, pretrained=False)
     assert {m.eps for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {bn_eps}
-    batch = images(2, 45, 51)
-    calibrate(reference, batch)
-    ours = ours_from(reference.state_dict(), arch, "timm", padding, bn_eps)
-    with torch.no_grad():
-        expected, actual = reference(batch), ours(batch)
-    diff = max_abs_diff(expected, actual)
-    report(f"timm {timm.__version__} {name} (45, 51)", diff, expected)
-    assert diff < TOLERANCE
+    assert_parity(f"timm {timm.__version__} {name}", reference, images(2, 45, 51), arch, "timm", padding, bn_eps)
 
 
 @pytest.mark.parametrize(
@@ -130,14 +122,8 @@ def test_torchvision(name: str, arch: str, bn_eps: float) -> None:
     torch.manual_seed(0)
     reference = getattr(torchvision.models, name)(weights=None)
     assert {m.eps for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {bn_eps}
-    batch = images(2, 67, 61)
-    calibrate(reference, batch)
-    ours = ours_from(reference.state_dict(), arch, "torchvision", Padding.SYMMETRIC, bn_eps)
-    with torch.no_grad():
-        expected, actual = reference(batch), ours(batch)
-    diff = max_abs_diff(expected, actual)
-    report(f"torchvision {torchvision.__version__} {name} (67, 61)", diff, expected)
-    assert diff < TOLERANCE
+    assert_parity(f"torchvision {torchvision.__version__} {name}", reference, images(2, 67, 61), arch,
+                  "torchvision", Padding.SYMMETRIC, bn_eps)
 
 
 # -- the real embedded Lite0 weights --------------------------------------------------------
