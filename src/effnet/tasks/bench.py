@@ -684,19 +684,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--calib {args.calib}: no images there (.jpg, .png, ...); "
                              "onnx-int8 calibrates on them")
     runnable = [b for b in backends if b not in skipped]
-    if not runnable:
-        raise EffnetError("nothing to measure: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
-    machine = machine_info()
-    to_stdout = "-" in (args.csv, args.json)
-    if not to_stdout:
-        print("\n".join(header_lines(machine)))
-
     base = BenchConfig(size=args.size, budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats,
                        calib=args.calib, calib_images=args.calib_images)
     configs = [replace(base, backend=b, batch_size=n, threads=t) for b in runnable for t in threads for n in batch_sizes]
-    from rich.console import Console
-    from rich.progress import Progress
-
     pairs = []
     for model, config in ((m, c) for m in models for c in configs):
         reason = BACKENDS[config.backend].cannot_run(model)
@@ -704,8 +694,16 @@ def run(args: argparse.Namespace) -> int:
             skipped[f"{config.backend} for {short_name(model)}"] = reason
         else:
             pairs.append((model, config))
-    if not pairs:
+    if not pairs:  # before the header: nothing half-printed for a run that cannot start
         raise EffnetError("nothing to measure: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
+    machine = machine_info()
+    to_stdout = "-" in (args.csv, args.json)
+    if not to_stdout:
+        print("\n".join(header_lines(machine)))
+
+    from rich.console import Console
+    from rich.progress import Progress
+
     trials: list[Trial] = []
     interactive = sys.stderr.isatty()
     modules: dict[str, Any] = {}
