@@ -512,15 +512,21 @@ def calibrate(model_path: Path, inputs: np.ndarray, settings: Settings, cache: P
 
 
 def quantize_model(model_path: Path, output: Path, cache: Path, settings: Settings, *,
-                   nodes_to_quantize: Sequence[str] | None = None, nodes_to_exclude: Sequence[str] = ()) -> None:
-    """One ``quantize_static`` call with effnet's recipe and the cached activation ranges."""
+                   nodes_to_quantize: Sequence[str] | None = None, nodes_to_exclude: Sequence[str] = (),
+                   overrides: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """One ``quantize_static`` call with effnet's recipe and the cached activation ranges.
+
+    ``overrides``: ``weight_overrides`` of the model, when the caller already has them (they
+    depend only on the weights, which every graph of one ``quantize`` run shares).
+    """
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[settings.method]
-    overrides = weight_overrides(_load(model_path), settings)
+    if overrides is None:
+        overrides = weight_overrides(_load(model_path), settings)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -568,7 +574,8 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def sensitivity(graph_for: Callable[[Layer], Path], workdir: Path, cache: Path, settings: Settings,
-                layers: list[Layer], inputs: np.ndarray, reference: np.ndarray, progress: bool = False) -> None:
+                layers: list[Layer], inputs: np.ndarray, reference: np.ndarray, progress: bool = False,
+                overrides: dict[str, list[dict[str, Any]]] | None = None) -> None:
     """Each layer quantized alone (int8 kernels as deployed): the logits error it causes.
 
     ``graph_for(layer)``: the float graph to quantize for that layer (with bias correction on
@@ -576,7 +583,7 @@ def sensitivity(graph_for: Callable[[Layer], Path], workdir: Path, cache: Path, 
     """
     probe = workdir / "probe.onnx"
     for layer in _bar(layers, "sensitivity per layer", "layer", progress):
-        quantize_model(graph_for(layer), probe, cache, settings, nodes_to_quantize=layer.nodes)
+        quantize_model(graph_for(layer), probe, cache, settings, nodes_to_quantize=layer.nodes, overrides=overrides)
         layer.error = relative_error(run_batches(_session(probe), inputs), reference)
     probe.unlink(missing_ok=True)
 
@@ -773,8 +780,9 @@ def quantize(
         cache = work / "ranges.json"
         calibrate(corrected(set()), inputs, settings, cache, progress=progress)
         reference = run_batches(_session(prepared_path), probe_inputs)
+        overrides = weight_overrides(prepared, settings)  # bias correction leaves the weights alone
         sensitivity(lambda layer: corrected(all_nodes - set(layer.nodes)), work, cache, settings, layers,
-                    probe_inputs, reference, progress=progress)
+                    probe_inputs, reference, progress=progress, overrides=overrides)
         ranked = sorted(layers, key=lambda layer: -layer.error)
         if keep_float == "auto":  # the most sensitive layers that fit the budget, in order
             order: list[Layer] = []
@@ -789,7 +797,8 @@ def quantize(
         for count in _bar(candidates, "choosing float layers", "try", progress and len(candidates) > 1):
             kept_nodes = {n for layer in order[:count] for n in layer.nodes}
             trial = work / f"int8_{count}.onnx"
-            quantize_model(corrected(kept_nodes), trial, cache, settings, nodes_to_exclude=sorted(kept_nodes))
+            quantize_model(corrected(kept_nodes), trial, cache, settings, nodes_to_exclude=sorted(kept_nodes),
+                           overrides=overrides)
             trials.append((count, relative_error(run_batches(_session(trial), probe_inputs), reference)))
         best = min(error for _, error in trials)
         count = next(count for count, error in trials if error <= AUTO_TOLERANCE * best)
