@@ -37,3 +37,19 @@ def test_two_writers_do_not_share_a_temporary_name(tmp_path: Path) -> None:
         first.write_bytes(b"1")
         second.write_bytes(b"2")
     assert target.read_bytes() == b"1"  # the outer block finishes last
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_the_written_file_has_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int) -> None:
+    import os
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o644)
+    previous = os.umask(umask)
+    try:
+        with staged(target) as temporary:
+            temporary.write_bytes(b"new")  # as libraries do: open for writing, truncate
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == mode

@@ -11,16 +11,20 @@ Public API (resolved lazily so that ``import effnet`` does not import torch)::
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("effnet")  # one source: pyproject.toml
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 _PUBLIC = {
     "create_model": "effnet.weights.loading",
-    "list_models": "effnet.tasks.models",
+    "list_models": "effnet.models.variants",
     "get_weights": "effnet.weights.registry",
     "list_weights": "effnet.weights.registry",
-    "Predictor": "effnet.tasks.predict",
+    "Predictor": "effnet.runtime.predictor",
     "Preprocessing": "effnet.data.transforms",
 }
 

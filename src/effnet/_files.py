@@ -2,7 +2,10 @@
 
 Every effnet output (weights, checkpoints, ONNX files, reports, downloads) is staged in a
 temporary file beside its destination and renamed over it only once it is complete, so an
-interrupted or failed write leaves the old file, or none, never a truncated one.
+interrupted or failed write leaves the old file, or none, never a truncated one. The file
+gets the permissions any other tool would give it (``0666`` less the umask, e.g. 0644):
+``mkstemp`` creates 0600 files, which a server or container running as another user could
+not read.
 """
 
 from __future__ import annotations
@@ -12,6 +15,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -25,6 +35,7 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     temporary = Path(name)
     try:

@@ -58,6 +58,20 @@ def _top_level_help() -> str:
     return "\n".join(lines)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; every option's help ends with its default when it
+    has a meaningful one (not None/False), so no help string writes "(default: ...)" by hand."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or "(default" in text or default in (None, False, argparse.SUPPRESS):
+            return text
+        if not action.option_strings or isinstance(default, (list, tuple)) and not default:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -67,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _closed_pipe()
         return 0 if argv else 2
     if argv[0] == "--version":
-        from importlib.metadata import version
+        from . import __version__
 
-        print(f"effnet {version('effnet')}")
+        print(f"effnet {__version__}")
         return 0
     command = argv[0]
     if command not in COMMANDS:
@@ -78,11 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     tune_malloc()
     module = importlib.import_module(COMMANDS[command])
-    parser = argparse.ArgumentParser(
-        prog=f"effnet {command}", description=module.DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter if getattr(module, "SHOW_DEFAULTS", False)
-        else argparse.HelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog=f"effnet {command}", description=module.DESCRIPTION,
+                                     formatter_class=HelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:

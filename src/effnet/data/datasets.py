@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EffnetError
-from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, _read_bytes, decode_image_reduced, load_image
+from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, _read_bytes, decode_image_reduced, find_images, load_image
 from .labels import imagenet_synsets
 from .transforms import Preprocessing
 
@@ -143,6 +143,61 @@ def parse_label_file(
     if not samples:
         raise DatasetError(f"{label_file}: no labelled lines")
     return samples
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Images and, per image, the class indices that count as correct (the first is its class).
+
+    ``targets`` is None for a flat folder of unlabelled images (fp32-vs-int8 agreement needs
+    no labels)."""
+
+    root: Path
+    layout: str
+    paths: list[Path]
+    targets: list[tuple[int, ...]] | None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def spread(count: int, limit: int | None) -> list[int]:
+    """``limit`` positions spread evenly over ``count`` samples (every class gets a say)."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return [i * count // limit for i in range(limit)]
+
+
+def load_eval_set(
+    data: str | Path,
+    resolver: LabelResolver,
+    labels: str | Path | None = None,
+    limit: int | None = None,
+    allow_unlabelled: bool = False,
+) -> EvalSet:
+    """An ImageFolder tree, or a folder plus a label file, as an ``EvalSet``.
+
+    ``allow_unlabelled``: a folder without class sub-folders and without a label file gives
+    its images with ``targets=None`` instead of an error.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "folder not found"
+        raise DatasetError(f"{root}: {problem} (an ImageFolder tree, or an image folder with a label file)")
+    if labels is not None:
+        pairs: list[tuple[Path, tuple[int, ...] | None]] = list(parse_label_file(root, labels, resolver))
+        layout = "label file"
+    elif allow_unlabelled and not any(p.is_dir() for p in root.iterdir()):
+        found = find_images(root)
+        if not found:
+            raise DatasetError(f"{root}: no images in this folder")
+        pairs, layout = [(path, None) for path in found], "unlabelled images"
+    else:
+        pairs = [(path, (index,)) for path, index in scan_image_folder(root, resolver)]
+        layout = "class folders"
+    pairs = [pairs[i] for i in spread(len(pairs), limit)]
+    targets = None if layout == "unlabelled images" else [t for _, t in pairs]
+    return EvalSet(root, layout, [p for p, _ in pairs], targets)  # type: ignore[arg-type]
 
 
 # -- decoding at reduced size ---------------------------------------------------------------

@@ -90,3 +90,8 @@ def canonical_name(name: str) -> str:
 def get_variant(name: str) -> tuple[str, Variant]:
     canonical = canonical_name(name)
     return canonical, VARIANTS[canonical]
+
+
+def list_models() -> list[str]:
+    """Every variant's canonical name, in family order (B0...L2, B0-small, Lite0-4, V2)."""
+    return list(VARIANTS)

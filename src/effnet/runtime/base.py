@@ -1,4 +1,4 @@
-"""What every inference backend provides."""
+"""What every inference engine provides, whatever runs the network underneath."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from ..data.transforms import Preprocessing
 
 
 @dataclass
-class Backend:
-    """A callable from a preprocessed NCHW float32 batch to logits, plus what it expects."""
+class Engine:
+    """A callable from a preprocessed batch to logits, plus what its weights expect.
+
+    ``name`` is the registry name (``torch``, ``onnxruntime``, ...); ``preprocessing`` and
+    ``labels`` come from the weights or the file the engine runs, so callers never consult
+    the registry themselves.
+    """
 
     name: str
     arch: str
@@ -31,17 +36,22 @@ class Backend:
         """True for graphs that preprocess decoded uint8 images themselves (any size)."""
         return False
 
+    @property
+    def weights_name(self) -> str:
+        """The weights entry (or file) behind this engine, for reports."""
+        return self.arch
+
     def example_input(self, batch_size: int = 1) -> np.ndarray:
-        """A zero batch this backend accepts (for warm-up): float32 NCHW at the preprocessing
-        size, or uint8 NHWC images for a backend that takes images."""
+        """A zero batch this engine accepts (for warm-up): float32 NCHW at the preprocessing
+        size, or uint8 NHWC images for an engine that takes images."""
         size = self.preprocessing.size
         if self.takes_images:
             return np.zeros((batch_size, size, size, 3), np.uint8)
         return np.zeros((batch_size, 3, size, size), np.float32)
 
     def collate(self, arrays: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-        """One batch from preprocessed arrays: stacked, or, for a backend that takes raw images
-        of different sizes, the list as it is (the backend groups them itself)."""
+        """One batch from preprocessed arrays: stacked, or, for an engine that takes raw images
+        of different sizes, the list as it is (the engine groups them itself)."""
         if self.takes_images and len({array.shape for array in arrays}) > 1:
             return list(arrays)
         return np.stack(arrays)

@@ -1,18 +1,18 @@
-"""The onnxruntime backend: an exported ``.onnx`` file is all it needs, and torch is never imported.
+"""The onnxruntime engine: an exported ``.onnx`` file is all it needs, and torch is never imported.
 
 An effnet ONNX file carries its own metadata (architecture, weights, padding, preprocessing,
 labels, input layout) as ``metadata_props``, so loading reads nothing else. Files written
 with ``--with-preprocessing`` take decoded uint8 images (NHWC, any size) and resize, crop and
 normalize inside the graph; for them ``preprocessing`` passes images through untouched and
-the backend groups same-sized images into one run.
+the engine groups same-sized images into one run.
 
 Only numpy, onnxruntime and effnet's torch-free modules (``data``, ``errors``, and
-``models.variants`` for model names) are imported here: a machine that deploys an ``.onnx`` file does not need torch installed.
+``models.variants`` for model names) are imported here: a machine that deploys an ``.onnx``
+file does not need torch installed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,38 +24,12 @@ import numpy as np
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
-from .base import Backend
-
-#: Every key effnet writes into an ONNX file's metadata starts with this.
-METADATA_PREFIX = "effnet."
-#: ``effnet.input`` values: what the graph's single input is.
-INPUT_FLOAT = "float32_nchw"
-INPUT_RGB = "uint8_nhwc_rgb"
-INPUT_BGR = "uint8_nhwc_bgr"
-INPUT_LAYOUTS = (INPUT_FLOAT, INPUT_RGB, INPUT_BGR)
+from .base import Engine
+from .onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_LAYOUTS, INPUT_RGB, decode
 
 
 class OnnxModelError(EffnetError, ValueError):
     """A file onnxruntime cannot use as an effnet classifier (not ONNX, wrong opset, ...)."""
-
-
-def read_metadata(source: str | os.PathLike | Mapping[str, str]) -> dict[str, Any]:
-    """``effnet.*`` metadata of an ONNX file (or of a ``custom_metadata_map``), JSON-decoded."""
-    if not isinstance(source, Mapping):
-        source = open_session(source, threads=1, optimize=False).get_modelmeta().custom_metadata_map
-    decoded: dict[str, Any] = {}
-    for key, value in source.items():
-        if key.startswith(METADATA_PREFIX):
-            try:
-                decoded[key[len(METADATA_PREFIX):]] = json.loads(value)
-            except json.JSONDecodeError:
-                decoded[key[len(METADATA_PREFIX):]] = value
-    return decoded
-
-
-def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
-    """The inverse of ``read_metadata``: prefixed keys, JSON values (strings stay plain)."""
-    return {METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
 def open_session(path: str | os.PathLike | bytes, threads: int | None = None, optimize: bool = True,
@@ -114,10 +88,10 @@ class PassThrough(Preprocessing):
 
 
 @dataclass
-class OnnxBackend(Backend):
-    """An onnxruntime session behind the ``Backend`` interface.
+class OnnxRuntimeEngine(Engine):
+    """An onnxruntime session behind the ``Engine`` interface.
 
-    ``backend(batch)`` takes a preprocessed NCHW float32 batch for plain graphs; for graphs
+    ``engine(batch)`` takes a preprocessed NCHW float32 batch for plain graphs; for graphs
     with in-graph preprocessing it takes uint8 HxWx3 images (a stacked array or a list of
     differently sized ones).
     """
@@ -133,17 +107,19 @@ class OnnxBackend(Backend):
         model: str | None = None,
         weights: Any = None,
         threads: int | None = None,
-        **unused: Any,
-    ) -> "OnnxBackend":
-        """``OnnxBackend.load(None, "model.onnx")``: the file names its architecture.
+        device: str = "cpu",
+    ) -> "OnnxRuntimeEngine":
+        """``OnnxRuntimeEngine.load(None, "model.onnx")``: the file names its architecture.
 
         ``model``, when given, must agree with the file. ``threads``: intra-op threads.
         """
         if weights in (None, "default") or not str(weights).lower().endswith(".onnx"):
-            raise UsageError("the onnx backend needs an exported model: --weights model.onnx "
+            raise UsageError("the onnxruntime engine needs an exported model: --weights model.onnx "
                              "(create one with `effnet export`)")
+        if device != "cpu":
+            raise UsageError(f"the onnxruntime engine runs on the CPU here, not on {device}")
         session = open_session(weights, threads=threads)
-        metadata = read_metadata(session.get_modelmeta().custom_metadata_map)
+        metadata = decode(session.get_modelmeta().custom_metadata_map)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise OnnxModelError(f"{weights}: expected one input and a logits output, "
@@ -159,9 +135,13 @@ class OnnxBackend(Backend):
         num_classes = _num_classes(outputs[0], metadata)
         labels = resolve_labels(metadata.get("labels", "imagenet1k"), num_classes)
         return cls(
-            name="onnx", arch=arch, preprocessing=preprocessing, labels=labels,
+            name="onnxruntime", arch=arch, preprocessing=preprocessing, labels=labels,
             session=session, path=str(weights), input_layout=layout, metadata=metadata,
         )
+
+    @property
+    def weights_name(self) -> str:
+        return str(self.metadata.get("weights") or self.path)
 
     @property
     def input_name(self) -> str:

@@ -1,4 +1,4 @@
-"""The reference backend: the PyTorch module itself, in inference mode."""
+"""The reference engine: the PyTorch module itself, in inference mode (CPU or CUDA)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from ..models.network import EfficientNet
 from ..models.variants import canonical_name
 from ..weights.loading import create_model, looks_like_path
 from ..weights.registry import DEFAULT_MODEL
-from .base import Backend
+from .base import Engine
 
 
 @dataclass
-class TorchBackend(Backend):
+class TorchEngine(Engine):
     model: EfficientNet = field(default=None, repr=False)  # type: ignore[assignment]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = True
@@ -29,13 +29,17 @@ class TorchBackend(Backend):
         model: str | None = None,
         weights: Any = "default",
         device: str = "cpu",
+        threads: int | None = None,
         channels_last: bool = True,
-    ) -> "TorchBackend":
-        """Model name and weights (entry, tag, ``default``, or a file) -> backend.
+    ) -> "TorchEngine":
+        """Model name and weights (entry, tag, ``default``, or a file) -> engine.
 
         With only a file, the file's own metadata names the architecture; with neither,
-        the embedded default (EfficientNet-Lite0) is used.
+        the embedded default (EfficientNet-Lite0) is used. ``threads``: torch's intra-op
+        threads, process-wide (torch has no per-module setting).
         """
+        if threads is not None:
+            torch.set_num_threads(threads)
         arch = canonical_name(model) if model else None
         if arch is None and (weights in (None, "default") or not looks_like_path(weights)):
             arch = DEFAULT_MODEL
@@ -53,6 +57,11 @@ class TorchBackend(Backend):
             name="torch", arch=net.plan.name, preprocessing=preprocessing, labels=labels,
             model=net, device=target, channels_last=channels_last,
         )
+
+    @property
+    def weights_name(self) -> str:
+        entry = getattr(self.model, "pretrained_cfg", None)
+        return entry.name if entry is not None else "random"
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,141 @@
+"""Command-line options that several commands share: declared once, one meaning each.
+
+A command asks for the options it takes by name (``add_options(parser, "model", "weights",
+"engine")``) and so gets the same flags, help and checks as every other command. Defaults
+are shown by the CLI's help formatter, so no help string writes its own "(default: ...)".
+Adding a shared option is one ``Option`` line in ``OPTIONS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._files import staged
+from .errors import UsageError
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, not {text!r}")
+    return value
+
+
+def positive_int_list(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated integers >= 1 (``1,16``)."""
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, not {text!r}")
+    return [positive_int(value) for value in values]
+
+
+def keyword_or_int(keyword: str, minimum: int, keyword_value: Any) -> Callable[[str], Any]:
+    """An argparse ``type``: ``keyword`` (as ``keyword_value``) or an integer of at least ``minimum``,
+    e.g. ``--size dynamic|224`` or ``--keep-float auto|2``."""
+
+    def parse(text: str) -> Any:
+        if text.lower() == keyword:
+            return keyword_value
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected '{keyword}' or an integer >= {minimum}, not {text!r}")
+        return value
+
+    return parse
+
+
+def json_destination(text: str) -> str:
+    """``--json`` values: ``-`` (stdout) or a ``.json`` file, so that a misplaced image path is
+    never taken for the output and overwritten."""
+    if text != "-" and not text.lower().endswith(".json"):
+        raise argparse.ArgumentTypeError(f"expected '-' (stdout) or a file ending in .json, not {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One shared option: its flags and ``add_argument`` settings."""
+
+    flags: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, parser: argparse.ArgumentParser | Any, **changes: Any) -> argparse.Action:
+        return parser.add_argument(*self.flags, **{**self.settings, **changes})
+
+
+def _engine_choices() -> tuple[str, ...]:
+    from .runtime import engine_choices
+
+    return engine_choices()
+
+
+OPTIONS: dict[str, Option] = {
+    "model": Option(("--model", "-m"), {
+        "default": None, "metavar": "NAME",
+        "help": "variant name, e.g. efficientnet_lite0, lite1, b0, v2_s (default: the architecture named by "
+                "--weights, else lite0); see `effnet models`"}),
+    "weights": Option(("--weights", "-w"), {
+        "default": "default",
+        "help": "weights: an entry (efficientnet_b3.tv_in1k) or tag (tv_in1k), 'default' (the model's embedded or "
+                "best weights), a file (.safetensors from `effnet convert`/`train`, .pth from timm/lukemelas/"
+                "torchvision, .onnx from `effnet export`), or 'none' for random init"}),
+    "engine": Option(("--engine",), {
+        "default": "auto", "metavar": "NAME",
+        "help": "inference engine: auto (the engine an exported file needs, else torch), torch, onnxruntime; "
+                "`effnet bench --help` lists them all"}),
+    "device": Option(("--device",), {
+        "default": None, "help": "torch device, e.g. cpu, cuda, cuda:1 (default: cpu; torch engine only)"}),
+    "threads": Option(("--threads",), {
+        "type": positive_int, "default": None, "metavar": "N",
+        "help": "CPU threads inside one forward pass (default: the engine's own, one per core)"}),
+    "json": Option(("--json",), {
+        "type": json_destination, "nargs": "?", "const": "-", "default": None, "metavar": "PATH",
+        "help": "also write the results as JSON to PATH (a .json file), or to stdout with '-' or no PATH"}),
+    "no_progress": Option(("--no-progress",), {
+        "action": "store_true", "help": "no progress bar (bars are only drawn on a terminal anyway)"}),
+}
+
+
+def add_options(parser: argparse.ArgumentParser | Any, *names: str, **changes: dict[str, Any]) -> None:
+    """Add the shared options ``names`` to ``parser``; ``changes[name]`` adjusts one (e.g. serve's
+    repeatable ``--model``)."""
+    for name in names:
+        extra = {"choices": _engine_choices()} if name == "engine" else {}
+        action = OPTIONS[name].add(parser, **{**extra, **changes.get(name, {})})
+        if name == "engine":  # the name before 0.2 (README changelog), kept working
+            parser.add_argument("--backend", dest=action.dest, choices=action.choices, help=argparse.SUPPRESS)
+
+
+def check_json_destination(destination: str | None) -> None:
+    """Refuse an unwritable ``--json`` destination before a long run, not after it."""
+    if destination in (None, "-"):
+        return
+    path = Path(destination)
+    if path.is_dir():
+        raise UsageError(f"--json {destination} is a folder; give a file name, e.g. {path / 'results.json'}")
+    if any(folder.exists() and not folder.is_dir() for folder in path.parents):
+        raise UsageError(f"--json {destination}: a part of this path is a file, not a folder")
+
+
+def write_json(destination: str, document: Any) -> None:
+    """The ``--json`` output: to stdout for ``-``, else written whole (staged) to the file."""
+    text = json.dumps(document, indent=2) + "\n"
+    if destination == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with staged(destination) as temporary:
+        temporary.write_text(text)
