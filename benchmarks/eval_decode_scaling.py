@@ -29,7 +29,7 @@ from PIL import Image
 
 from effnet.data.datasets import load_image_reduced
 from effnet.data.images import load_image
-from effnet.runtime import open_backend
+from effnet.runtime import open_engine
 
 PHOTOS = [
     ("skimage", "data/chelsea.png"), ("skimage", "data/coffee.png"), ("skimage", "data/rocket.jpg"),
@@ -80,11 +80,11 @@ def _best_time(decode, paths) -> float:
     return best
 
 
-def _row(model, safety, crop, changed, inputs, reference, probabilities, full, prep, backend, paths, ratio,
+def _row(model, safety, crop, changed, inputs, reference, probabilities, full, prep, engine, paths, ratio,
          speedup) -> None:
     exact = np.stack([prep(full[i]) for i in changed])
     inputs = np.stack(inputs)
-    logits = backend(inputs)
+    logits = engine(inputs)
     base = reference[changed]
     pixel_scale = 255.0 * np.asarray(prep.std, np.float32)[:, None, None]
     input_diff = float(np.abs((inputs - exact) * pixel_scale).mean())
@@ -107,14 +107,14 @@ def main() -> int:
                   "flipped top-1 (its full-decode probability)")
         print(header)
         for model in MODELS:
-            backend = open_backend("torch", model, "default")
-            prep = backend.preprocessing
+            engine = open_engine("torch", model, "default")
+            prep = engine.preprocessing
             working = prep.size / prep.crop_fraction
-            reference = backend(np.stack([prep(a) for a in full]))
+            reference = engine(np.stack([prep(a) for a in full]))
             probabilities = softmax(reference)
             resaved = [load_image(_jpeg_bytes(a, 95)) for a in full]
             _row(model, "re-save", "q95", list(range(len(full))), [prep(a) for a in resaved], reference, probabilities,
-                 full, prep, backend, paths, ratio=float("nan"), speedup=float("nan"))
+                 full, prep, engine, paths, ratio=float("nan"), speedup=float("nan"))
             for safety in SAFETY:
                 side = math.ceil(safety * working)
                 reduced = [load_image_reduced(p, side) for p in paths]
@@ -128,7 +128,7 @@ def main() -> int:
                 for crop in ("aligned", "naive"):
                     inputs = [prep(reduced[i][0], source_size=reduced[i][1] if crop == "aligned" else None)
                               for i in changed]
-                    _row(model, f"{safety:.1f}", crop, changed, inputs, reference, probabilities, full, prep, backend,
+                    _row(model, f"{safety:.1f}", crop, changed, inputs, reference, probabilities, full, prep, engine,
                          paths, ratio, speedup)
     print("\n|d input|: mean absolute difference of the network input, in 0-255 pixel units.")
     print("faster: decode + preprocessing time, full-size / reduced, best of 3, over the JPEGs that were reduced.")

@@ -3,7 +3,7 @@
 Builds 256 real-size JPEGs (about 500x375, like ImageNet val) from the photos shipped in
 scikit-image / scikit-learn / matplotlib with random crops and flips, then measures for Lite0:
 
-- model only: the backend on a ready-made batch (the ceiling: no decoding at all);
+- model only: the engine on a ready-made batch (the ceiling: no decoding at all);
 - eval: the whole `effnet eval` loop (decode, preprocess, forward, top-k) with 0..N DataLoader
   workers, including worker start-up.
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from effnet.data.datasets import LabelResolver
-from effnet.runtime import open_backend
-from effnet.tasks.evaluate import load_eval_set, predict_shard
+from effnet.data.datasets import LabelResolver, load_eval_set
+from effnet.runtime import open_engine
+from effnet.runtime.evaluation import predict_shard
 
 #: (package, file, ImageNet class it is filed under)
 SOURCES = [
@@ -70,27 +70,27 @@ def main() -> int:
     parser.add_argument("--model", default="efficientnet_lite0")
     args = parser.parse_args()
 
-    backend = open_backend("torch", args.model, "default")
+    engine = open_engine("torch", args.model, "default")
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         make_jpegs(folder)
         eval_set = load_eval_set(folder, LabelResolver())
         count = len(eval_set)
-        size = backend.preprocessing.size
+        size = engine.preprocessing.size
         batch = np.random.default_rng(0).standard_normal((args.batch_size, 3, size, size), dtype=np.float32)
         for _ in range(3):
-            backend(batch)  # warm-up: first calls pick kernels
+            engine(batch)  # warm-up: first calls pick kernels
 
         def model_only() -> float:
             batches = count // args.batch_size
             start = time.perf_counter()
             for _ in range(batches):
-                backend(batch)
+                engine(batch)
             return batches * args.batch_size / (time.perf_counter() - start)
 
         def full_eval(workers: int) -> tuple[float, float]:
             start = time.perf_counter()
-            output = predict_shard(backend, eval_set, range(count), batch_size=args.batch_size, workers=workers)
+            output = predict_shard(engine, eval_set, range(count), batch_size=args.batch_size, workers=workers)
             assert len(output.positions) == count and not output.failed
             return count / (time.perf_counter() - start), output.wait_seconds / output.seconds
 

@@ -1,13 +1,35 @@
-"""Shared fixtures: real photos shipped inside scikit-image and scikit-learn."""
+"""Fixtures shared by every test room. Each name says what it holds, so no test file defines
+another fixture of the same name with another type:
+
+- ``acceptance_photos``: the four real photos of issue 3 as RGB/grey uint8 arrays
+  (scikit-image and scikit-learn ship them), at full size.
+- ``photo_thumbnails``: six real photos as PIL RGB images of at most 320 px, cheap to decode,
+  for building small labelled image sets on disk.
+- ``photo_tree``: an ImageFolder tree of those thumbnails with class folders in every naming
+  style effnet reads, and the class each image is filed under (``PhotoTree``).
+- ``lite0_predictor``: ``Predictor("efficientnet_lite0")`` on the torch engine with the embedded
+  ImageNet weights (``.engine`` is the ``TorchEngine``, ``.engine.model`` the module). Shared by
+  the session: never change its settings.
+- ``tiny_classifier``: a builder of hand-made ONNX classifiers (see ``TinyClassifier``).
+"""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from effnet.data.transforms import Preprocessing
+from effnet.runtime.onnx_metadata import INPUT_FLOAT, write_metadata
 
 REFERENCE = Path(__file__).parent / "reference"
 
@@ -23,8 +45,10 @@ def _seed() -> None:
     np.random.seed(0)
 
 
-def real_photos() -> dict[str, np.ndarray]:
-    """The four acceptance photos of issue 3 (RGB uint8)."""
+@pytest.fixture(scope="session")
+def acceptance_photos() -> dict[str, np.ndarray]:
+    """chelsea (a tabby cat), coffee (espresso), camera (grey: a cameraman with a tripod), china
+    (the Summer Palace): the four photos predict's acceptance test of issue 3 names."""
     import skimage.data
     from sklearn.datasets import load_sample_image
 
@@ -36,6 +60,110 @@ def real_photos() -> dict[str, np.ndarray]:
     }
 
 
+#: name -> (package, file inside it): real photos shipped in installed packages
+THUMBNAIL_SOURCES = {
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+}
+
+
 @pytest.fixture(scope="session")
-def photos() -> dict[str, np.ndarray]:
-    return real_photos()
+def photo_thumbnails() -> dict[str, Image.Image]:
+    loaded = {}
+    for name, (package, relative) in THUMBNAIL_SOURCES.items():
+        with resources.as_file(resources.files(package).joinpath(relative)) as path:
+            image = Image.open(path).convert("RGB")
+        image.thumbnail((320, 320))
+        loaded[name] = image
+    return loaded
+
+
+@dataclass(frozen=True)
+class PhotoTree:
+    """``root/<class folder>/<photo>``; ``paths`` sorted as a scan sorts them, ``targets`` their
+    classes. flower is filed under tench (0), so top-1 and top-5 both have a miss."""
+
+    root: Path
+    paths: list[Path]
+    targets: list[int]
+
+
+#: class folder -> photo: an index, a zero-padded index, a synset (n03773504 = missile, 657)
+PHOTO_TREE = {"281": "chelsea", "0967": "coffee", "n03773504": "rocket", "652": "hopper", "698": "china",
+              "0": "flower"}
+
+
+@pytest.fixture
+def photo_tree(tmp_path: Path, photo_thumbnails: dict[str, Image.Image]) -> PhotoTree:
+    root = tmp_path / "photo_tree"
+    for folder, name in PHOTO_TREE.items():
+        (root / folder).mkdir(parents=True)
+        photo_thumbnails[name].save(root / folder / f"{name}.{'png' if name == 'chelsea' else 'jpg'}")
+    paths = sorted(root.glob("*/*"))  # class folders sort as strings: 0, 0967, 281, 652, 698, n03773504
+    return PhotoTree(root, paths, [0, 967, 281, 652, 698, 657])
+
+
+@pytest.fixture(scope="session")
+def lite0_predictor():  # noqa: ANN201 - the import stays inside so that collecting tests loads no weights
+    from effnet.runtime.predictor import Predictor
+
+    return Predictor("efficientnet_lite0", engine="torch")
+
+
+@dataclass(frozen=True)
+class TinyClassifier:
+    """Builds ONNX classifiers small enough to write in every test: the mean of each channel of
+    the image, times a fixed random (3, classes) matrix (``weight(classes)``).
+
+    ``layout`` is an ``effnet.runtime.onnx_metadata`` input layout: float32 NCHW at ``size``
+    (``batch`` is the batch dimension, a name for dynamic), or uint8 NHWC images of any size
+    (the layout of graphs with in-graph preprocessing). ``metadata`` writes effnet's ONNX
+    metadata (architecture lite0, ImageNet labels for 1000 classes, mean 0.5 / std 0.25).
+    """
+
+    def weight(self, classes: int = 1000) -> np.ndarray:
+        return np.random.default_rng(0).normal(size=(3, classes)).astype(np.float32)
+
+    def logits(self, channel_means: np.ndarray, classes: int = 1000) -> np.ndarray:
+        """What the graph computes for images whose per-channel means are ``channel_means`` (N, 3)."""
+        return channel_means @ self.weight(classes)
+
+    def __call__(self, path: Path, *, layout: str = INPUT_FLOAT, metadata: bool = True, size: int = 32,
+                 classes: int = 1000, batch: int | str = "N", opset: int = 18) -> Path:
+        if layout == INPUT_FLOAT:
+            nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+                     helper.make_node("Flatten", ["pooled"], ["flat"])]
+            image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])
+        else:
+            mean = (helper.make_node("ReduceMean", ["f", "axes"], ["flat"], keepdims=0) if opset >= 18
+                    else helper.make_node("ReduceMean", ["f"], ["flat"], keepdims=0, axes=[1, 2]))
+            nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), mean]
+            image = helper.make_tensor_value_info("x", TensorProto.UINT8, [batch, "H", "W", 3])
+        nodes.append(helper.make_node("MatMul", ["flat", "w"], ["logits"]))
+        initializers = [numpy_helper.from_array(self.weight(classes), "w")]
+        if layout != INPUT_FLOAT and opset >= 18:
+            initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), "axes"))
+        graph = helper.make_graph(
+            nodes, "tiny", [image], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+            initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        if metadata:
+            labels: str | Sequence[str] = "imagenet1k" if classes == 1000 else [f"thing{i}" for i in range(classes)]
+            write_metadata(model, {
+                "arch": "efficientnet_lite0", "weights": "tiny", "input": layout, "labels": labels,
+                "num_classes": classes,
+                "preprocessing": Preprocessing(size=size, mean=(0.5,) * 3, std=(0.25,) * 3).to_dict(),
+            })
+        onnx.checker.check_model(model)
+        onnx.save(model, path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier() -> TinyClassifier:
+    return TinyClassifier()

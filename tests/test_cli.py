@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.cli import main
+from effnet.cli import COMMANDS, HelpFormatter, main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -42,3 +44,20 @@ def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch) -> None:
 def test_unknown_command_is_a_usage_error(capsys) -> None:
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_defaults_are_written_by_the_help_formatter(command: str, capsys) -> None:
+    """No help string spells out its own plain default ("(default: 32)"): the formatter appends
+    it, so it cannot go stale when the default changes."""
+    module = importlib.import_module(COMMANDS[command])
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    module.add_arguments(parser)
+    written = [action.dest for action in parser._actions
+               if action.help and f"(default: {action.default})" in action.help]
+    assert written == []
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "images per forward pass (default: " in text  # appended by the formatter
+    assert "(default: None)" not in text and "(default: False)" not in text

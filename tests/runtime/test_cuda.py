@@ -1,5 +1,5 @@
 """The CUDA paths checked against the CPU: inference in fp32 (TF32 convs), fp16 and bf16
-autocast, channels_last, `effnet bench`'s CUDA backends (graphs, compile) and a training run
+autocast, channels_last, evaluation on a GPU, `effnet bench`'s CUDA backends (graphs, compile) and a training run
 with mixed precision.
 
 These need an NVIDIA GPU: the project's CPU machines and CI skip them; they were run on the
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from effnet.cli import main
-from effnet.runtime.torch_backend import TorchBackend
+from effnet.runtime.torch_engine import TorchEngine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -30,22 +30,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def photo_batch(photos: dict[str, np.ndarray]) -> np.ndarray:
-    backend = TorchBackend.load("lite0")
-    rgb = [np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in photos.values()]
-    return np.stack([backend.preprocessing(image) for image in rgb])
+def acceptance_batch(acceptance_photos: dict[str, np.ndarray], lite0_predictor) -> np.ndarray:
+    """The four acceptance photos, preprocessed for Lite0."""
+    return np.stack([lite0_predictor.preprocess(image) for image in acceptance_photos.values()])
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
-def test_real_lite0_on_cuda_agrees_with_cpu(photo_batch: np.ndarray, dtype: torch.dtype | None,
-                                             channels_last: bool) -> None:
-    expected = softmax(TorchBackend.load("lite0")(photo_batch))
-    gpu = TorchBackend.load("lite0", device="cuda", channels_last=channels_last)
+def test_real_lite0_on_cuda_agrees_with_cpu(acceptance_batch: np.ndarray, lite0_predictor,
+                                             dtype: torch.dtype | None, channels_last: bool) -> None:
+    expected = softmax(lite0_predictor.engine(acceptance_batch))
+    gpu = TorchEngine.load("lite0", device="cuda", channels_last=channels_last)
     with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-        actual = softmax(gpu(photo_batch))
+        actual = softmax(gpu(acceptance_batch))
     assert (actual.argmax(axis=1) == expected.argmax(axis=1)).all()
     assert np.abs(actual - expected).max() < PROBABILITY_TOLERANCE[dtype]
+
+
+def test_eval_on_cuda_gives_the_cpu_numbers(tmp_path: Path, photo_tree, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pinned batches on the GPU (the engine says it runs on cuda): the same top-5 as the CPU."""
+    for device in ("cpu", "cuda"):
+        assert main(["eval", str(photo_tree.root), "--device", device, "--workers", "2", "--no-progress",
+                     "--json", str(tmp_path / f"{device}.json")]) == 0
+    cpu, cuda = (json.loads((tmp_path / f"{d}.json").read_text()) for d in ("cpu", "cuda"))
+    assert [p["top5"][0] for p in cpu["predictions"]] == [p["top5"][0] for p in cuda["predictions"]]
+    assert cuda["Top_1_Accuracy"] == cpu["Top_1_Accuracy"]
 
 
 def test_bench_cuda_backends_run_and_report_the_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +75,7 @@ def test_bench_cuda_backends_run_and_report_the_gpu(tmp_path: Path, capsys: pyte
 def test_cuda_graph_replays_the_same_logits_as_eager() -> None:
     from effnet.tasks.bench import BACKENDS, BenchConfig
 
-    model = TorchBackend.load("lite0").model
+    model = TorchEngine.load("lite0").model
     torch.manual_seed(0)
     eager = BACKENDS["cuda-fp16"].prepare(model, BenchConfig(batch_size=2), 224)()
     torch.manual_seed(0)

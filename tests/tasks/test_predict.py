@@ -1,4 +1,4 @@
-"""Predict with the real embedded weights on real photos, and the CLI's contract."""
+"""``effnet predict``: the command's contract (the Predictor itself: tests/runtime/test_predictor.py)."""
 
 from __future__ import annotations
 
@@ -12,45 +12,38 @@ import pytest
 from PIL import Image
 
 from effnet.cli import main
-from effnet.tasks.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
-CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-# Issue 3's acceptance: chelsea's top-3 holds a cat class; the others' top-1.
-EXPECTED_TOP1 = {"coffee": 967, "camera": 872, "china": 698}  # espresso, tripod, palace
-
-
-@pytest.fixture(scope="module", params=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
-def predictor(request: pytest.FixtureRequest) -> Predictor:
-    return Predictor(request.param, topk=5)
-
-
-def test_real_photos_are_recognised(predictor: Predictor, photos: dict[str, np.ndarray]) -> None:
-    results = dict(zip(photos, predictor(list(photos.values()))))
-    assert CAT_CLASSES & {p.index for p in results["chelsea"][:3]}
-    for name, index in EXPECTED_TOP1.items():
-        assert results[name][0].index == index, (name, results[name][:2])
-    for predictions in results.values():
-        probabilities = [p.probability for p in predictions]
-        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-6
-
-
-def test_single_image_and_batch_agree(photos: dict[str, np.ndarray]) -> None:
-    predictor = Predictor("efficientnet_lite0", topk=3)
-    single = predictor(photos["coffee"])
-    batched = predictor([photos["camera"], photos["coffee"]])[1]
-    assert [p.index for p in single] == [p.index for p in batched]
-    assert single[0].probability == pytest.approx(batched[0].probability, abs=1e-5)
-    assert single[0].label == "espresso"
+ESPRESSO = str(ROOT / "examples/images/espresso.jpg")
 
 
 def test_cli_predicts_bundled_photos_as_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["predict", str(ROOT / "examples/images/espresso.jpg"), "--json", "--topk", "2"])
+    code = main(["predict", ESPRESSO, "--json", "--topk", "2"])
     assert code == 0
     document = json.loads(capsys.readouterr().out)
     (result,) = document["results"]
-    assert document["model"] == "efficientnet_lite0"
+    assert (document["model"], document["engine"]) == ("efficientnet_lite0", "torch")
     assert result["predictions"][0]["index"] == 967 and len(result["predictions"]) == 2
+
+
+def test_json_path_is_written_whole_next_to_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", ESPRESSO, "--topk", "2", "--json", str(tmp_path / "out" / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(ESPRESSO) and "espresso" in out  # the tables still print
+    document = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert [p["index"] for p in document["results"][0]["predictions"]][0] == 967
+    (tmp_path / "folder.json").mkdir()
+    assert main(["predict", ESPRESSO, "--json", str(tmp_path / "folder.json")]) == 2  # refused before predicting
+    assert "is a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an image taken for the output is refused, never overwritten
+        main(["predict", "--json", ESPRESSO])
+
+
+def test_device_threads_and_the_old_backend_spelling_reach_the_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", ESPRESSO, "--backend", "torch", "--device", "cpu", "--threads", "1", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == "torch"
+    assert main(["predict", ESPRESSO, "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == "effnet: error: --device gpu: not a torch device (e.g. cpu, cuda, cuda:1)\n"
 
 
 def test_bad_files_are_reported_and_the_rest_predicted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,8 +62,9 @@ def test_bad_files_are_reported_and_the_rest_predicted(tmp_path: Path, capsys: p
     assert any("missing.jpg" in e and "not found" in e for e in errors)
 
 
-def test_any_image_mode_predicts(tmp_path: Path, photos: dict[str, np.ndarray], capsys: pytest.CaptureFixture[str]) -> None:
-    coffee = Image.fromarray(photos["coffee"])
+def test_any_image_mode_predicts(tmp_path: Path, acceptance_photos: dict[str, np.ndarray],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    coffee = Image.fromarray(acceptance_photos["coffee"])
     paths = []
     for mode, fmt in (("L", "png"), ("P", "gif"), ("RGBA", "webp"), ("CMYK", "tiff"), ("RGB", "bmp")):
         path = tmp_path / f"coffee_{mode}.{fmt}"
@@ -86,10 +80,10 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "x.jpg", "--model", "efficientnet_b9"]) == 2
     err = capsys.readouterr().err
     assert "unknown model" in err and "efficientnet_lite0" in err
-    assert main(["predict", "x.jpg", "--topk", "0"]) == 2
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict"])
-    assert exit_info.value.code == 2
+    for arguments in (["x.jpg", "--topk", "0"], ["x.jpg", "--batch-size", "0"], ["x.jpg", "--threads", "0"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", *arguments])
+        assert exit_info.value.code == 2
     assert main(["frobnicate"]) == 2
 
 
@@ -97,12 +91,6 @@ def test_model_without_local_weights_is_a_clear_error(capsys: pytest.CaptureFixt
     assert main(["predict", str(ROOT / "examples/images/cat.jpg"), "--model", "efficientnet_b3"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("effnet: error:") and "efficientnet_b3" in err
-
-
-def test_import_effnet_does_not_import_torch() -> None:
-    code = "import sys, effnet; effnet.list_models(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
 
 
 def test_console_script_help_and_models() -> None:

@@ -32,6 +32,11 @@ class Engine:
         return len(self.labels)
 
     @property
+    def device_type(self) -> str:
+        """Where the network runs (``cpu``, ``cuda``): a data loader pins its batches for a GPU."""
+        return "cpu"
+
+    @property
     def takes_images(self) -> bool:
         """True for graphs that preprocess decoded uint8 images themselves (any size)."""
         return False

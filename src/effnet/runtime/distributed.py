@@ -1,10 +1,10 @@
-"""torchrun integration for ``effnet train`` and ``effnet eval``: read the environment it
-sets, join the process group, split the samples, reduce and gather results.
+"""torchrun integration for training and evaluation: read the environment torchrun sets, join
+the process group, split the samples, reduce and gather results.
 
 Nothing home-made: ``torchrun`` starts the processes (on one node or many), this module
 only reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and calls ``init_process_group`` with
 NCCL on CUDA and gloo on CPU. torch is imported only where a process group is used, so a
-single-process ``effnet eval --backend onnx`` never loads it.
+single-process evaluation on the onnxruntime engine never loads it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ class DistContext:
                     torch.cuda.set_device(context.local_rank)
                 dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         return context
+
+    def local_device(self, device: str | None) -> str | None:
+        """The device this process runs on: under torchrun a bare ``cuda`` means the GPU torchrun
+        gave this process (``cuda:LOCAL_RANK``), so one command line serves every rank."""
+        if self.enabled and device == "cuda":
+            return f"cuda:{self.local_rank}"
+        return device
 
     def positions(self, count: int) -> list[int]:
         """This process's share of ``count`` samples: every world-th from its rank, no padding,

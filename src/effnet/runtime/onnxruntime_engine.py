@@ -106,18 +106,20 @@ class OnnxRuntimeEngine(Engine):
         cls,
         model: str | None = None,
         weights: Any = None,
-        threads: int | None = None,
         device: str = "cpu",
+        threads: int | None = None,
     ) -> "OnnxRuntimeEngine":
         """``OnnxRuntimeEngine.load(None, "model.onnx")``: the file names its architecture.
 
-        ``model``, when given, must agree with the file. ``threads``: intra-op threads.
+        ``model``, when given, must agree with the file. ``device``: ``cpu`` only (the CPU
+        execution provider). ``threads``: intra-op threads.
         """
         if weights in (None, "default") or not str(weights).lower().endswith(".onnx"):
             raise UsageError("the onnxruntime engine needs an exported model: --weights model.onnx "
                              "(create one with `effnet export`)")
-        if device != "cpu":
-            raise UsageError(f"the onnxruntime engine runs on the CPU here, not on {device}")
+        if device.split(":")[0] != "cpu":
+            raise UsageError(f"--device {device}: the onnxruntime engine runs on the CPU only "
+                             "(--engine torch runs on a GPU)")
         session = open_session(weights, threads=threads)
         metadata = decode(session.get_modelmeta().custom_metadata_map)
         inputs, outputs = session.get_inputs(), session.get_outputs()

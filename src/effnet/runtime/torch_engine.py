@@ -10,6 +10,7 @@ import torch
 
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
+from ..errors import UsageError
 from ..models.network import EfficientNet
 from ..models.variants import canonical_name
 from ..weights.loading import create_model, looks_like_path
@@ -35,10 +36,14 @@ class TorchEngine(Engine):
         """Model name and weights (entry, tag, ``default``, or a file) -> engine.
 
         With only a file, the file's own metadata names the architecture; with neither,
-        the embedded default (EfficientNet-Lite0) is used. ``threads``: torch's intra-op
-        threads, process-wide (torch has no per-module setting).
+        the embedded default (EfficientNet-Lite0) is used. ``device``: a torch device string
+        (``cpu``, ``cuda``, ``cuda:1``). ``threads``: torch's intra-op threads, process-wide
+        (torch has no per-module setting).
         """
+        target = _device(device)
         if threads is not None:
+            if threads < 1:
+                raise UsageError("--threads must be at least 1")
             torch.set_num_threads(threads)
         arch = canonical_name(model) if model else None
         if arch is None and (weights in (None, "default") or not looks_like_path(weights)):
@@ -49,7 +54,6 @@ class TorchEngine(Engine):
         entry = getattr(net, "pretrained_cfg", None)
         preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
         labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
-        target = torch.device(device)
         net = net.eval().to(target)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -57,6 +61,10 @@ class TorchEngine(Engine):
             name="torch", arch=net.plan.name, preprocessing=preprocessing, labels=labels,
             model=net, device=target, channels_last=channels_last,
         )
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
 
     @property
     def weights_name(self) -> str:
@@ -69,6 +77,19 @@ class TorchEngine(Engine):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x).float().cpu().numpy()
+
+
+def _device(name: str) -> torch.device:
+    """A torch device that exists here, or a one-line error naming the problem."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _from_file(weights: Any) -> EfficientNet:

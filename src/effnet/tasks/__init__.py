@@ -1,3 +1,3 @@
-"""One module per user task (each command module offers ``DESCRIPTION``, ``add_arguments``
-and ``run``), plus what commands share: ``arguments`` (common options), ``triton`` (the
-model-repository writer export uses) and ``training/`` (the loop behind ``effnet train``)."""
+"""One thin module per user command (each offers ``DESCRIPTION``, ``add_arguments`` and ``run``):
+parse the options, call the library, print. Commands never import each other: what two of
+them share lives a floor below (``effnet.options``, ``runtime``, ``deploy``, ``data``)."""
