@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,34 @@ def test_arrays_and_pil_images_are_accepted(rgb: np.ndarray) -> None:
     np.testing.assert_array_equal(load_image(Image.fromarray(rgb)), rgb)
     with pytest.raises(ImageError, match="uint8"):
         load_image(rgb.astype(np.float32))
+
+
+def test_our_pixel_limit_is_the_only_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A limit above Pillow's own (Image.MAX_IMAGE_PIXELS, 89.5 Mpx; scaled down here so the
+    image stays small) takes effect, and a refusal quotes our limit, not Pillow's."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    big = _encode(Image.new("RGB", (2000, 1500), (10, 20, 30)), "PNG")  # 3 Mpx: past Pillow's error threshold (2x)
+    assert decode_image(big, "big.png", max_pixels=5_000_000)[0, 0].tolist() == [10, 20, 30]
+    with pytest.raises(ImageError, match=r"2000x1500 = 3,000,000 pixels exceeds the limit of 2,000,000"):
+        decode_image(big, "big.png", max_pixels=2_000_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    tiff = _encode(Image.new("RGB", (1200, 1000)), "TIFF")  # 1.2 Mpx: past Pillow's warning threshold
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(tiff, max_pixels=2_000_000).shape == (1000, 1200, 3)
+
+
+def test_files_pillow_cannot_open_say_why(rgb: np.ndarray) -> None:
+    import tifffile  # test-only: writes TIFF sample formats Pillow cannot
+
+    float_tiff = io.BytesIO()
+    tifffile.imwrite(float_tiff, rgb.astype(np.float32) / 255, photometric="rgb")
+    with pytest.raises(ImageError, match=r"^f.tif: unsupported TIFF sample format: 3 x 32-bit floating point"):
+        decode_image(float_tiff.getvalue(), "f.tif")
+    png = _encode(Image.fromarray(rgb), "PNG")
+    for cut in (8, 33):  # the signature alone; signature and header chunk, no pixels
+        with pytest.raises(ImageError, match=rf"^h.png: truncated PNG file \(it ends after {cut} bytes"):
+            decode_image(png[:cut], "h.png")
+    with pytest.raises(ImageError, match=r"^t.txt: not an image \(unrecognised format\)$") as error:
+        decode_image(b"plain text, not an image", "t.txt")
+    assert error.value.kind == "not_an_image"

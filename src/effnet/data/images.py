@@ -3,18 +3,23 @@
 JPEGs take the simplejpeg (libjpeg-turbo) fast path when they need no colour conversion;
 everything else, and anything simplejpeg refuses, goes through Pillow. Every failure is an
 ``ImageError`` naming the file and the reason, so a caller can report it and go on.
+
+One pixel limit applies, ours (``max_pixels``, checked from the header before any pixel is
+decoded): Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89.5 Mpx) is
+raised to ours when ours is higher, as Pillow has no per-call setting (it is never lowered).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import warnings
+import struct
+import threading
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from ..errors import EffnetError
 
@@ -104,6 +109,76 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _lift_pillow_limit(max_pixels: int) -> None:
+    """Let Pillow open every image our limit allows: its own check would refuse, with its own
+    number, what ``max_pixels`` accepts (and warn from 1x its limit). Process-wide, as Pillow
+    has no per-call setting, and only ever raised, so a lower limit set by the application
+    stays."""
+    with _PILLOW_LIMIT:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+#: file signatures of the formats Pillow reads, to say more than "unrecognised" when Pillow
+#: cannot open a file that starts like one of them
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"),
+)
+_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating point"}
+
+
+def _unopenable(data: bytes) -> tuple[str, str]:
+    """(reason, kind) for bytes Pillow identifies as no format: a truncated or unsupported file
+    of a known format is named as such, anything else is not an image."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        fmt = "WEBP"
+    else:
+        fmt = next((name for signature, name in _SIGNATURES if data.startswith(signature)), "")
+    if not fmt:
+        return "not an image (unrecognised format)", "not_an_image"
+    if fmt == "TIFF":
+        samples = _tiff_samples(data)
+        if samples:
+            return f"unsupported TIFF sample format: {samples} (Pillow reads 8- and 16-bit integer TIFFs)", "bad_image"
+    Image.init()
+    try:
+        Image.OPEN[fmt][0](io.BytesIO(data))  # the format's own reader says what stopped it
+    except Exception as exc:  # each Pillow plugin raises its own types, often wrapped in SyntaxError
+        if any(isinstance(cause, (struct.error, EOFError, IndexError)) for cause in _chain(exc)):
+            return f"truncated {fmt} file (it ends after {len(data)} bytes, inside its header)", "bad_image"
+        return f"corrupt {fmt} header ({str(exc) or type(exc).__name__})", "bad_image"
+    return f"{fmt} file Pillow cannot open", "bad_image"
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """An exception and the ones it was raised from or while handling."""
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _tiff_samples(data: bytes) -> str:
+    """``3 x 32-bit floating point`` from a TIFF's first directory, or "" if it cannot be read."""
+    try:
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        stream = io.BytesIO(data)
+        stream.seek(directory.next)
+        directory.load(stream)
+        bits = directory.get(258, (1,))
+        kinds = directory.get(339, (1,))
+        channels = int(directory.get(277, len(bits)))
+    except Exception:  # a directory too damaged to read: the caller says "unsupported" without details
+        return ""
+    kind = _SAMPLE_FORMATS.get(int(kinds[0]), f"sample format {kinds[0]}")
+    return f"{channels} x {bits[0]}-bit {kind}"
+
+
 def _check_pixels(width: int, height: int, name: str, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(
@@ -131,6 +206,7 @@ def _decode_jpeg_fast(data: bytes, name: str, max_pixels: int,
     if colorspace not in ("YCbCr", "Gray"):
         return None  # CMYK/YCCK: Pillow converts those
     _check_pixels(width, height, name, max_pixels)
+    _lift_pillow_limit(max_pixels)  # the EXIF header below is read with Pillow
     reduce = min_side is not None and min(height, width) >= 2 * min_side
     try:
         if reduce:
@@ -165,19 +241,19 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     fast = _decode_jpeg_fast(data, name, max_pixels)
     if fast is not None:
         return fast[0]
+    _lift_pillow_limit(max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                _check_pixels(image.width, image.height, name, max_pixels)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return np.asarray(to_rgb(image))
+        with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(image.width, image.height, name, max_pixels)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(to_rgb(image))
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(name, "not an image (unrecognised format)", kind="not_an_image") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        reason, kind = _unopenable(data)
+        raise ImageError(name, reason, kind=kind) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a limit the application set
         raise ImageError(name, f"possible decompression bomb ({exc})", kind="too_many_pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
