@@ -20,6 +20,7 @@ from effnet.data.datasets import (
     scan_image_folder,
 )
 from effnet.data.images import load_image
+from effnet.data.labels import imagenet_names
 from effnet.data.transforms import Preprocessing
 
 
@@ -56,6 +57,16 @@ def test_resolver_prefers_model_class_names_and_class_map():
     assert mapped("kitty") == 281
     with pytest.raises(DatasetError, match="not in the class map"):
         mapped("n07920052")
+
+
+def test_resolver_refuses_a_name_two_classes_share():
+    resolve = LabelResolver(num_classes=3, class_names=("cat", "dog", "cat"))
+    assert resolve("dog") == 1
+    with pytest.raises(DatasetError, match=r"class name 'cat' is ambiguous: classes 0 and 2 are both called that"):
+        resolve("cat")
+    imagenet = LabelResolver(class_names=imagenet_names())
+    assert (imagenet("missile"), imagenet("projectile"), imagenet("sunglass"), imagenet("sunglasses")) == (
+        657, 744, 836, 837)
 
 
 @pytest.mark.parametrize("token, message", [

@@ -19,3 +19,12 @@ def test_names_are_readable_and_follow_the_synsets() -> None:
 def test_other_label_sets() -> None:
     assert resolve_labels(["zero", "one"], 2) == ("zero", "one")
     assert resolve_labels("imagenet1k", 10) == tuple(f"class_{i}" for i in range(10))
+
+
+def test_every_imagenet_name_is_unique() -> None:
+    """The clean list names 657 and 744 both "missile" and 836 and 837 both "sunglasses";
+    torchvision's names tell them apart."""
+    names = imagenet_names()
+    assert len(set(names)) == 1000
+    assert [names[i] for i in (657, 744, 836, 837)] == ["missile", "projectile", "sunglass", "sunglasses"]
+    assert [names[i] for i in (285, 968)] == ["Egyptian Mau", "tea cup"]  # as docs/evaluate.md quotes them

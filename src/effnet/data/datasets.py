@@ -55,11 +55,12 @@ def read_class_map(path: str | Path) -> dict[str, int]:
 
 
 @lru_cache(maxsize=8)
-def _positions(names: tuple[str, ...]) -> dict[str, int]:
-    """name -> first index: a label file of 50,000 lines must not scan 1000 names per line."""
-    positions: dict[str, int] = {}
+def _positions(names: tuple[str, ...]) -> dict[str, list[int]]:
+    """name -> every index with that name: a label file of 50,000 lines must not scan 1000
+    names per line, and a name two classes share must be refused, not resolved to the first."""
+    positions: dict[str, list[int]] = {}
     for index, name in enumerate(names):
-        positions.setdefault(name, index)
+        positions.setdefault(name, []).append(index)
     return positions
 
 
@@ -81,7 +82,13 @@ class LabelResolver:
             return index
         names = _positions(tuple(self.class_names)) if self.class_names is not None else {}
         if token in names:
-            return names[token]
+            indices = names[token]
+            if len(indices) > 1:
+                listed = ", ".join(map(str, indices[:-1])) + f" and {indices[-1]}"
+                share = "both" if len(indices) == 2 else "all"
+                raise DatasetError(f"class name '{token}' is ambiguous: classes {listed} are {share} called that; "
+                                   "use the class index or synset instead")
+            return indices[0]
         if token.isdigit():
             index = int(token)
             if index >= self.num_classes:
@@ -90,7 +97,7 @@ class LabelResolver:
         if _SYNSET.match(token) and self.num_classes == 1000:
             synsets = _positions(imagenet_synsets())
             if token in synsets:
-                return synsets[token]
+                return synsets[token][0]
         raise DatasetError(
             f"cannot map class '{token}' to an index: name folders by class index (967 or 0967), "
             "ImageNet synset (n07920052), the model's class names, or pass --class-map FILE"
