@@ -15,7 +15,7 @@ from effnet.data.images import ImageError, load_image
 from effnet.runtime.onnx_metadata import INPUT_RGB
 from effnet.runtime.predictor import Predictor, softmax, top_k
 
-CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby cat, tiger cat, Persian cat, Siamese cat, Egyptian Mau
 # Issue 3's acceptance: chelsea's top-3 holds a cat class; the others' top-1.
 EXPECTED_TOP1 = {"coffee": 967, "camera": 872, "china": 698}  # espresso, tripod, palace
 
@@ -63,6 +63,17 @@ def test_predict_files_reports_a_bad_file_and_goes_on(tmp_path: Path, lite0_pred
     assert isinstance(results[0][1], ImageError) and isinstance(results[2][1], ImageError)
     assert "not found" in results[2][1].reason
     assert results[1][1][0].index == 967
+
+
+def test_a_bad_image_in_a_list_gets_its_error_and_the_rest_their_predictions(
+        lite0_predictor: Predictor, acceptance_photos: dict[str, np.ndarray]) -> None:
+    coffee = acceptance_photos["coffee"]
+    results = lite0_predictor([coffee, b"not an image", coffee.astype(np.float32)])
+    assert [p.index for p in results[0]] == [p.index for p in lite0_predictor(coffee)] and results[0][0].index == 967
+    assert isinstance(results[1], ImageError) and results[1].kind == "not_an_image"
+    assert isinstance(results[2], ImageError) and "uint8" in results[2].reason
+    with pytest.raises(ImageError, match="not an image"):  # a single image raises, as before
+        lite0_predictor(b"not an image")
 
 
 def test_image_graphs_get_images_of_different_sizes_as_a_list(tmp_path: Path, tiny_classifier) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..data.images import MAX_PIXELS, ImageError, ImageSource, load_image
 from . import open_engine
 from .base import Engine
+
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,12 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int) -> list[list[Predic
 class Predictor:
     """``Predictor("efficientnet_lite0")(image)`` -> top-k ``Prediction`` list.
 
-    ``image`` may be a path, encoded bytes, a PIL image or an HxWx3 uint8 array; a list of
-    them gives a list of results. ``engine``: a name from ``effnet.runtime.ENGINES`` or
-    ``auto``; ``engine_options`` go to it (``device``, ``threads``, ...).
+    ``image`` may be a path, encoded bytes, a PIL image or an HxWx3 uint8 array. A list of them
+    gives one result per image, in order: its predictions, or the ``ImageError`` that stopped
+    that image (a missing, corrupt or oversized one), so one bad image never costs the others
+    theirs; a single image that cannot be used raises its ``ImageError``. ``engine``: a name
+    from ``effnet.runtime.ENGINES`` or ``auto``; ``engine_options`` go to it (``device``,
+    ``threads``, ``preprocessing`` overrides, ...).
     """
 
     def __init__(
@@ -75,31 +80,35 @@ class Predictor:
         batch = self.engine.collate([self.preprocess(image) for image in images])
         return self.engine(batch)
 
-    def __call__(self, image: ImageSource | list[ImageSource]) -> list[Prediction] | list[list[Prediction]]:
+    def __call__(
+        self, image: ImageSource | list[ImageSource]
+    ) -> list[Prediction] | list[list[Prediction] | ImageError]:
         if isinstance(image, list):
-            results: list[list[Prediction]] = []
-            for start in range(0, len(image), self.batch_size):
-                chunk = image[start : start + self.batch_size]
-                results.extend(top_k(self.logits(chunk), self.engine.labels, self.topk))
-            return results
+            return [result for _, result in self._predict_each(enumerate(image))]
         return top_k(self.logits([image]), self.engine.labels, self.topk)[0]
 
     def predict_files(self, paths: Iterable[str]) -> Iterator[tuple[str, list[Prediction] | ImageError]]:
         """Per file: predictions, or the ``ImageError`` that stopped it (the rest go on)."""
-        pending: list[tuple[str, np.ndarray]] = []
+        return self._predict_each((path, path) for path in paths)
 
-        def flush() -> Iterator[tuple[str, list[Prediction]]]:
+    def _predict_each(
+        self, items: Iterable[tuple[Key, ImageSource]]
+    ) -> Iterator[tuple[Key, list[Prediction] | ImageError]]:
+        """(key, image) pairs -> (key, predictions or error), in order, ``batch_size`` at a time."""
+        pending: list[tuple[Key, np.ndarray]] = []
+
+        def flush() -> Iterator[tuple[Key, list[Prediction]]]:
             if pending:
                 logits = self.engine(self.engine.collate([array for _, array in pending]))
-                yield from zip([name for name, _ in pending], top_k(logits, self.engine.labels, self.topk))
+                yield from zip([key for key, _ in pending], top_k(logits, self.engine.labels, self.topk))
                 pending.clear()
 
-        for path in paths:
+        for key, image in items:
             try:
-                pending.append((path, self.preprocess(path)))
+                pending.append((key, self.preprocess(image)))
             except ImageError as error:
                 yield from flush()
-                yield path, error
+                yield key, error
                 continue
             if len(pending) >= self.batch_size:
                 yield from flush()
