@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._malloc import tune_malloc
 from .errors import EffnetError
@@ -97,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(module.run(args) or 0)
     except EffnetError as error:
         print(f"effnet: {error.label}{error}", file=sys.stderr)
         return error.exit_code
@@ -110,6 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The file system said no (unwritable output, disk full): the user's environment, not a bug.
         print(f"effnet: error: {_describe_os_error(error)}", file=sys.stderr)
         return 1
+
+
+def _one_line_warnings(default: Callable[..., None]) -> Callable[..., None]:
+    """effnet's own warnings (a guessed preprocessing, ...) as ``effnet: warning: ...``, one line
+    like its errors; other libraries' warnings keep Python's format."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if category.__module__.split(".")[0] == "effnet":
+            print(f"effnet: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _describe_os_error(error: OSError) -> str:

@@ -48,3 +48,25 @@ def test_with_size_keeps_the_tf_crop_padding() -> None:
     assert pre.with_size(300).crop_fraction == pytest.approx(300 / 332)
     assert Preprocessing(224, 0.875).with_size(300).crop_fraction == 0.875
     assert Preprocessing.from_dict(pre.to_dict()) == pre
+
+
+def test_overrides_change_only_what_is_given() -> None:
+    tf = Preprocessing(224, 224 / 256, "center_crop_then_resize", "bicubic", TF_LITE_MEAN, TF_LITE_STD)
+    assert tf.with_overrides() == tf
+    assert tf.with_overrides(size=None, mean=None) == tf
+    assert tf.with_overrides(size=300) == tf.with_size(300)  # a TF crop keeps its padding at a new size
+    changed = tf.with_overrides(size=300, crop_fraction=0.9, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=0.25)
+    assert changed == Preprocessing(300, 0.9, "center_crop_then_resize", "bilinear", (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"size": 0}, "size must be a whole number >= 1"),
+    ({"crop_fraction": 1.5}, r"crop fraction must be in \(0, 1\]"),
+    ({"interpolation": "area"}, "interpolation must be one of bicubic, bilinear, nearest, lanczos"),
+    ({"mean": (0.5, 0.5)}, "mean needs 1 or 3 values"),
+    ({"mean": (127.5,) * 3}, r"mean is on the 0-1 scale \(127.5 / 255 = 0.5\)"),
+    ({"std": (0.5, 0.0, 0.5)}, "std must be > 0"),
+])
+def test_overrides_are_checked(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Preprocessing().with_overrides(**changes)

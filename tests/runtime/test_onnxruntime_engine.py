@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from effnet.cli import main
 from effnet.data.images import load_image
@@ -21,7 +24,7 @@ from effnet.data.transforms import Preprocessing
 from effnet.errors import UsageError
 from effnet.runtime import open_engine
 from effnet.runtime.onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_RGB
-from effnet.runtime.onnxruntime_engine import OnnxModelError, open_session
+from effnet.runtime.onnxruntime_engine import GuessedPreprocessingWarning, OnnxModelError, open_session
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CAT = Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg"
@@ -72,7 +75,8 @@ def test_example_input_is_what_the_graph_takes(tmp_path: Path, tiny_classifier) 
 
 
 def test_files_without_metadata_fall_back_to_their_shapes(tmp_path: Path, tiny_classifier) -> None:
-    engine = open_engine("onnxruntime", None, str(tiny_classifier(tmp_path / "bare.onnx", metadata=False, size=48)))
+    with pytest.warns(GuessedPreprocessingWarning):
+        engine = open_engine("onnxruntime", None, str(tiny_classifier(tmp_path / "bare.onnx", metadata=False, size=48)))
     assert (engine.arch, engine.preprocessing.size, engine.num_classes) == ("unknown", 48, 1000)
 
 
@@ -126,3 +130,90 @@ def test_sessions_can_stop_spinning_after_each_run(tmp_path: Path, tiny_classifi
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     with pytest.raises(RuntimeError, match="does not have configuration"):  # the default: onnxruntime's spinning
         open_session(model).get_session_options().get_session_config_entry("session.force_spinning_stop")
+
+
+def foreign_graph(path: Path, inputs: list[tuple[str, int, list]], outputs: list[tuple[str, list]]) -> Path:
+    """An ONNX file effnet did not write: each output is the first input, reshaped, no metadata."""
+    nodes = [helper.make_node("Identity", [inputs[0][0]], [outputs[0][0]])]
+    nodes += [helper.make_node("Identity", [inputs[0][0]], [name]) for name, _ in outputs[1:]]
+    graph = helper.make_graph(
+        nodes, "foreign", [helper.make_tensor_value_info(name, kind, shape) for name, kind, shape in inputs],
+        [helper.make_tensor_value_info(name, inputs[0][1], shape) for name, shape in outputs],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+@pytest.mark.parametrize("inputs, outputs, found", [
+    ([("image", TensorProto.FLOAT, [1, 3, 224, 224])], [("same", [1, 3, 224, 224])],
+     "output same [1, 3, 224, 224]"),
+    ([("digit", TensorProto.FLOAT, ["N", 1, 28, 28])], [("logits", ["N", 10])], "input digit [N, 1, 28, 28] float32"),
+    ([("image", TensorProto.FLOAT, ["N", 3, 32, 32]), ("mask", TensorProto.FLOAT, ["N", 1])],
+     [("logits", ["N", 10])], "2 inputs"),
+    ([("image", TensorProto.FLOAT, ["N", 10])], [("logits", ["N", 10]), ("probabilities", ["N", 10])],
+     "input image [N, 10] float32"),
+    ([("image", TensorProto.DOUBLE, ["N", 3, 32, 32])], [("logits", ["N", 10])], "input image [N, 3, 32, 32] float64"),
+])
+def test_a_graph_that_is_not_a_classifier_is_one_error(tmp_path: Path, inputs, outputs, found) -> None:
+    model = foreign_graph(tmp_path / "foreign.onnx", inputs, outputs)
+    with pytest.raises(OnnxModelError, match="is not an image classifier effnet can run") as error:
+        open_engine("onnxruntime", None, str(model))
+    assert found in str(error.value) and "\n" not in str(error.value)
+
+
+def test_predict_and_eval_refuse_a_graph_that_is_not_a_classifier(tmp_path: Path, capsys) -> None:
+    """An image-to-image graph once gave predict a TypeError traceback and eval "class index 967
+    out of range for 224 classes"."""
+    model = foreign_graph(tmp_path / "unet.onnx", [("image", TensorProto.FLOAT, [1, 3, 224, 224])],
+                          [("mask", [1, 3, 224, 224])])
+    (tmp_path / "data" / "967").mkdir(parents=True)
+    (tmp_path / "data" / "967" / "cat.jpg").write_bytes(CAT.read_bytes())
+    for command in (["predict", str(CAT)], ["eval", str(tmp_path / "data"), "--workers", "0"]):
+        assert main([*command, "--weights", str(model)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"effnet: error: {model} is not an image classifier") and err.count("\n") == 1
+
+
+def test_a_graph_without_effnet_metadata_warns_what_it_guessed(tmp_path: Path, tiny_classifier) -> None:
+    model = str(tiny_classifier(tmp_path / "bare.onnx", metadata=False, size=48))
+    with pytest.warns(GuessedPreprocessingWarning) as warned:
+        engine = open_engine("onnxruntime", None, model)
+    (message,) = [str(w.message) for w in warned]
+    assert message == (
+        f"{model} has no effnet metadata: guessed preprocessing size 48 (the input's), crop 0.875 "
+        "(resize_then_center_crop, bicubic), mean 0.485,0.456,0.406, std 0.229,0.224,0.225 and ImageNet class "
+        "names; set --size, --crop-pct, --interpolation, --mean and --std if it was trained otherwise")
+    assert engine.preprocessing == Preprocessing(size=48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # files effnet wrote, and files whose preprocessing was given: no warning
+        open_engine("onnxruntime", None, str(tiny_classifier(tmp_path / "m.onnx")))
+        given = open_engine("onnxruntime", None, model, preprocessing={"mean": (0.5,) * 3, "std": (0.25,) * 3})
+    assert given.preprocessing == Preprocessing(size=48, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def test_the_warning_is_one_line_in_the_cli(tmp_path: Path, tiny_classifier, capsys) -> None:
+    model = str(tiny_classifier(tmp_path / "bare.onnx", metadata=False))
+    assert main(["predict", str(CAT), "--weights", model, "--topk", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"effnet: warning: {model} has no effnet metadata: guessed preprocessing size 32")
+    assert err.count("\n") == 1
+    assert main(["predict", str(CAT), "--weights", model, "--topk", "1", "--crop-pct", "1", "--mean", "0.5",
+                 "--std", "0.25"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_preprocessing_the_graph_fixes_cannot_be_overridden(tmp_path: Path, tiny_classifier) -> None:
+    static = str(tiny_classifier(tmp_path / "static.onnx", size=32))
+    assert open_engine("onnxruntime", None, static, preprocessing={"size": 32}).preprocessing.size == 32
+    with pytest.raises(UsageError, match=r"takes 32x32 inputs: it cannot run at --size 48"):
+        open_engine("onnxruntime", None, static, preprocessing={"size": 48})
+    images = str(tiny_classifier(tmp_path / "images.onnx", layout=INPUT_RGB))
+    with pytest.raises(UsageError, match=r"preprocesses images inside the graph .*--mean"):
+        open_engine("onnxruntime", None, images, preprocessing={"mean": (0.5,) * 3})
+
+
+def test_torch_takes_the_same_preprocessing_overrides() -> None:
+    engine = open_engine("torch", "efficientnet_lite0", "default", preprocessing={"size": 256, "interpolation": "bilinear"})
+    recorded = open_engine("torch", "efficientnet_lite0", "default").preprocessing
+    assert engine.preprocessing == recorded.with_size(256).with_overrides(interpolation="bilinear")
+    assert engine.preprocessing.crop_fraction == pytest.approx(256 / (256 + 32))  # TF crop padding kept

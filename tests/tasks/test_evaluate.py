@@ -55,7 +55,8 @@ def test_corrupt_images_are_counted_listed_and_skipped(tmp_path, photo_thumbnail
     result = json.loads((tmp_path / "r.json").read_text())
     assert (result["images"], result["evaluated"], result["skipped"]) == (4, 1, 3)
     assert {f["file"] for f in result["failed"]} == {"281/empty.jpg", "281/text.png", "281/cut.jpg"}
-    assert "skipped  3 unreadable image(s)" in out and "281/cut.jpg: " in out
+    assert "skipped  3 unreadable images, not counted:" in out and "281/cut.jpg: " in out
+    assert "4 images, 1 class\n" in out and "on 1 image\n" in out
 
 
 def test_nothing_readable_is_an_error(tmp_path, capsys):
@@ -166,7 +167,8 @@ def test_the_device_is_the_engine_s_business(tmp_path, tiny_classifier, photo_th
                                  "(--engine torch runs on a GPU)\n")
     code, out, _ = _run([tmp_path / "data", "--weights", model, "--device", "cpu", "--threads", "1", "--workers", "0"],
                         capsys)
-    assert code == 0 and "onnxruntime engine" in out and "on 1 images" in out
+    assert code == 0 and "onnxruntime engine" in out
+    assert "(class folders): 1 image, 1 class\n" in out and "on 1 image\n" in out  # singular for one
 
 
 def test_missing_data_folder_is_named_as_missing(tmp_path, capsys):
@@ -176,3 +178,15 @@ def test_missing_data_folder_is_named_as_missing(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(b"")
     code, _, err = _run([tmp_path / "a.jpg"], capsys)
     assert code == 1 and "a.jpg: not a directory" in err
+
+
+def test_preprocessing_options_reach_the_engine(tmp_path, photo_thumbnails, capsys):
+    (tmp_path / "281").mkdir()
+    photo_thumbnails["chelsea"].save(tmp_path / "281" / "c.jpg")
+    code, out, _ = _run([tmp_path, "--workers", "0", "--size", "192", "--crop-pct", "1", "--interpolation",
+                         "bilinear", "--mean", "0.5", "--std", "0.5,0.5,0.5", "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["preprocessing"] == {"size": 192, "crop_fraction": 1.0, "crop_mode": "center_crop_then_resize",
+                                                "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
+    code, _, err = _run([tmp_path, "--workers", "0", "--mean", "127.5"], capsys)
+    assert code == 2 and err == "effnet: error: preprocessing mean is on the 0-1 scale (127.5 / 255 = 0.5)\n"

@@ -16,11 +16,14 @@ low-confidence answers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
+
+from ..errors import UsageError
 
 CropMode = Literal["center_crop_then_resize", "resize_then_center_crop", "resize"]
 Interpolation = Literal["bicubic", "bilinear", "nearest", "lanczos"]
@@ -31,6 +34,9 @@ _PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
+CROP_MODES: tuple[str, ...] = get_args(CropMode)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,7 +74,40 @@ class Preprocessing:
         if self.crop_mode == "center_crop_then_resize":
             padding = self.size / self.crop_fraction - self.size
             fraction = size / (size + padding)
-        return Preprocessing(size, fraction, self.crop_mode, self.interpolation, self.mean, self.std)
+        return replace(self, size=size, crop_fraction=fraction)
+
+    def with_overrides(
+        self,
+        *,
+        size: int | None = None,
+        crop_fraction: float | None = None,
+        crop_mode: str | None = None,
+        interpolation: str | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+    ) -> "Preprocessing":
+        """The recipe with the given fields replaced (None keeps one), for weights or files whose
+        recorded preprocessing is missing or wrong. A new ``size`` keeps a TF crop's padding, as
+        ``with_size`` does, unless ``crop_fraction`` is given too. ``mean``/``std``: one value
+        for every channel or three, on the 0-1 scale. Raises ``UsageError`` (a ``ValueError``)
+        naming the field."""
+        recipe = self if size is None else self.with_size(_whole(size))
+        changes: dict[str, Any] = {}
+        if crop_fraction is not None:
+            if not 0 < crop_fraction <= 1:
+                raise UsageError(f"preprocessing crop fraction must be in (0, 1], not {crop_fraction}")
+            changes["crop_fraction"] = float(crop_fraction)
+        if crop_mode is not None:
+            changes["crop_mode"] = _one_of("crop mode", crop_mode, CROP_MODES)
+        if interpolation is not None:
+            changes["interpolation"] = _one_of("interpolation", interpolation, INTERPOLATIONS)
+        if mean is not None:
+            changes["mean"] = _channels("mean", mean)
+        if std is not None:
+            changes["std"] = _channels("std", std)
+            if min(changes["std"]) <= 0:
+                raise UsageError(f"preprocessing std must be > 0, not {std}")
+        return replace(recipe, **changes)
 
     # -- the pipeline -------------------------------------------------------------------
     def resize_crop(self, image: np.ndarray, source_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -141,3 +180,27 @@ class Preprocessing:
 
     def __call__(self, image: np.ndarray, source_size: tuple[int, int] | None = None) -> np.ndarray:
         return self.normalize(self.resize_crop(image, source_size))
+
+
+def _whole(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UsageError(f"preprocessing size must be a whole number >= 1, not {size!r}")
+    return size
+
+
+def _one_of(field: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageError(f"preprocessing {field} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _channels(field: str, values: float | Sequence[float]) -> tuple[float, float, float]:
+    """One value for all channels or one per channel, on the 0-1 scale (a 0-255 value is refused
+    with its 0-1 equivalent, rather than silently normalizing every pixel to nearly zero)."""
+    given = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
+    if len(given) not in (1, 3):
+        raise UsageError(f"preprocessing {field} needs 1 or 3 values (R,G,B), not {len(given)}")
+    if max(abs(v) for v in given) > 1:
+        large = max(given, key=abs)
+        raise UsageError(f"preprocessing {field} is on the 0-1 scale ({large:g} / 255 = {large / 255:.4g})")
+    return (given[0],) * 3 if len(given) == 1 else (given[0], given[1], given[2])

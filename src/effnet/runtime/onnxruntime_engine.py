@@ -14,6 +14,7 @@ file does not need torch installed.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,10 @@ from .onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_LAYOUTS, INPUT_RGB, dec
 
 class OnnxModelError(EffnetError, ValueError):
     """A file onnxruntime cannot use as an effnet classifier (not ONNX, wrong opset, ...)."""
+
+
+class GuessedPreprocessingWarning(UserWarning):
+    """An ONNX file without effnet metadata runs with guessed preprocessing and labels."""
 
 
 def open_session(path: str | os.PathLike | bytes, threads: int | None = None, optimize: bool = True,
@@ -108,11 +113,14 @@ class OnnxRuntimeEngine(Engine):
         weights: Any = None,
         device: str = "cpu",
         threads: int | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
     ) -> "OnnxRuntimeEngine":
         """``OnnxRuntimeEngine.load(None, "model.onnx")``: the file names its architecture.
 
         ``model``, when given, must agree with the file. ``device``: ``cpu`` only (the CPU
-        execution provider). ``threads``: intra-op threads.
+        execution provider). ``threads``: intra-op threads. ``preprocessing``: fields of
+        ``Preprocessing.with_overrides`` replacing what the file says, or what is guessed for
+        a file without effnet metadata (a warning names the guess when nothing is given).
         """
         if weights in (None, "default") or not str(weights).lower().endswith(".onnx"):
             raise UsageError("the onnxruntime engine needs an exported model: --weights model.onnx "
@@ -123,21 +131,23 @@ class OnnxRuntimeEngine(Engine):
         session = open_session(weights, threads=threads)
         metadata = decode(session.get_modelmeta().custom_metadata_map)
         inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise OnnxModelError(f"{weights}: expected one input and a logits output, "
-                                 f"found {len(inputs)} inputs and {len(outputs)} outputs")
+        layout = _classifier_layout(weights, inputs, outputs, metadata)
         arch = str(metadata.get("arch", "unknown"))
         if model is not None and arch != "unknown" and _canonical(model) != arch:
             raise UsageError(f"{weights} holds {arch}, not {model}")
-        layout = str(metadata.get("input", _guess_layout(inputs[0])))
-        if layout not in INPUT_LAYOUTS:
-            raise OnnxModelError(f"{weights}: unknown input layout '{layout}'")
-        recipe = Preprocessing.from_dict(metadata.get("preprocessing") or {"size": _static_size(inputs[0])})
-        preprocessing = recipe if layout == INPUT_FLOAT else PassThrough(**recipe.to_dict())
+        side = _static_side(inputs[0]) if layout == INPUT_FLOAT else None
+        recipe = Preprocessing.from_dict(metadata.get("preprocessing") or {"size": side or 224})
         num_classes = _num_classes(outputs[0], metadata)
+        overrides = {key: value for key, value in (preprocessing or {}).items() if value is not None}
+        if overrides:
+            recipe = _override(weights, recipe, overrides, layout, side)
+        elif not metadata and layout == INPUT_FLOAT:
+            warnings.warn(_guessed(weights, recipe, side, num_classes), GuessedPreprocessingWarning, stacklevel=3)
         labels = resolve_labels(metadata.get("labels", "imagenet1k"), num_classes)
+        if layout != INPUT_FLOAT:
+            recipe = PassThrough(**recipe.to_dict())
         return cls(
-            name="onnxruntime", arch=arch, preprocessing=preprocessing, labels=labels,
+            name="onnxruntime", arch=arch, preprocessing=recipe, labels=labels,
             session=session, path=str(weights), input_layout=layout, metadata=metadata,
         )
 
@@ -186,9 +196,88 @@ def _guess_layout(node: Any) -> str:
     return INPUT_RGB if node.type == "tensor(uint8)" else INPUT_FLOAT
 
 
-def _static_size(node: Any) -> int:
-    height = node.shape[2] if len(node.shape) == 4 else None
-    return height if isinstance(height, int) else 224
+def _classifier_layout(path: Any, inputs: Sequence[Any], outputs: Sequence[Any], metadata: Mapping[str, Any]) -> str:
+    """The input layout of a graph effnet can run as a classifier: one image input (float32
+    NCHW with 3 channels, or uint8 NHWC images) and one (N, classes) output. Anything else (a
+    segmentation or image-to-image graph, a grey-digit model, several heads) is one error that
+    says what the graph has, instead of a failure deep in decoding or scoring."""
+    if len(inputs) == 1 and len(outputs) == 1:
+        layout = str(metadata.get("input", _guess_layout(inputs[0])))
+        if layout not in INPUT_LAYOUTS:
+            raise OnnxModelError(f"{path}: unknown input layout '{layout}'")
+        if _takes_rgb_images(inputs[0], layout) and len(outputs[0].shape) == 2:
+            return layout
+    raise OnnxModelError(
+        f"{path} is not an image classifier effnet can run: it needs one image input (N,3,H,W float32 or "
+        f"N,H,W,3 uint8) and one (N, classes) output, and has {_describe('input', inputs, True)} and "
+        f"{_describe('output', outputs, False)}"
+    )
+
+
+def _takes_rgb_images(node: Any, layout: str) -> bool:
+    """Rank 4 with 3 channels (a named dimension may be 3), square when fixed (the
+    preprocessing makes square crops), and the element type the layout says."""
+    shape = node.shape
+    if len(shape) != 4:
+        return False
+    if layout == INPUT_FLOAT:
+        height, width = shape[2], shape[3]
+        fixed = isinstance(height, int) and isinstance(width, int)
+        return node.type == "tensor(float)" and _may_be_three(shape[1]) and (not fixed or height == width)
+    return node.type == "tensor(uint8)" and _may_be_three(shape[3])
+
+
+def _may_be_three(dimension: Any) -> bool:
+    return dimension == 3 or not isinstance(dimension, int)
+
+
+def _describe(kind: str, nodes: Sequence[Any], with_type: bool) -> str:
+    """``input image [1, 3, 224, 224] float32``, or ``2 inputs (a [...] float32, b [...] float32)``."""
+    parts = [f"{node.name} [{', '.join(str(d) for d in node.shape)}]"
+             + (f" {_TYPES.get(node.type, node.type)}" if with_type else "") for node in nodes]
+    if len(parts) == 1:
+        return f"{kind} {parts[0]}"
+    return f"{len(parts)} {kind}s ({', '.join(parts)})"
+
+
+_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+          "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int64)": "int64"}
+
+
+def _static_side(node: Any) -> int | None:
+    """The fixed input side of a float32 NCHW graph, or None for a dynamic one."""
+    height = node.shape[2]
+    return height if isinstance(height, int) else None
+
+
+#: ``Preprocessing.with_overrides`` fields and the options that set them
+OVERRIDE_OPTIONS = {"size": "--size", "crop_fraction": "--crop-pct", "interpolation": "--interpolation",
+                    "mean": "--mean", "std": "--std"}
+
+
+def _override(path: Any, recipe: Preprocessing, overrides: Mapping[str, Any], layout: str,
+              side: int | None) -> Preprocessing:
+    if layout != INPUT_FLOAT:
+        options = ", ".join(OVERRIDE_OPTIONS.get(key, key) for key in overrides)
+        raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing): its size, "
+                         f"crop and normalization are fixed, so {options} cannot change them")
+    size = overrides.get("size")
+    if size is not None and side is not None and size != side:
+        raise UsageError(f"{path} takes {side}x{side} inputs: it cannot run at --size {size}")
+    return recipe.with_overrides(**overrides)
+
+
+def _guessed(path: Any, recipe: Preprocessing, side: int | None, num_classes: int) -> str:
+    """The one-line warning for a float32 graph without effnet metadata: what was guessed."""
+    labels = " and ImageNet class names" if num_classes == 1000 else ""
+    origin = "the input's" if side else "a guess too"
+    return (
+        f"{path} has no effnet metadata: guessed preprocessing size {recipe.size} ({origin}), "
+        f"crop {recipe.crop_fraction:g} "
+        f"({recipe.crop_mode}, {recipe.interpolation}), mean {','.join(f'{v:g}' for v in recipe.mean)}, "
+        f"std {','.join(f'{v:g}' for v in recipe.std)}{labels}; set --size, --crop-pct, --interpolation, --mean "
+        "and --std if it was trained otherwise"
+    )
 
 
 def _num_classes(node: Any, metadata: Mapping[str, Any]) -> int:

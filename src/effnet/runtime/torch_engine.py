@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +33,15 @@ class TorchEngine(Engine):
         device: str = "cpu",
         threads: int | None = None,
         channels_last: bool = True,
+        preprocessing: Mapping[str, Any] | None = None,
     ) -> "TorchEngine":
         """Model name and weights (entry, tag, ``default``, or a file) -> engine.
 
         With only a file, the file's own metadata names the architecture; with neither,
         the embedded default (EfficientNet-Lite0) is used. ``device``: a torch device string
         (``cpu``, ``cuda``, ``cuda:1``). ``threads``: torch's intra-op threads, process-wide
-        (torch has no per-module setting).
+        (torch has no per-module setting). ``preprocessing``: fields of
+        ``Preprocessing.with_overrides`` replacing what the weights entry says.
         """
         target = _device(device)
         if threads is not None:
@@ -52,14 +55,14 @@ class TorchEngine(Engine):
             weights = None  # random init: for benchmarks and smoke tests, never for answers
         net = create_model(arch, weights) if arch else _from_file(weights)
         entry = getattr(net, "pretrained_cfg", None)
-        preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
+        recipe = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
         labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
         net = net.eval().to(target)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         return cls(
-            name="torch", arch=net.plan.name, preprocessing=preprocessing, labels=labels,
-            model=net, device=target, channels_last=channels_last,
+            name="torch", arch=net.plan.name, preprocessing=recipe.with_overrides(**(preprocessing or {})),
+            labels=labels, model=net, device=target, channels_last=channels_last,
         )
 
     @property
