@@ -231,6 +231,11 @@ def _may_be_three(dimension: Any) -> bool:
     return dimension == 3 or not isinstance(dimension, int)
 
 
+#: onnxruntime's element types as numpy names, for error messages
+_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+          "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int64)": "int64"}
+
+
 def _describe(kind: str, nodes: Sequence[Any], with_type: bool) -> str:
     """``input image [1, 3, 224, 224] float32``, or ``2 inputs (a [...] float32, b [...] float32)``."""
     parts = [f"{node.name} [{', '.join(str(d) for d in node.shape)}]"
@@ -240,10 +245,6 @@ def _describe(kind: str, nodes: Sequence[Any], with_type: bool) -> str:
     return f"{len(parts)} {kind}s ({', '.join(parts)})"
 
 
-_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-          "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int64)": "int64"}
-
-
 def _static_side(node: Any) -> int | None:
     """The fixed input side of a float32 NCHW graph, or None for a dynamic one."""
     height = node.shape[2]
@@ -251,14 +252,14 @@ def _static_side(node: Any) -> int | None:
 
 
 #: ``Preprocessing.with_overrides`` fields and the options that set them
-OVERRIDE_OPTIONS = {"size": "--size", "crop_fraction": "--crop-pct", "interpolation": "--interpolation",
+_OVERRIDE_OPTIONS = {"size": "--size", "crop_fraction": "--crop-pct", "interpolation": "--interpolation",
                     "mean": "--mean", "std": "--std"}
 
 
 def _override(path: Any, recipe: Preprocessing, overrides: Mapping[str, Any], layout: str,
               side: int | None) -> Preprocessing:
     if layout != INPUT_FLOAT:
-        options = ", ".join(OVERRIDE_OPTIONS.get(key, key) for key in overrides)
+        options = ", ".join(_OVERRIDE_OPTIONS.get(key, key) for key in overrides)
         raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing): its size, "
                          f"crop and normalization are fixed, so {options} cannot change them")
     size = overrides.get("size")
