@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from effnet.tasks.predict import Predictor, top_k
+from effnet.runtime.onnx_metadata import INPUT_RGB
+from effnet.runtime.predictor import Predictor
 
-from .conftest import LiveServer, serve
-
-
-def expected(predictor: Predictor, data: bytes, k: int = 5) -> list[tuple[int, float]]:
-    (predictions,) = top_k(predictor.logits([data]), predictor.backend.labels, k)
-    return [(p.index, p.probability) for p in predictions]
-
-
-def answered(result: dict) -> list[tuple[int, float]]:
-    return [(p["index"], p["probability"]) for p in result["predictions"]]
-
-
-def assert_same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
-    """Same classes in the same order; probabilities equal up to float32 batch-size noise."""
-    assert [i for i, _ in got] == [i for i, _ in want]
-    np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=1e-5)
+from .live import LiveServer, answered, assert_same, error_of, expected, serve
 
 
 def test_multipart_images_match_direct_prediction(server: LiveServer, lite0: Predictor,
@@ -45,7 +32,7 @@ def test_multipart_images_match_direct_prediction(server: LiveServer, lite0: Pre
     assert [r["filename"] for r in body["results"]] == list(photo_files)
     for result, data in zip(body["results"], photo_files.values()):
         assert_same(answered(result), expected(lite0, data))
-        assert result["predictions"][0]["label"] == lite0.backend.labels[result["predictions"][0]["index"]]
+        assert result["predictions"][0]["label"] == lite0.engine.labels[result["predictions"][0]["index"]]
     assert body["results"][1]["predictions"][0]["label"] == "espresso"  # coffee.jpg
     timing = body["timing"]
     assert timing["total_ms"] >= timing["inference_ms"] > 0 and timing["preprocess_ms"] > 0
@@ -70,13 +57,6 @@ def test_topk_and_model_parameters(server: LiveServer, photo_files: dict[str, by
     predictions = every.json()["results"][0]["predictions"]
     assert len(predictions) == 1000 and sum(p["probability"] for p in predictions) == pytest.approx(1.0, abs=1e-6)
     assert every.json()["model"] == "efficientnet_lite0"  # the alias resolves to the served name
-
-
-def error_of(response: httpx.Response) -> dict:
-    assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
-    assert error["status"] == response.status_code and error["message"]
-    return error
 
 
 BAD_REQUESTS = {
@@ -167,9 +147,9 @@ def test_health_models_page_and_docs(server: LiveServer, lite0: Predictor) -> No
     listing = httpx.get(f"{server.url}/v1/models").json()
     (model,) = listing["models"]
     assert listing["default"] == model["name"] == "efficientnet_lite0"
-    assert model["input_size"] == lite0.backend.preprocessing.size and model["num_classes"] == 1000
-    assert model["preprocessing"] == lite0.backend.preprocessing.to_dict() | {
-        "mean": list(lite0.backend.preprocessing.mean), "std": list(lite0.backend.preprocessing.std)}
+    assert model["input_size"] == lite0.engine.preprocessing.size and model["num_classes"] == 1000
+    assert model["preprocessing"] == lite0.engine.preprocessing.to_dict() | {
+        "mean": list(lite0.engine.preprocessing.mean), "std": list(lite0.engine.preprocessing.std)}
 
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and 'type="file"' in page.text
@@ -255,13 +235,11 @@ def test_two_models_are_routed_by_name(lite0: Predictor, photo_files: dict[str, 
     assert_same(answered(by_alias["results"][0]), expected(lite1, data))
 
 
-def test_an_image_input_onnx_model_serves(tmp_path, photo_files: dict[str, bytes]) -> None:  # noqa: ANN001
+def test_an_image_input_onnx_model_serves(tmp_path: Path, photo_files: dict[str, bytes],
+                                          tiny_classifier: Callable[..., Path]) -> None:
     """An `effnet export --with-preprocessing` graph (uint8 NHWC in) starts, warms up and answers."""
-    from effnet.runtime.onnx_backend import INPUT_RGB
-
-    from ..runtime.test_onnx_backend import tiny_classifier
-
-    predictor = Predictor(weights=str(tiny_classifier(tmp_path / "images.onnx", layout=INPUT_RGB)), backend="onnx")
+    predictor = Predictor(weights=str(tiny_classifier(tmp_path / "images.onnx", layout=INPUT_RGB)),
+                          engine="onnxruntime")
     with serve(predictor) as live:
         response = httpx.post(f"{live.url}/v1/predict?topk=3", content=photo_files["chelsea.jpg"],
                               headers={"Content-Type": "image/jpeg"}, timeout=30)

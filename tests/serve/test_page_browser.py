@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from effnet.tasks.predict import Predictor, top_k
+from effnet.runtime.predictor import Predictor, top_k
 
-from .conftest import serve
+from .live import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -150,7 +150,7 @@ def check_page_shows(shown: dict[str, Any], lite0: Predictor, files: list[Path])
     assert shown["state"] == "done", shown["status"]
     assert [card["file"] for card in shown["cards"]] == [f.name for f in files]
     for card, path in zip(shown["cards"], files):
-        (want,) = top_k(lite0.logits([path.read_bytes()]), lite0.backend.labels, 5)
+        (want,) = top_k(lite0.logits([path.read_bytes()]), lite0.engine.labels, 5)
         assert card["imageLoaded"]
         assert [bar["label"] for bar in card["bars"]] == [p.label for p in want]
         for bar, prediction in zip(card["bars"], want):

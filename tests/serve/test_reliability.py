@@ -1,6 +1,6 @@
 """Back-pressure, authentication and graceful shutdown, on live servers.
 
-A gated backend holds forward passes until the test opens it, so "the model is busy" and
+A gated engine holds forward passes until the test opens it, so "the model is busy" and
 "requests are in flight" are states the test sets up, not races it hopes to win.
 """
 
@@ -14,9 +14,9 @@ import threading
 import httpx
 import pytest
 
-from effnet.tasks.predict import Predictor
+from effnet.runtime.predictor import Predictor
 
-from .conftest import gated, serve, wait_until
+from .live import gated, serve, wait_until
 
 
 def depth(live) -> int:
@@ -24,19 +24,19 @@ def depth(live) -> int:
 
 
 def test_full_queue_answers_503_with_retry_after(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
-    predictor, backend = gated(lite0)
+    predictor, engine = gated(lite0)
     data = photo_files["coffee.jpg"]
 
     async def scenario(live) -> tuple[list[httpx.Response], httpx.Response]:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
-            backend.gate.clear()
-            backend.entered.clear()
+            engine.gate.clear()
+            engine.entered.clear()
             busy = asyncio.ensure_future(client.post("/v1/predict", content=data))
-            await asyncio.to_thread(backend.entered.wait, 30)  # the only worker is now held
+            await asyncio.to_thread(engine.entered.wait, 30)  # the only worker is now held
             queued = [asyncio.ensure_future(client.post("/v1/predict", content=data)) for _ in range(2)]
             await asyncio.to_thread(wait_until, lambda: depth(live) == 2)
             refused = await client.post("/v1/predict", content=data)
-            backend.gate.set()
+            engine.gate.set()
             return list(await asyncio.gather(busy, *queued)), refused
 
     with serve(predictor, max_batch=1, workers=1, queue_size=2, max_images=1) as live:
@@ -80,7 +80,7 @@ def test_api_key(lite0: Predictor, photo_files: dict[str, bytes], monkeypatch: p
 
 
 def test_shutdown_finishes_in_flight_requests(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
-    predictor, backend = gated(lite0)
+    predictor, engine = gated(lite0)
     names = ["chelsea.jpg", "coffee.jpg", "camera.jpg"]
     live = serve(predictor, max_batch=1, workers=1).start()
     port = int(live.url.rsplit(":", 1)[1])
@@ -89,12 +89,12 @@ def test_shutdown_finishes_in_flight_requests(lite0: Predictor, photo_files: dic
     def ask(name: str) -> None:
         results[name] = httpx.post(f"{live.url}/v1/predict", content=photo_files[name], timeout=60)
 
-    backend.gate.clear()
-    backend.entered.clear()
+    engine.gate.clear()
+    engine.entered.clear()
     clients = [threading.Thread(target=ask, args=(name,)) for name in names]
     for client in clients:
         client.start()
-    wait_until(lambda: backend.entered.is_set() and depth(live) == 2)  # one running, two queued
+    wait_until(lambda: engine.entered.is_set() and depth(live) == 2)  # one running, two queued
     stopper = threading.Thread(target=live.stop)
     stopper.start()  # what SIGTERM does: should_exit
 
@@ -104,7 +104,7 @@ def test_shutdown_finishes_in_flight_requests(lite0: Predictor, photo_files: dic
 
     wait_until(refuses_connections)  # no new work is accepted...
     assert stopper.is_alive()  # ...but the server waits for the in-flight requests
-    backend.gate.set()
+    engine.gate.set()
     for client in clients:
         client.join(60)
     stopper.join(60)

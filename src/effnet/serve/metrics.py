@@ -1,4 +1,5 @@
-"""Prometheus metrics for the server (prometheus_client, one registry per app).
+"""Prometheus metrics for the server (prometheus_client, one registry per app), and the
+ASGI middleware that counts every request.
 
 A registry per app, not the global one, so that several apps in one process (tests, or a
 program embedding the server) never share or clash on counters. The process collector adds
@@ -7,6 +8,7 @@ CPU, memory and open-file figures for free.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -19,6 +21,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Request latency buckets (seconds): CPU inference of big variants can take several seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -80,3 +83,37 @@ class ServeMetrics:
         (Prometheus text 0.0.4 by default, OpenMetrics when requested)."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: request counts and latency by route template, nosniff header.
+
+    Route templates (not raw paths) keep the label set small whatever clients request.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self.metrics.in_progress.dec()
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(method=scope["method"], route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
