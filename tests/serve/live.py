@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from PIL import Image
 
 from effnet.runtime.predictor import Predictor, top_k
 from effnet.serve.app import ServeSettings, create_app
+from effnet.serve.server import server_config
 
 
 def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
@@ -29,18 +31,41 @@ def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-class LiveServer:
-    """uvicorn serving ``app`` in a thread; ``stop()`` is the SIGTERM path (should_exit)."""
+#: Where the app, uvicorn and the multipart parser report problems.
+SERVER_LOGGERS = ("effnet.serve", "uvicorn.error", "python_multipart")
 
-    def __init__(self, app: Any) -> None:
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class LiveServer:
+    """uvicorn serving ``app`` in a thread, configured as ``effnet serve`` configures it;
+    ``stop()`` is the SIGTERM path (should_exit). ``records`` collects what the server logs."""
+
+    def __init__(self, app: Any, **config: Any) -> None:
         self.app = app
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(server_config(app, log_level="warning", **config))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.records: list[logging.LogRecord] = []
+        self._handler = _ListHandler(self.records)
+
+    def tracebacks(self) -> list[logging.LogRecord]:
+        """Log records that carry a traceback."""
+        return [record for record in self.records if record.exc_info]
 
     def start(self) -> "LiveServer":
+        for name in SERVER_LOGGERS:
+            logging.getLogger(name).addHandler(self._handler)
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -52,6 +77,8 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(60)
+        for name in SERVER_LOGGERS:
+            logging.getLogger(name).removeHandler(self._handler)
         assert not self.thread.is_alive(), "server did not shut down"
 
     def __enter__(self) -> "LiveServer":
@@ -61,22 +88,26 @@ class LiveServer:
         self.stop()
 
 
-def serve(predictor: Predictor | dict[str, Predictor], **settings: Any) -> LiveServer:
-    return LiveServer(create_app(predictor, ServeSettings(**settings)))
+def serve(predictor: Predictor | dict[str, Predictor], shutdown_timeout: float = 30.0, **settings: Any) -> LiveServer:
+    return LiveServer(create_app(predictor, ServeSettings(**settings)), shutdown_timeout=shutdown_timeout)
 
 
 class GatedEngine:
-    """An engine whose forward passes wait for the test to open the gate."""
+    """An engine whose forward passes wait for the test to open the gate, and raise
+    ``failure`` when the test sets one."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.failure: Exception | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         self.entered.set()
         assert self.gate.wait(30), "test gate never opened"
+        if self.failure is not None:
+            raise self.failure
         return self.inner(batch)
 
     def __getattr__(self, name: str) -> Any:

@@ -89,9 +89,40 @@ def test_image_errors_name_the_file_and_the_reason(server: LiveServer, photo_fil
     assert bomb.status_code == 413 and error_of(bomb)["code"] == "too_many_pixels"
     assert "4,200,000 pixels" in error_of(bomb)["message"]
 
-    one_bad = [("f", ("good.jpg", jpeg)), ("f", ("bad.jpg", b"GIF89a nonsense"))]
+
+
+def test_each_image_is_answered_on_its_own(server: LiveServer, lite0: Predictor,
+                                           photo_files: dict[str, bytes]) -> None:
+    """One bad file does not sink the others: 200 with an error in the bad one's place."""
+    jpeg = photo_files["coffee.jpg"]
+    one_bad = [("f", ("good.jpg", jpeg)), ("f", ("bad.jpg", b"GIF89a nonsense")), ("f", ("half.jpg", jpeg[:999]))]
     mixed = httpx.post(f"{server.url}/v1/predict", files=one_bad, timeout=60)
-    assert mixed.status_code == 415 and error_of(mixed)["message"].startswith("bad.jpg:")
+    assert mixed.status_code == 200, mixed.text
+    good, bad, half = mixed.json()["results"]
+    assert good["filename"] == "good.jpg" and "error" not in good
+    assert_same(answered(good), expected(lite0, jpeg))
+    assert bad == {"filename": "bad.jpg", "error": {
+        "status": 415, "code": "not_an_image", "message": "bad.jpg: not an image (unrecognised format)"}}
+    assert half["error"]["code"] == "bad_image" and "predictions" not in half
+
+    all_bad = [("f", ("bad.jpg", b"GIF89a nonsense")), ("f", ("half.jpg", jpeg[:999]))]
+    refused = httpx.post(f"{server.url}/v1/predict", files=all_bad, timeout=60)
+    assert refused.status_code == 415 and error_of(refused)["code"] == "not_an_image"  # the first one's
+    assert error_of(refused)["message"].startswith("no image could be read: bad.jpg: not an image")
+    assert "half.jpg: " in error_of(refused)["message"]
+
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'effnet_image_errors_total{code="not_an_image"}' in metrics
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=xyz", "multipart/form-data"])
+def test_a_malformed_multipart_body_says_so(server: LiveServer, content_type: str) -> None:
+    body = b'--other\r\nContent-Disposition: form-data; name="f"; filename="a.jpg"\r\n\r\nxx\r\n--other--\r\n'
+    response = httpx.post(f"{server.url}/v1/predict", content=body, headers={"Content-Type": content_type}, timeout=60)
+    assert response.status_code == 400 and error_of(response)["code"] == "bad_multipart"
+    message = error_of(response)["message"]
+    assert message.startswith("malformed multipart body: ") and "images" not in message
+    assert not [record for record in server.records if record.name.startswith("python_multipart")]  # no log noise
 
 
 def test_multipart_with_only_fields_has_no_image(server: LiveServer) -> None:
@@ -116,7 +147,8 @@ def test_size_limits(server: LiveServer, photo_files: dict[str, bytes]) -> None:
 
     nine = [("f", (f"{i}.jpg", photo_files["coffee.jpg"])) for i in range(9)]  # the fixture allows 8
     many = httpx.post(f"{server.url}/v1/predict", files=nine, timeout=60)
-    assert many.status_code == 413 and error_of(many)["code"] == "bad_multipart"
+    assert many.status_code == 413 and error_of(many)["code"] == "too_many_images"
+    assert error_of(many)["message"] == "more than 8 images in one request (--max-images)"
 
 
 @pytest.mark.parametrize("topk", ["0", "-3", "1001", "five"])
@@ -144,6 +176,9 @@ def test_unknown_route_and_wrong_method_are_json(server: LiveServer) -> None:
 def test_health_models_page_and_docs(server: LiveServer, lite0: Predictor) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready", "models": ["efficientnet_lite0"]}
+    for probe in ("/healthz", "/readyz", "/"):  # load balancers probe with HEAD
+        head = httpx.head(f"{server.url}{probe}")
+        assert head.status_code == 200 and head.content == b"", probe
     listing = httpx.get(f"{server.url}/v1/models").json()
     (model,) = listing["models"]
     assert listing["default"] == model["name"] == "efficientnet_lite0"
@@ -165,6 +200,9 @@ def test_health_models_page_and_docs(server: LiveServer, lite0: Predictor) -> No
     schema = httpx.get(f"{server.url}/openapi.json").json()
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= set(body)
+    result = schema["components"]["schemas"]["ImageResult"]  # the per-image contract is documented
+    assert {"predictions", "batch_size", "error"} <= set(result["properties"]) and result["required"] == ["filename"]
+    assert "answered on its own" in schema["paths"]["/v1/predict"]["post"]["description"]
 
 
 def test_concurrent_requests_share_a_forward_pass(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
@@ -218,6 +256,20 @@ def test_metrics_count_what_happened(lite0: Predictor, photo_files: dict[str, by
     assert "process_cpu_seconds" in families
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
     assert openmetrics.text.endswith("# EOF\n")
+
+
+def test_metrics_label_every_route_by_its_template(lite0: Predictor) -> None:
+    with serve(lite0) as live:
+        for path in ("/openapi.json", "/docs", "/static/app.js", "/static/style.css", "/", "/no/such/page"):
+            httpx.get(f"{live.url}{path}")
+        httpx.head(f"{live.url}/healthz")
+        metrics = httpx.get(f"{live.url}/metrics").text
+    counted = {(s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+               for family in text_string_to_metric_families(metrics) if family.name == "effnet_http_requests"
+               for s in family.samples if s.name == "effnet_http_requests_total"}
+    assert counted == {
+        ("GET", "/openapi.json", "200"): 1, ("GET", "/docs", "200"): 1, ("GET", "/static", "200"): 2,
+        ("GET", "/", "200"): 1, ("GET", "unmatched", "404"): 1, ("HEAD", "/healthz", "200"): 1}
 
 
 def test_two_models_are_routed_by_name(lite0: Predictor, photo_files: dict[str, bytes]) -> None:

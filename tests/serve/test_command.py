@@ -26,7 +26,8 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     text = capsys.readouterr().out
     for option in ("--max-batch", "--max-wait-ms", "--workers", "--api-key", "--queue-size", "--max-body-mb",
-                   "--max-pixels", "--engine", "--device", "--threads", "--host"):
+                   "--max-pixels", "--max-request-pixels", "--read-timeout", "--engine", "--device", "--threads",
+                   "--host"):
         assert option in text
     flat = " ".join(text.split())
     assert "(default: 127.0.0.1)" in flat and "(default: 16)" in flat  # from the CLI's formatter
@@ -43,7 +44,9 @@ def test_api_key_from_the_environment_never_shows_in_help(capsys: pytest.Capture
 
 @pytest.mark.parametrize("argv, message", [
     (["--max-batch", "0"], "--max-batch must be at least 1"),
-    (["--queue-size", "8", "--max-images", "16"], "cannot exceed --queue-size"),
+    (["--queue-size", "8", "--max-images", "16"], "lower --max-images or raise --queue-size"),
+    (["--queue-size", "8", "--model", "efficientnet_z9", "--port", "0"], "unknown model"),  # got to loading
+    (["--read-timeout", "0"], "--read-timeout must be more than 0"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
     (["--model", "lite0", "--model", "lite1", "--weights", "some.safetensors"], "single model"),
     (["--engine", "onnxruntime"], "needs an exported model"),

@@ -201,6 +201,26 @@ def test_drop_two_files(browser: Chromium, lite0: Predictor, tmp_path: Path) -> 
     check_page_shows(shown, lite0, photos)
 
 
+def test_a_bad_file_among_good_ones_shows_its_own_error(browser: Chromium, lite0: Predictor, tmp_path: Path) -> None:
+    photo = ROOT / "examples/images/espresso.jpg"
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("a shopping list, not a photo")
+    with serve(lite0) as live:
+        browser.open(f"{live.url}/")
+        document = browser.send("DOM.getDocument")["root"]["nodeId"]
+        picker = browser.send("DOM.querySelector", nodeId=document, selector="#file")["nodeId"]
+        browser.send("DOM.setFileInputFiles", nodeId=picker, files=[str(photo), str(notes)])
+        browser.wait_for("document.body.dataset.state === 'done'")
+        shown = json.loads(browser.evaluate(SHOWN))
+        errors = browser.evaluate("JSON.stringify([...document.querySelectorAll('.result .image-error')]"
+                                  ".map(p => p.textContent))")
+        browser.screenshot(tmp_path / "page-one-bad.png")
+    assert json.loads(errors) == ["", "notes.jpg: not an image (unrecognised format)"]
+    assert shown["status"] == "Classified 1 of 2 images; 1 could not be read."
+    assert [card["file"] for card in shown["cards"]] == ["espresso.jpg", "notes.jpg"]
+    assert shown["cards"][0]["bars"][0]["label"] == "espresso" and shown["cards"][1]["bars"] == []
+
+
 def test_api_key_prompt(browser: Chromium, lite0: Predictor, tmp_path: Path) -> None:
     with serve(lite0, api_key="letmein") as live:
         browser.send("Page.navigate", url=f"{live.url}/")

@@ -1,24 +1,26 @@
 """The HTTP app: ``create_app({name: Predictor}, ServeSettings())`` -> a FastAPI app.
 
-Work per request: read the body (bounded), split it into images, decode and preprocess
-them in a thread pool (Pillow, simplejpeg and numpy release the GIL), hand the arrays to
-the model's ``DynamicBatcher`` (forward passes in worker threads), then top-k. The event
-loop only shuffles bytes and futures, so one process keeps many requests in flight.
+Work per request: read the body (bounded in size and time), split it into images, decode
+and preprocess them in a thread pool that serves requests in turn (Pillow, simplejpeg and
+numpy release the GIL), hand the arrays to the model's ``DynamicBatcher`` (forward passes
+in worker threads), then top-k. The event loop only shuffles bytes and futures, so one
+process keeps many requests in flight.
 
-Every bad input is a 4xx with a JSON body ``{"error": {"status", "code", "message"}}``;
-a 5xx means a bug or a failed model, never the client's data.
+Every bad input is a 4xx with a JSON body ``{"error": {"status", "code", "message"}}``, and
+an unreadable image among readable ones is answered in its own place; a 5xx means a bug, a
+failed model or a server stopping, never the client's data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import UsageError
@@ -39,9 +42,10 @@ from ..models.variants import canonical_name
 from ..runtime.predictor import Predictor, top_k
 from .batcher import DynamicBatcher, QueueFull
 from .metrics import RequestMetrics, ServeMetrics
-from .requests import ServeError, decode, images_from_request
+from .requests import DecodePool, PixelBudget, ServeError, decode, images_from_request
 from .schemas import (
     PREDICT_BODY,
+    ErrorDetail,
     ImageResult,
     ModelInfo,
     ModelList,
@@ -62,7 +66,14 @@ PAGE_POLICY = (
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Limits and batching knobs; the defaults suit one CPU replica."""
+    """Limits and batching knobs; the defaults suit one CPU replica.
+
+    ``max_images`` defaults to 32, or to ``queue_size`` when that is smaller (a request must
+    fit in the queue). ``max_request_pixels`` defaults to 5 x ``max_pixels`` (200 MP): more
+    than a body of ordinary photos can carry (20 MB of JPEG at 0.15-0.35 bytes per pixel is
+    60-130 MP), a sixth of what 32 images at the per-image limit would make a server decode.
+    ``read_timeout``: seconds a client gets to send a request's headers, and again its body.
+    """
 
     max_batch: int = 16
     max_wait_ms: float = 5.0
@@ -70,24 +81,33 @@ class ServeSettings:
     queue_size: int = 128
     max_body_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
-    max_images: int = 32
+    max_images: int | None = None  # None: resolved in __post_init__, as said above
+    max_request_pixels: int | None = None
+    read_timeout: float = 60.0
     api_key: str | None = None
     preprocess_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
+        if self.max_images is None:
+            object.__setattr__(self, "max_images", min(32, self.queue_size))
+        if self.max_request_pixels is None:
+            object.__setattr__(self, "max_request_pixels", 5 * self.max_pixels)
         checks = {
             "--max-batch": self.max_batch >= 1, "--workers": self.workers >= 1,
             "--queue-size": self.queue_size >= 1, "--max-body-mb": self.max_body_bytes >= 1,
             "--max-pixels": self.max_pixels >= 1, "--max-images": self.max_images >= 1,
-            "preprocess threads": self.preprocess_threads >= 1,
+            "--max-request-pixels": self.max_request_pixels >= 1, "preprocess threads": self.preprocess_threads >= 1,
         }
         for option, ok in checks.items():
             if not ok:
                 raise UsageError(f"{option} must be at least 1")
         if self.max_wait_ms < 0:
             raise UsageError("--max-wait-ms must be 0 or more")
+        if not self.read_timeout > 0:
+            raise UsageError("--read-timeout must be more than 0")
         if self.max_images > self.queue_size:
-            raise UsageError(f"--max-images ({self.max_images}) cannot exceed --queue-size ({self.queue_size})")
+            raise UsageError(f"--max-images ({self.max_images}) cannot exceed --queue-size ({self.queue_size}): "
+                             "such a request could never be admitted; lower --max-images or raise --queue-size")
         if self.api_key is not None and not self.api_key:
             raise UsageError("--api-key must not be empty")
 
@@ -139,26 +159,28 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
             "workers": str(settings.workers),
         })
     default_model = next(iter(services))
-    state: dict[str, Any] = {"ready": False, "pool": None}
+    decoding = DecodePool(settings.preprocess_threads)
+    ready = False
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = state["pool"] = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="effnet-decode")
+        nonlocal ready
+        decoding.start()
         for service in services.values():
             await service.batcher.start()
             await service.batcher.warm_up(service.predictor.engine.example_input())
-        state["ready"] = True
+        ready = True
         metrics.ready.set(1)
         log.info("ready: %s", ", ".join(f"{s.name} ({s.engine})" for s in services.values()))
         try:
             yield
         finally:
             # uvicorn calls this once open connections are done; finish what is queued anyway
-            state["ready"] = False
+            ready = False
             metrics.ready.set(0)
             for service in services.values():
                 await service.batcher.close()
-            pool.shutdown(wait=True)
+            decoding.shutdown()
 
     app = FastAPIOffline(
         title="effnet", version=__version__, lifespan=lifespan, redoc_url=None,
@@ -192,11 +214,6 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         )
         return error_response(422, "invalid_parameter", problems)
 
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, error: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"internal error ({type(error).__name__}); see the server log")
-
     # -- security ---------------------------------------------------------------------------
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's --api-key")
     bearer_key = HTTPBearer(auto_error=False, description="Authorization: Bearer <the server's --api-key>")
@@ -227,8 +244,13 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
             return services[canonical]  # type: ignore[index]
         raise ServeError(404, "unknown_model", f"model '{name}' is not served here; served: {', '.join(services)}")
 
-    @app.post("/v1/predict", response_model=PredictResponse, dependencies=protected, openapi_extra=PREDICT_BODY,
-              responses=error_responses(400, 401, 404, 413, 415, 422, 503), summary="Classify images")
+    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True,
+              dependencies=protected, openapi_extra=PREDICT_BODY, summary="Classify images",
+              responses=error_responses(400, 401, 404, 408, 413, 415, 422, 503),
+              description="Each image is answered on its own: a result has `predictions`, or an `error` "
+                          "(status, code, message) for an image that could not be read. The answer is 200 "
+                          "when at least one image was classified; when none was, it is the first image's "
+                          "error (4xx), with every image's reason in the message.")
     async def predict(
         request: Request,
         topk: int = Query(5, ge=1, description="classes to return per image"),
@@ -239,31 +261,56 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         num_classes = service.predictor.engine.num_classes
         if topk > num_classes:
             raise ServeError(422, "invalid_parameter", f"topk: must be between 1 and {num_classes}")
-        images = await images_from_request(request, settings.max_body_bytes, settings.max_images)  # at most --max-images
-        loop = asyncio.get_running_loop()
+        images = await images_from_request(request, settings.max_body_bytes, settings.max_images,
+                                           settings.read_timeout)
         try:
             ticket = service.batcher.admit(len(images))
         except QueueFull as full:
             raise ServeError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)}) from None
         with ticket:
             decode_started = time.perf_counter()
-            arrays = await asyncio.gather(*(loop.run_in_executor(state["pool"], decode, service.predictor, name, data)
-                                            for name, data in images))
+            budget = PixelBudget(settings.max_request_pixels)
+            decoded = await decoding.map(functools.partial(decode, service.predictor, budget), images)
             preprocess_ms = 1000 * (time.perf_counter() - decode_started)
-            outcomes = await asyncio.gather(*(ticket.submit(array) for array in arrays))
-        outputs = np.stack([outcome.output for outcome in outcomes])
-        ranked = top_k(outputs, service.predictor.engine.labels, topk)
-        results = [
-            ImageResult(filename=name, batch_size=outcome.batch_size,
-                        predictions=[PredictionOut(**asdict(p)) for p in predictions])
-            for (name, _), outcome, predictions in zip(images, outcomes, ranked)
-        ]
+            arrays = image_arrays(decoded, budget)
+            outcomes = dict(zip(arrays, await asyncio.gather(*(ticket.submit(a) for a in arrays.values()))))
+        ranked = dict(zip(outcomes, top_k(np.stack([o.output for o in outcomes.values()]),
+                                          service.predictor.engine.labels, topk)))
+        results = []
+        for index, (name, _) in enumerate(images):
+            if index in outcomes:
+                predictions = [PredictionOut(**asdict(p)) for p in ranked[index]]
+                results.append(ImageResult(filename=name, predictions=predictions,
+                                           batch_size=outcomes[index].batch_size))
+            else:
+                error = decoded[index]
+                results.append(ImageResult(filename=name, error=ErrorDetail(
+                    status=error.status, code=error.code, message=error.message)))
         timing = Timing(
             total_ms=1000 * (time.perf_counter() - started), preprocess_ms=preprocess_ms,
-            queue_ms=1000 * max(o.queue_seconds for o in outcomes),
-            inference_ms=1000 * max(o.inference_seconds for o in outcomes),
+            queue_ms=1000 * max(o.queue_seconds for o in outcomes.values()),
+            inference_ms=1000 * max(o.inference_seconds for o in outcomes.values()),
         )
         return PredictResponse(model=service.name, backend=service.engine, topk=topk, results=results, timing=timing)
+
+    def image_arrays(decoded: list[Any], budget: PixelBudget) -> dict[int, np.ndarray]:
+        """The decoded images by position; per-image errors are counted (and answered in their
+        place), a bug or an exceeded budget ends the request, and so does no image at all."""
+        failures = [outcome for outcome in decoded if isinstance(outcome, BaseException)]
+        bug = next((failure for failure in failures if not isinstance(failure, ServeError)), None)
+        if bug is not None:
+            raise bug  # not the client's data: a 500
+        if budget.exceeded:  # the request as a whole is too much: one 413 for it
+            raise next(failure for failure in failures if failure.code == "too_many_pixels_in_request")
+        for failure in failures:
+            metrics.image_errors.labels(code=failure.code).inc()
+        if len(failures) == len(decoded):
+            first = failures[0]
+            if len(failures) == 1:
+                raise first
+            reasons = "; ".join(failure.message for failure in failures)
+            raise ServeError(first.status, first.code, f"no image could be read: {reasons}")
+        return {index: array for index, array in enumerate(decoded) if not isinstance(array, BaseException)}
 
     @app.get("/v1/models", response_model=ModelList, dependencies=protected, responses=error_responses(401),
              summary="Served models and their settings")
@@ -277,7 +324,7 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
     @app.get("/readyz", summary="Readiness: models loaded and accepting work",
              responses=error_responses(503))
     async def readyz() -> dict[str, Any]:
-        if not (state["ready"] and all(s.batcher.running for s in services.values())):
+        if not (ready and all(s.batcher.running for s in services.values())):
             raise ServeError(503, "not_ready", "models are loading or the server is shutting down",
                              {"Retry-After": "1"})
         return {"status": "ready", "models": list(services)}
@@ -292,6 +339,47 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
+    for path, endpoint in (("/healthz", healthz), ("/readyz", readyz), ("/", page)):  # probes may use HEAD
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(LastResort, answer=error_response)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outside: it counts LastResort's answers too
     return app
+
+
+class LastResort:
+    """Pure ASGI middleware: a JSON answer for a request that ends without one.
+
+    A bug is logged once and answered 500 (Starlette's handler for ``Exception`` re-raises
+    it for the server to log a second time). A request still running when
+    ``--shutdown-timeout`` runs out is cancelled by uvicorn; it gets a 503 to retry
+    elsewhere, instead of uvicorn's plain-text 500 and a traceback.
+    """
+
+    def __init__(self, app: ASGIApp, answer: Callable[..., JSONResponse]) -> None:
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except asyncio.CancelledError:
+            if not started:
+                await self.answer(503, "shutting_down", "the server stopped before this request was done "
+                                  "(--shutdown-timeout): retry", {"Retry-After": "1", "Connection": "close"}
+                                  )(scope, receive, send)
+        except Exception as error:
+            log.error("internal error on %s %s", scope["method"], scope["path"], exc_info=error)
+            if not started:
+                await self.answer(500, "internal_error", f"internal error ({type(error).__name__}); see the "
+                                  "server log")(scope, receive, send)

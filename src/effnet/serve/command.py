@@ -7,7 +7,6 @@ below serve/ in the import order (a lower room never imports a higher one).
 from __future__ import annotations
 
 import argparse
-import copy
 import ipaddress
 import os
 import socket
@@ -59,12 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "weights")
     batching.add_argument("--queue-size", type=int, default=128, metavar="N",
                           help="most images admitted and waiting; beyond it requests get 503 with Retry-After")
-    batching.add_argument("--max-images", type=int, default=32, metavar="N", help="most images in one request")
+    batching.add_argument("--max-images", type=int, default=None, metavar="N",
+                          help="most images in one request (default: 32, or --queue-size if smaller)")
     batching.add_argument("--max-body-mb", type=float, default=20.0, metavar="MB",
                           help="largest request body; 413 above it")
     batching.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
                           help="largest image in pixels, width x height; 413 above it, which stops "
                                "decompression bombs")
+    batching.add_argument("--max-request-pixels", type=int, default=None, metavar="N",
+                          help="most pixels all images of one request may have together; 413 above it "
+                               "(default: 5 x --max-pixels)")
+    batching.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
+                          help="time a client gets to send a request's headers, and again its body; "
+                               "then 408 and the connection closes")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -73,6 +79,7 @@ def _settings(args: argparse.Namespace) -> Any:
     return ServeSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers, queue_size=args.queue_size,
         max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels, max_images=args.max_images,
+        max_request_pixels=args.max_request_pixels, read_timeout=args.read_timeout,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
     )
 
@@ -114,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .server import server_config
 
     settings = _settings(args)
     engine = resolve_engine(args.engine, args.weights)
@@ -145,12 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host) and not settings.api_key:
         print(f"effnet serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the server", file=sys.stderr)
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # our "ready" line in uvicorn's format
-    log_config["loggers"]["effnet.serve"] = {"handlers": ["default"], "level": args.log_level.upper(),
-                                             "propagate": False}
-    config = uvicorn.Config(
-        app, log_level=args.log_level, log_config=log_config, access_log=args.access_log,
-        timeout_graceful_shutdown=args.shutdown_timeout, server_header=False,
-    )
+    config = server_config(app, log_level=args.log_level, access_log=args.access_log,
+                           shutdown_timeout=args.shutdown_timeout)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

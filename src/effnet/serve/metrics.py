@@ -21,6 +21,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Request latency buckets (seconds): CPU inference of big variants can take several seconds.
@@ -42,6 +43,8 @@ class ServeMetrics:
                               ["code"], registry=r)
         self.latency = Histogram("effnet_http_request_duration_seconds", "Time from request to response",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.image_errors = Counter("effnet_image_errors", "Images not classified, by reason (the per-image error "
+                                    "code), whether or not others in their request were", ["code"], registry=r)
         self.in_progress = Gauge("effnet_http_requests_in_progress", "Requests being handled now", registry=r)
         self.images = Counter("effnet_images", "Images classified", ["model"], registry=r)
         self.batch_size = Histogram("effnet_batch_size", "Images per forward pass", ["model"],
@@ -85,11 +88,23 @@ class ServeMetrics:
         return encoder(self.registry), content_type
 
 
-class RequestMetrics:
-    """Pure ASGI middleware: request counts and latency by route template, nosniff header.
+def route_label(scope: Scope) -> str:
+    """The template of the route or mount that serves ``scope`` (``/v1/predict``, ``/static``),
+    found as the app's router finds it; ``unmatched`` for a path no route serves. Templates,
+    not raw paths, keep the label set small whatever clients request."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route.path
+        if match is Match.PARTIAL and partial is None:
+            partial = route.path  # the path exists, the method does not (405)
+    return partial or "unmatched"
 
-    Route templates (not raw paths) keep the label set small whatever clients request.
-    """
+
+class RequestMetrics:
+    """Pure ASGI middleware: request counts and latency by route template, nosniff header."""
 
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app
@@ -100,6 +115,7 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        route = route_label(scope)  # before routing changes the scope (a mount's root_path)
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -114,6 +130,5 @@ class RequestMetrics:
             await self.app(scope, receive, send_with_headers)
         finally:
             self.metrics.in_progress.dec()
-            route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(method=scope["method"], route=route, status=str(status)).inc()
             self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)

@@ -17,10 +17,20 @@ class PredictionOut(BaseModel):
     probability: float = Field(description="softmax probability, 0-1")
 
 
+class ErrorDetail(BaseModel):
+    status: int = Field(description="the HTTP status this error has as a whole answer")
+    code: str = Field(description="machine-readable reason, e.g. not_an_image, too_many_pixels")
+    message: str = Field(description="one line for a person, naming the file")
+
+
 class ImageResult(BaseModel):
+    """One image's answer: ``predictions`` and ``batch_size``, or ``error`` when it could not be read."""
+
     filename: str = Field(description="the multipart file name, or 'image' for a raw body")
-    predictions: list[PredictionOut]
-    batch_size: int = Field(description="images in the forward pass that served this one")
+    predictions: list[PredictionOut] | None = Field(None, description="the top-k classes (absent on error)")
+    batch_size: int | None = Field(None, description="images in the forward pass that served this one "
+                                                     "(absent on error)")
+    error: ErrorDetail | None = Field(None, description="why this image was not classified (absent on success)")
 
 
 class Timing(BaseModel):
@@ -53,12 +63,6 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     default: str
     models: list[ModelInfo]
-
-
-class ErrorDetail(BaseModel):
-    status: int
-    code: str
-    message: str
 
 
 class ErrorBody(BaseModel):
