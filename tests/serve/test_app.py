@@ -136,6 +136,7 @@ def test_size_limits(server: LiveServer, photo_files: dict[str, bytes]) -> None:
     big = b"\xff\xd8" + bytes(3 * 2**20)  # over the fixture's 2 MiB body limit
     declared = httpx.post(f"{server.url}/v1/predict", content=big, headers={"Content-Type": "image/jpeg"}, timeout=60)
     assert declared.status_code == 413 and error_of(declared)["code"] == "body_too_large"
+    assert declared.headers["connection"] == "close"  # the unread body must not pass for a next request
 
     def chunks():  # no Content-Length: the limit must hold while streaming
         for _ in range(48):
