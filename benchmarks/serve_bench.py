@@ -5,7 +5,7 @@ For each server mode (dynamic batching on, and off = ``--max-batch 1``) a real
 default) post one JPEG per request for a fixed time. Printed beside it, measured in the
 same run on the same machine:
 
-- backend: the backend's own throughput on ready-made batches of ``--max-batch`` images
+- engine: the engine's own throughput on ready-made batches of ``--max-batch`` images
   (no decoding) with the server's thread layout (``--workers`` forward passes at once,
   ``--threads`` each), measured again just before each row so that a shared machine's load
   drifts into both sides alike: the ceiling the issue's goal is stated against;
@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -35,21 +34,24 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from effnet.runtime.predictor import Predictor
+from effnet.serve.command import threads_per_pass
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Offline:
-    """The backend and the whole pipeline measured in this process, with the server idle."""
+    """The engine and the whole pipeline measured in this process, with the server idle.
 
-    def __init__(self, args: argparse.Namespace, images: list[bytes]) -> None:
-        from effnet.tasks.predict import Predictor
+    ``threads``: per forward pass, as the server is given them (None: the engine's default).
+    """
 
-        options = {"device": args.device} if args.device else {}
-        self.predictor = Predictor(args.model, backend=args.backend, **options)
+    def __init__(self, args: argparse.Namespace, images: list[bytes], threads: int | None) -> None:
+        self.predictor = Predictor(args.model, engine=args.engine, device=args.device, threads=threads)
         self.batch = [images[i % len(images)] for i in range(args.max_batch)]
-        self.ready = np.stack([self.predictor.preprocess(data) for data in self.batch])
+        self.ready = self.predictor.engine.collate([self.predictor.preprocess(data) for data in self.batch])
         for _ in range(3):
-            self.predictor.backend(self.ready)
+            self.predictor.engine(self.ready)
 
     def _rate(self, step, seconds: float, parallel: int = 1) -> float:
         started = time.perf_counter()
@@ -65,9 +67,9 @@ class Offline:
             done = sum(pool.map(lambda _: loop(), range(parallel)))
         return done / (time.perf_counter() - started)
 
-    def backend(self, seconds: float, parallel: int = 1) -> float:
+    def engine(self, seconds: float, parallel: int = 1) -> float:
         """Images/s of forward passes on ready-made batches (no decoding), ``parallel`` at once."""
-        return self._rate(lambda: self.predictor.backend(self.ready), seconds, parallel)
+        return self._rate(lambda: self.predictor.engine(self.ready), seconds, parallel)
 
     def pipeline(self, seconds: float) -> float:
         """Images/s of decode + preprocess + forward, as ``effnet predict`` runs them."""
@@ -76,7 +78,7 @@ class Offline:
 
 def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "effnet", "serve", "--port", "0", "--model", args.model,
-               "--backend", args.backend, "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
+               "--engine", args.engine, "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
                "--workers", str(args.workers), "--queue-size", "1024", "--log-level", "warning"]
     if args.device:
         command += ["--device", args.device]
@@ -176,15 +178,16 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--backend", default="torch")
-    parser.add_argument("--device", default=None, help="torch device (e.g. cuda)")
+    parser.add_argument("--engine", default="torch", help="server --engine")
+    parser.add_argument("--device", default=None, help="server --device (e.g. cuda)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per point (after warm-up)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1, help="server --workers (default: the server's, 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="server --threads (default: the server's, torch's thread count / workers)")
+                        help="server --threads (default: the server's: the engine's own, or with several "
+                             "--workers the usable cores divided among them)")
     parser.add_argument("--modes", nargs="+", choices=("batching", "unbatched"), default=["batching", "unbatched"],
                         help="server modes to measure: batching (--max-batch) and unbatched (--max-batch 1)")
     parser.add_argument("--images", nargs="+", type=Path,
@@ -193,24 +196,21 @@ def main() -> None:
     images = [path.read_bytes() for path in args.images]
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"python {platform.python_version()}; model {args.model}, backend {args.backend}"
+          f"python {platform.python_version()}; model {args.model}, engine {args.engine}"
           f"{', device ' + args.device if args.device else ''}")
-    reference = Offline(args, images)
-    default_rate = reference.backend(args.seconds)
-    pipeline_rate = reference.pipeline(args.seconds)
-    print(f"offline, batch {args.max_batch}, default threads: backend {default_rate:.1f} img/s, "
+    default = Offline(args, images, threads=None)
+    default_rate = default.engine(args.seconds)
+    pipeline_rate = default.pipeline(args.seconds)
+    print(f"offline, batch {args.max_batch}, default threads: engine {default_rate:.1f} img/s, "
           f"decode+preprocess+forward {pipeline_rate:.1f} img/s")
-    if args.backend == "torch":
-        import torch
-
-        args.threads = args.threads or max(1, torch.get_num_threads() // args.workers)  # as the server does
-        torch.set_num_threads(args.threads)
-    layout = f"{args.workers} forward pass(es) at once, {args.threads or 'default'} thread(s) each"
-    print(f"'backend': the backend offline on ready batches of {args.max_batch} with the server's layout "
+    threads = threads_per_pass(args.threads, args.workers)
+    reference = Offline(args, images, threads)  # the server's layout
+    layout = f"{args.workers} forward pass(es) at once, {threads or 'default'} thread(s) each"
+    print(f"'engine': the engine offline on ready batches of {args.max_batch} with the server's layout "
           f"({layout}), measured just before each row, as the machine may be shared\n")
 
     header = (f"{'mode':<18} {'clients':>7} {'img/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
-              f"{'backend':>8} {'vs backend':>10} {'vs pipeline':>11} {'client cpu ms/req':>17}")
+              f"{'engine':>8} {'vs engine':>10} {'vs pipeline':>11} {'client cpu ms/req':>17}")
     print(header)
     print("-" * len(header))
     goal = None
@@ -219,21 +219,21 @@ def main() -> None:
         process, url = start_server(args, max_batch)
         try:
             for concurrency in args.concurrency:
-                backend_rate = reference.backend(args.seconds / 2, args.workers)
+                engine_rate = reference.engine(args.seconds / 2, args.workers)
                 rate, latencies, client_cpu = asyncio.run(load(url, images, concurrency, args.seconds))
                 p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
                 print(f"{mode:<18} {concurrency:>7} {rate:>7.1f} {1000 * p50:>8.1f} {1000 * p99:>8.1f} "
-                      f"{p99 / p50:>7.2f} {backend_rate:>8.1f} {rate / backend_rate:>9.0%} "
+                      f"{p99 / p50:>7.2f} {engine_rate:>8.1f} {rate / engine_rate:>9.0%} "
                       f"{rate / pipeline_rate:>10.0%} {1000 * client_cpu:>17.2f}", flush=True)
                 if max_batch == args.max_batch and concurrency == max(args.concurrency):
-                    goal = (rate / backend_rate, p99 / p50, concurrency)
+                    goal = (rate / engine_rate, p99 / p50, concurrency)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
     if goal:
         ratio, spread, concurrency = goal
         verdict = "met" if ratio >= 0.85 and spread <= 3 else "NOT met"
-        print(f"\ngoal at {concurrency} clients with batching: >= 85% of backend throughput and p99 <= 3x p50: "
+        print(f"\ngoal at {concurrency} clients with batching: >= 85% of engine throughput and p99 <= 3x p50: "
               f"{ratio:.0%}, p99/p50 {spread:.2f} -> {verdict}")
 
 

@@ -1,32 +1,18 @@
-"""Fixtures for the server tests: Lite0 with its real weights, real photos, live servers.
-
-Servers run under uvicorn in a thread on 127.0.0.1 with an ephemeral port, so the tests go
-through real sockets, HTTP parsing and the app's lifespan, as clients do.
-"""
+"""Fixtures for the server tests: Lite0 with its real weights, real photos, a live server."""
 
 from __future__ import annotations
 
-import copy
-import io
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
-from PIL import Image
 
-from effnet.serve.app import ServeSettings, create_app
-from effnet.tasks.predict import Predictor
+from effnet.data.transforms import Preprocessing
+from effnet.runtime.onnx_metadata import INPUT_FLOAT, write_metadata
+from effnet.runtime.predictor import Predictor
 
-
-def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
+from .live import LiveServer, encode, serve
 
 
 @pytest.fixture(scope="session")
@@ -42,42 +28,6 @@ def photo_files(photos: dict[str, np.ndarray]) -> dict[str, bytes]:
     return files
 
 
-class LiveServer:
-    """uvicorn serving ``app`` in a thread; ``stop()`` is the SIGTERM path (should_exit)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def start(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "server did not shut down"
-
-    def __enter__(self) -> "LiveServer":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def serve(predictor: Predictor | dict[str, Predictor], **settings: Any) -> LiveServer:
-    return LiveServer(create_app(predictor, ServeSettings(**settings)))
-
-
 @pytest.fixture(scope="module")
 def server(lite0: Predictor) -> Iterator[LiveServer]:
     """Default settings except small limits that the 4xx tests reach cheaply."""
@@ -85,33 +35,38 @@ def server(lite0: Predictor) -> Iterator[LiveServer]:
         yield live
 
 
-class GatedBackend:
-    """A backend whose forward passes wait for the test to open the gate."""
+@pytest.fixture(scope="session")
+def tiny_classifier() -> Callable[..., Path]:
+    """``tiny_classifier(path, layout)`` writes a hand-made ONNX classifier with effnet metadata:
+    logits = the mean pixel of the (normalized, or raw uint8) image @ a fixed random matrix.
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
+    Local until the shared fixture in tests/conftest.py lands; then use that one.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.gate.wait(30), "test gate never opened"
-        return self.inner(batch)
+    weight = np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def write(path: Path, layout: str = INPUT_FLOAT, size: int = 32) -> Path:
+        if layout == INPUT_FLOAT:
+            nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+                     helper.make_node("Flatten", ["pooled"], ["flat"])]
+            image = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])
+        else:  # uint8 NHWC of any size, the layout of --with-preprocessing graphs
+            nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+                     helper.make_node("ReduceMean", ["f", "axes"], ["flat"], keepdims=0)]
+            image = helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", "H", "W", 3])
+        nodes.append(helper.make_node("MatMul", ["flat", "w"], ["logits"]))
+        graph = helper.make_graph(
+            nodes, "tiny", [image], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
+            [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([1, 2], np.int64), "axes")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        write_metadata(model, {
+            "arch": "efficientnet_lite0", "input": layout, "labels": "imagenet1k", "num_classes": 1000,
+            "preprocessing": Preprocessing(size=size, mean=(0.5,) * 3, std=(0.25,) * 3).to_dict(),
+        })
+        onnx.save(model, path)
+        return path
 
-
-def gated(predictor: Predictor) -> tuple[Predictor, GatedBackend]:
-    clone = copy.copy(predictor)
-    clone.backend = GatedBackend(predictor.backend)  # type: ignore[assignment]
-    return clone, clone.backend  # type: ignore[return-value]
-
-
-def wait_until(condition: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+    return write

@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from effnet.tasks.predict import Predictor, top_k
+from effnet.runtime.onnx_metadata import INPUT_RGB
+from effnet.runtime.predictor import Predictor
 
-from .conftest import LiveServer, serve
-
-
-def expected(predictor: Predictor, data: bytes, k: int = 5) -> list[tuple[int, float]]:
-    (predictions,) = top_k(predictor.logits([data]), predictor.backend.labels, k)
-    return [(p.index, p.probability) for p in predictions]
-
-
-def answered(result: dict) -> list[tuple[int, float]]:
-    return [(p["index"], p["probability"]) for p in result["predictions"]]
-
-
-def assert_same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
-    """Same classes in the same order; probabilities equal up to float32 batch-size noise."""
-    assert [i for i, _ in got] == [i for i, _ in want]
-    np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=1e-5)
+from .live import LiveServer, answered, assert_same, error_of, expected, serve
 
 
 def test_multipart_images_match_direct_prediction(server: LiveServer, lite0: Predictor,
@@ -45,7 +32,7 @@ def test_multipart_images_match_direct_prediction(server: LiveServer, lite0: Pre
     assert [r["filename"] for r in body["results"]] == list(photo_files)
     for result, data in zip(body["results"], photo_files.values()):
         assert_same(answered(result), expected(lite0, data))
-        assert result["predictions"][0]["label"] == lite0.backend.labels[result["predictions"][0]["index"]]
+        assert result["predictions"][0]["label"] == lite0.engine.labels[result["predictions"][0]["index"]]
     assert body["results"][1]["predictions"][0]["label"] == "espresso"  # coffee.jpg
     timing = body["timing"]
     assert timing["total_ms"] >= timing["inference_ms"] > 0 and timing["preprocess_ms"] > 0
@@ -70,13 +57,6 @@ def test_topk_and_model_parameters(server: LiveServer, photo_files: dict[str, by
     predictions = every.json()["results"][0]["predictions"]
     assert len(predictions) == 1000 and sum(p["probability"] for p in predictions) == pytest.approx(1.0, abs=1e-6)
     assert every.json()["model"] == "efficientnet_lite0"  # the alias resolves to the served name
-
-
-def error_of(response: httpx.Response) -> dict:
-    assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
-    assert error["status"] == response.status_code and error["message"]
-    return error
 
 
 BAD_REQUESTS = {
@@ -109,9 +89,40 @@ def test_image_errors_name_the_file_and_the_reason(server: LiveServer, photo_fil
     assert bomb.status_code == 413 and error_of(bomb)["code"] == "too_many_pixels"
     assert "4,200,000 pixels" in error_of(bomb)["message"]
 
-    one_bad = [("f", ("good.jpg", jpeg)), ("f", ("bad.jpg", b"GIF89a nonsense"))]
+
+
+def test_each_image_is_answered_on_its_own(server: LiveServer, lite0: Predictor,
+                                           photo_files: dict[str, bytes]) -> None:
+    """One bad file does not sink the others: 200 with an error in the bad one's place."""
+    jpeg = photo_files["coffee.jpg"]
+    one_bad = [("f", ("good.jpg", jpeg)), ("f", ("bad.jpg", b"GIF89a nonsense")), ("f", ("half.jpg", jpeg[:999]))]
     mixed = httpx.post(f"{server.url}/v1/predict", files=one_bad, timeout=60)
-    assert mixed.status_code == 415 and error_of(mixed)["message"].startswith("bad.jpg:")
+    assert mixed.status_code == 200, mixed.text
+    good, bad, half = mixed.json()["results"]
+    assert good["filename"] == "good.jpg" and "error" not in good
+    assert_same(answered(good), expected(lite0, jpeg))
+    assert bad == {"filename": "bad.jpg", "error": {
+        "status": 415, "code": "not_an_image", "message": "bad.jpg: not an image (unrecognised format)"}}
+    assert half["error"]["code"] == "bad_image" and "predictions" not in half
+
+    all_bad = [("f", ("bad.jpg", b"GIF89a nonsense")), ("f", ("half.jpg", jpeg[:999]))]
+    refused = httpx.post(f"{server.url}/v1/predict", files=all_bad, timeout=60)
+    assert refused.status_code == 415 and error_of(refused)["code"] == "not_an_image"  # the first one's
+    assert error_of(refused)["message"].startswith("no image could be read: bad.jpg: not an image")
+    assert "half.jpg: " in error_of(refused)["message"]
+
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'effnet_image_errors_total{code="not_an_image"}' in metrics
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=xyz", "multipart/form-data"])
+def test_a_malformed_multipart_body_says_so(server: LiveServer, content_type: str) -> None:
+    body = b'--other\r\nContent-Disposition: form-data; name="f"; filename="a.jpg"\r\n\r\nxx\r\n--other--\r\n'
+    response = httpx.post(f"{server.url}/v1/predict", content=body, headers={"Content-Type": content_type}, timeout=60)
+    assert response.status_code == 400 and error_of(response)["code"] == "bad_multipart"
+    message = error_of(response)["message"]
+    assert message.startswith("malformed multipart body: ") and "images" not in message
+    assert not [record for record in server.records if record.name.startswith("python_multipart")]  # no log noise
 
 
 def test_multipart_with_only_fields_has_no_image(server: LiveServer) -> None:
@@ -125,6 +136,7 @@ def test_size_limits(server: LiveServer, photo_files: dict[str, bytes]) -> None:
     big = b"\xff\xd8" + bytes(3 * 2**20)  # over the fixture's 2 MiB body limit
     declared = httpx.post(f"{server.url}/v1/predict", content=big, headers={"Content-Type": "image/jpeg"}, timeout=60)
     assert declared.status_code == 413 and error_of(declared)["code"] == "body_too_large"
+    assert declared.headers["connection"] == "close"  # the unread body must not pass for a next request
 
     def chunks():  # no Content-Length: the limit must hold while streaming
         for _ in range(48):
@@ -136,7 +148,8 @@ def test_size_limits(server: LiveServer, photo_files: dict[str, bytes]) -> None:
 
     nine = [("f", (f"{i}.jpg", photo_files["coffee.jpg"])) for i in range(9)]  # the fixture allows 8
     many = httpx.post(f"{server.url}/v1/predict", files=nine, timeout=60)
-    assert many.status_code == 413 and error_of(many)["code"] == "bad_multipart"
+    assert many.status_code == 413 and error_of(many)["code"] == "too_many_images"
+    assert error_of(many)["message"] == "more than 8 images in one request (--max-images)"
 
 
 @pytest.mark.parametrize("topk", ["0", "-3", "1001", "five"])
@@ -164,12 +177,15 @@ def test_unknown_route_and_wrong_method_are_json(server: LiveServer) -> None:
 def test_health_models_page_and_docs(server: LiveServer, lite0: Predictor) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready", "models": ["efficientnet_lite0"]}
+    for probe in ("/healthz", "/readyz", "/"):  # load balancers probe with HEAD
+        head = httpx.head(f"{server.url}{probe}")
+        assert head.status_code == 200 and head.content == b"", probe
     listing = httpx.get(f"{server.url}/v1/models").json()
     (model,) = listing["models"]
     assert listing["default"] == model["name"] == "efficientnet_lite0"
-    assert model["input_size"] == lite0.backend.preprocessing.size and model["num_classes"] == 1000
-    assert model["preprocessing"] == lite0.backend.preprocessing.to_dict() | {
-        "mean": list(lite0.backend.preprocessing.mean), "std": list(lite0.backend.preprocessing.std)}
+    assert model["input_size"] == lite0.engine.preprocessing.size and model["num_classes"] == 1000
+    assert model["preprocessing"] == lite0.engine.preprocessing.to_dict() | {
+        "mean": list(lite0.engine.preprocessing.mean), "std": list(lite0.engine.preprocessing.std)}
 
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and 'type="file"' in page.text
@@ -185,6 +201,9 @@ def test_health_models_page_and_docs(server: LiveServer, lite0: Predictor) -> No
     schema = httpx.get(f"{server.url}/openapi.json").json()
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= set(body)
+    result = schema["components"]["schemas"]["ImageResult"]  # the per-image contract is documented
+    assert {"predictions", "batch_size", "error"} <= set(result["properties"]) and result["required"] == ["filename"]
+    assert "answered on its own" in schema["paths"]["/v1/predict"]["post"]["description"]
 
 
 def test_concurrent_requests_share_a_forward_pass(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
@@ -240,6 +259,20 @@ def test_metrics_count_what_happened(lite0: Predictor, photo_files: dict[str, by
     assert openmetrics.text.endswith("# EOF\n")
 
 
+def test_metrics_label_every_route_by_its_template(lite0: Predictor) -> None:
+    with serve(lite0) as live:
+        for path in ("/openapi.json", "/docs", "/static/app.js", "/static/style.css", "/", "/no/such/page"):
+            httpx.get(f"{live.url}{path}")
+        httpx.head(f"{live.url}/healthz")
+        metrics = httpx.get(f"{live.url}/metrics").text
+    counted = {(s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+               for family in text_string_to_metric_families(metrics) if family.name == "effnet_http_requests"
+               for s in family.samples if s.name == "effnet_http_requests_total"}
+    assert counted == {
+        ("GET", "/openapi.json", "200"): 1, ("GET", "/docs", "200"): 1, ("GET", "/static", "200"): 2,
+        ("GET", "/", "200"): 1, ("GET", "unmatched", "404"): 1, ("HEAD", "/healthz", "200"): 1}
+
+
 def test_two_models_are_routed_by_name(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
     lite1 = Predictor("efficientnet_lite1")
     data = photo_files["china.jpg"]
@@ -255,13 +288,11 @@ def test_two_models_are_routed_by_name(lite0: Predictor, photo_files: dict[str, 
     assert_same(answered(by_alias["results"][0]), expected(lite1, data))
 
 
-def test_an_image_input_onnx_model_serves(tmp_path, photo_files: dict[str, bytes]) -> None:  # noqa: ANN001
+def test_an_image_input_onnx_model_serves(tmp_path: Path, photo_files: dict[str, bytes],
+                                          tiny_classifier: Callable[..., Path]) -> None:
     """An `effnet export --with-preprocessing` graph (uint8 NHWC in) starts, warms up and answers."""
-    from effnet.runtime.onnx_backend import INPUT_RGB
-
-    from ..runtime.test_onnx_backend import tiny_classifier
-
-    predictor = Predictor(weights=str(tiny_classifier(tmp_path / "images.onnx", layout=INPUT_RGB)), backend="onnx")
+    predictor = Predictor(weights=str(tiny_classifier(tmp_path / "images.onnx", layout=INPUT_RGB)),
+                          engine="onnxruntime")
     with serve(predictor) as live:
         response = httpx.post(f"{live.url}/v1/predict?topk=3", content=photo_files["chelsea.jpg"],
                               headers={"Content-Type": "image/jpeg"}, timeout=30)

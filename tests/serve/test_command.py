@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,9 +26,12 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     text = capsys.readouterr().out
     for option in ("--max-batch", "--max-wait-ms", "--workers", "--api-key", "--queue-size", "--max-body-mb",
-                   "--max-pixels", "--backend", "--host"):
+                   "--max-pixels", "--max-request-pixels", "--read-timeout", "--engine", "--device", "--threads",
+                   "--host"):
         assert option in text
-    assert "127.0.0.1" in text
+    flat = " ".join(text.split())
+    assert "(default: 127.0.0.1)" in flat and "(default: 16)" in flat  # from the CLI's formatter
+    assert "(default: (default" not in flat and flat.count("(default: 127.0.0.1)") == 1
 
 
 def test_api_key_from_the_environment_never_shows_in_help(capsys: pytest.CaptureFixture[str],
@@ -40,12 +44,12 @@ def test_api_key_from_the_environment_never_shows_in_help(capsys: pytest.Capture
 
 @pytest.mark.parametrize("argv, message", [
     (["--max-batch", "0"], "--max-batch must be at least 1"),
-    (["--queue-size", "8", "--max-images", "16"], "cannot exceed --queue-size"),
+    (["--queue-size", "8", "--max-images", "16"], "lower --max-images or raise --queue-size"),
+    (["--queue-size", "8", "--model", "efficientnet_z9", "--port", "0"], "unknown model"),  # got to loading
+    (["--read-timeout", "0"], "--read-timeout must be more than 0"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
     (["--model", "lite0", "--model", "lite1", "--weights", "some.safetensors"], "single model"),
-    (["--backend", "onnx", "--device", "cuda"], "torch backend only"),
-    (["--backend", "onnx", "--threads", "1"], "torch backend only"),
-    (["--threads", "0"], "--threads must be at least 1"),
+    (["--engine", "onnxruntime"], "needs an exported model"),
     (["--model", "efficientnet_z9", "--port", "0"], "unknown model 'efficientnet_z9'"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(argv: list[str], message: str,
@@ -53,6 +57,47 @@ def test_usage_errors_are_one_line_with_exit_2(argv: list[str], message: str,
     assert main(["serve", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("effnet: error:") and message in err[-1]
+
+
+def test_threads_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--threads", "0"])
+    assert done.value.code == 2
+    assert "argument --threads: expected an integer >= 1, not '0'" in capsys.readouterr().err
+
+
+def test_an_engine_refuses_an_option_it_cannot_take(tmp_path: Path, tiny_classifier: Callable[..., Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_file = str(tiny_classifier(tmp_path / "tiny.onnx"))
+    assert main(["serve", "--weights", onnx_file, "--device", "cuda", "--port", "0"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "effnet: error: the onnxruntime engine runs on the CPU here, not on cuda")
+
+
+class Loaded(Exception):
+    """Raised by the stand-in Predictor: loading was reached, with these arguments."""
+
+
+@pytest.mark.parametrize("argv, engine, options", [
+    ([], "torch", {"device": None, "threads": None}),
+    (["--device", "cpu", "--threads", "3", "--workers", "2"], "torch", {"device": "cpu", "threads": 3}),
+    (["--workers", "2"], "torch", {"device": None, "threads": max(1, len(os.sched_getaffinity(0)) // 2)}),
+    (["--weights", "m.onnx", "--backend", "onnx"], "onnxruntime", {"device": None, "threads": None}),
+])
+def test_engine_options_reach_the_predictor(argv: list[str], engine: str, options: dict,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--engine/--device/--threads go to the engine through Predictor, for any engine; with
+    several workers and no --threads, each forward pass gets its share of the cores."""
+    from effnet.serve import command
+
+    def record(model: str | None, weights: str, **given: object) -> None:
+        raise Loaded(model, weights, given)
+
+    monkeypatch.setattr(command, "Predictor", record)
+    with pytest.raises(Loaded) as loaded:
+        main(["serve", "--port", "0", *argv])
+    model, weights, given = loaded.value.args
+    assert given == {"engine": engine, **options}
 
 
 def test_busy_port_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:

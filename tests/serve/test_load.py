@@ -4,6 +4,9 @@ of Lite0 forward passes on 2 cores).
 Every request must be answered (none lost, none refused at this queue size) with exactly
 the classes ``Predictor`` gives for that request's image. Five photos with different
 answers rotate through the requests, so an answer routed to the wrong client shows.
+
+Marked slow: the default suite's test_concurrent_requests_share_a_forward_pass (test_app.py)
+already checks that concurrent requests share a forward pass and each gets its own answer.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from effnet.tasks.predict import Predictor
+from effnet.runtime.predictor import Predictor
 
-from .conftest import serve
-from .test_app import answered, assert_same, expected
+from .live import answered, assert_same, expected, serve
+
 
 async def hammer(url: str, bodies: list[tuple[str, bytes]], concurrency: int) -> list[tuple[str, httpx.Response]]:
     queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
@@ -35,6 +39,7 @@ async def hammer(url: str, bodies: list[tuple[str, bytes]], concurrency: int) ->
     return replies
 
 
+@pytest.mark.slow
 def test_300_requests_from_32_clients_all_answered_correctly(lite0: Predictor,
                                                             photo_files: dict[str, bytes]) -> None:
     requests, concurrency = 300, 32

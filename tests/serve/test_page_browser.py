@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from effnet.tasks.predict import Predictor, top_k
+from effnet.runtime.predictor import Predictor, top_k
 
-from .conftest import serve
+from .live import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -150,7 +150,7 @@ def check_page_shows(shown: dict[str, Any], lite0: Predictor, files: list[Path])
     assert shown["state"] == "done", shown["status"]
     assert [card["file"] for card in shown["cards"]] == [f.name for f in files]
     for card, path in zip(shown["cards"], files):
-        (want,) = top_k(lite0.logits([path.read_bytes()]), lite0.backend.labels, 5)
+        (want,) = top_k(lite0.logits([path.read_bytes()]), lite0.engine.labels, 5)
         assert card["imageLoaded"]
         assert [bar["label"] for bar in card["bars"]] == [p.label for p in want]
         for bar, prediction in zip(card["bars"], want):
@@ -199,6 +199,26 @@ def test_drop_two_files(browser: Chromium, lite0: Predictor, tmp_path: Path) -> 
         shown = json.loads(browser.evaluate(SHOWN))
         browser.screenshot(tmp_path / "page-dropped.png")
     check_page_shows(shown, lite0, photos)
+
+
+def test_a_bad_file_among_good_ones_shows_its_own_error(browser: Chromium, lite0: Predictor, tmp_path: Path) -> None:
+    photo = ROOT / "examples/images/espresso.jpg"
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("a shopping list, not a photo")
+    with serve(lite0) as live:
+        browser.open(f"{live.url}/")
+        document = browser.send("DOM.getDocument")["root"]["nodeId"]
+        picker = browser.send("DOM.querySelector", nodeId=document, selector="#file")["nodeId"]
+        browser.send("DOM.setFileInputFiles", nodeId=picker, files=[str(photo), str(notes)])
+        browser.wait_for("document.body.dataset.state === 'done'")
+        shown = json.loads(browser.evaluate(SHOWN))
+        errors = browser.evaluate("JSON.stringify([...document.querySelectorAll('.result .image-error')]"
+                                  ".map(p => p.textContent))")
+        browser.screenshot(tmp_path / "page-one-bad.png")
+    assert json.loads(errors) == ["", "notes.jpg: not an image (unrecognised format)"]
+    assert shown["status"] == "Classified 1 of 2 images; 1 could not be read."
+    assert [card["file"] for card in shown["cards"]] == ["espresso.jpg", "notes.jpg"]
+    assert shown["cards"][0]["bars"][0]["label"] == "espresso" and shown["cards"][1]["bars"] == []
 
 
 def test_api_key_prompt(browser: Chromium, lite0: Predictor, tmp_path: Path) -> None:

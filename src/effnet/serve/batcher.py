@@ -12,7 +12,7 @@ batch. The rules follow Triton's dynamic batcher:
   raises ``QueueFull`` (the HTTP layer answers 503 with Retry-After) instead of letting
   memory and latency grow without limit.
 
-The batcher knows nothing about HTTP or images: it maps input arrays (whatever the backend
+The batcher knows nothing about HTTP or images: it maps input arrays (whatever the engine
 takes: float32 NCHW, or uint8 images for graphs that preprocess) to output rows.
 """
 
@@ -85,7 +85,7 @@ class Ticket:
 
 class DynamicBatcher:
     """``await batcher.run(array)`` -> ``Outcome``; ``forward`` sees stacked batches (or, for a
-    backend with its own ``collate``, what that makes: raw images of several sizes stay a list)."""
+    engine with its own ``collate``, what that makes: raw images of several sizes stay a list)."""
 
     def __init__(
         self,
@@ -247,5 +247,5 @@ class DynamicBatcher:
         """Runs in a worker thread: stacking 16 images is a 10 MB copy, kept off the loop too."""
         outputs = self.forward(self._collate(arrays))
         if len(outputs) != len(arrays):
-            raise RuntimeError(f"backend returned {len(outputs)} rows for a batch of {len(arrays)}")
+            raise RuntimeError(f"the engine returned {len(outputs)} rows for a batch of {len(arrays)}")
         return outputs

@@ -7,7 +7,6 @@ below serve/ in the import order (a lower room never imports a higher one).
 from __future__ import annotations
 
 import argparse
-import copy
 import ipaddress
 import os
 import socket
@@ -15,7 +14,9 @@ import sys
 from typing import Any
 
 from ..errors import EffnetError, UsageError
-from ..runtime import BACKENDS, resolve_backend
+from ..options import add_options
+from ..runtime import resolve_engine
+from ..runtime.predictor import Predictor
 
 DESCRIPTION = (
     "Serve image classification over HTTP: POST /v1/predict (multipart or raw image), a page at / to "
@@ -25,50 +26,51 @@ API_KEY_ENV = "EFFNET_API_KEY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", "-m", action="append", default=None, metavar="NAME",
-                       help="variant to serve, e.g. lite0, b0 (repeat to serve several; the first is the "
-                            "default; default: lite0, or the architecture stored in --weights)")
-    model.add_argument("--weights", "-w", default="default",
-                       help="weights entry, tag or file, for a single model (default: its embedded weights)")
-    model.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                       help="inference engine (default: auto = onnx for an .onnx --weights file, else torch)")
-    model.add_argument("--device", default=None, help="torch device, e.g. cuda or cuda:1 (torch backend only)")
-    model.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="CPU threads inside each forward pass (torch backend; default: torch's thread "
-                            "count divided among the --workers)")
+    add_options(
+        parser.add_argument_group("model"), "model", "weights", "engine", "device", "threads",
+        model={"action": "append", "help": "variant to serve, e.g. lite0, b0; repeat to serve several, the first "
+                                           "being the default (default: the architecture named by --weights, "
+                                           "else lite0)"},
+        threads={"help": "CPU threads inside one forward pass (default: the engine's own, one per core; with "
+                         "--workers N, the usable cores divided among the N)"},
+    )
     http = parser.add_argument_group("network")
     http.add_argument("--host", default="127.0.0.1",
-                      help="address to listen on (default: 127.0.0.1, this machine only); 0.0.0.0 exposes "
-                           "the server to the network: use --api-key")
-    http.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
+                      help="address to listen on; the default admits this machine only, 0.0.0.0 exposes the "
+                           "server to the network: use --api-key")
+    http.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
     http.add_argument("--api-key", default=None, metavar="KEY",
                       help=f"require this key (X-API-Key or Authorization: Bearer) on /v1/* and /metrics; "
                            f"prefer the {API_KEY_ENV} environment variable, which other users cannot see in ps")
-    http.add_argument("--shutdown-timeout", type=float, default=30.0,
-                      metavar="SECONDS",
-                      help="time in-flight requests get to finish after SIGTERM/Ctrl-C (default: 30)")
+    http.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="time in-flight requests get to finish after SIGTERM/Ctrl-C")
     http.add_argument("--access-log", action="store_true", help="log every request (metrics count them anyway)")
     http.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
-                      help="server log level (default: info)")
+                      help="server log level")
 
     batching = parser.add_argument_group("batching and limits")
     batching.add_argument("--max-batch", type=int, default=16, metavar="N",
-                          help="most images in one forward pass; 1 turns batching off (default: 16)")
+                          help="most images in one forward pass; 1 turns batching off")
     batching.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
-                          help="longest an image waits for others to join its batch (default: 5)")
+                          help="longest an image waits for others to join its batch")
     batching.add_argument("--workers", type=int, default=1, metavar="N",
                           help="forward passes that may run at once: model instances, as threads sharing the "
-                               "weights (default: 1)")
+                               "weights")
     batching.add_argument("--queue-size", type=int, default=128, metavar="N",
-                          help="most images admitted and waiting; beyond it requests get 503 with Retry-After "
-                               "(default: 128)")
-    batching.add_argument("--max-images", type=int, default=32, metavar="N", help="most images in one request (default: 32)")
+                          help="most images admitted and waiting; beyond it requests get 503 with Retry-After")
+    batching.add_argument("--max-images", type=int, default=None, metavar="N",
+                          help="most images in one request (default: 32, or --queue-size if smaller)")
     batching.add_argument("--max-body-mb", type=float, default=20.0, metavar="MB",
-                          help="largest request body; 413 above it (default: 20)")
+                          help="largest request body; 413 above it")
     batching.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
                           help="largest image in pixels, width x height; 413 above it, which stops "
-                               "decompression bombs (default: 40000000)")
+                               "decompression bombs")
+    batching.add_argument("--max-request-pixels", type=int, default=None, metavar="N",
+                          help="most pixels all images of one request may have together; 413 above it "
+                               "(default: 5 x --max-pixels)")
+    batching.add_argument("--read-timeout", type=float, default=60.0, metavar="SECONDS",
+                          help="time a client gets to send a request's headers, and again its body; "
+                               "then 408 and the connection closes")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -77,6 +79,7 @@ def _settings(args: argparse.Namespace) -> Any:
     return ServeSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers, queue_size=args.queue_size,
         max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels, max_images=args.max_images,
+        max_request_pixels=args.max_request_pixels, read_timeout=args.read_timeout,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
     )
 
@@ -96,15 +99,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _split_threads(threads: int | None, workers: int) -> int:
-    """Set torch's intra-op threads: ``threads``, or its default divided among the workers,
-    so that concurrent forward passes do not oversubscribe the cores. Process-wide, which is
-    right for a process that only serves."""
-    import torch
-
-    chosen = threads or max(1, torch.get_num_threads() // workers)
-    torch.set_num_threads(chosen)
-    return chosen
+def threads_per_pass(threads: int | None, workers: int) -> int | None:
+    """``--threads``, or with several workers the usable cores divided among them, so that
+    concurrent forward passes do not oversubscribe the cores (None: the engine's default)."""
+    if threads is not None or workers == 1:
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 def _is_loopback(host: str) -> bool:
@@ -119,29 +120,24 @@ def _is_loopback(host: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..tasks.predict import Predictor
     from .app import create_app
+    from .server import server_config
 
     settings = _settings(args)
-    args.backend = resolve_backend(args.backend, args.weights)
+    engine = resolve_engine(args.engine, args.weights)
     names = args.model or [None]
     if len(names) > 1 and args.weights != "default":
         raise UsageError("--weights applies to a single model; serve other weights as separate servers")
     if args.shutdown_timeout < 0:
         raise UsageError("--shutdown-timeout must be 0 or more")
-    options = {"device": args.device} if args.device else {}
-    if (options or args.threads is not None) and args.backend != "torch":
-        raise UsageError("--device and --threads apply to the torch backend only")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
-    threads = _split_threads(args.threads, settings.workers) if args.backend == "torch" else None
+    threads = threads_per_pass(args.threads, settings.workers)
     sock = _bind(args.host, args.port)  # before the slow model load: a busy port fails at once
     try:
         predictors: dict[str, Predictor] = {}
         for name in names:
             what = name or (args.weights if args.weights else "the default model")
-            print(f"effnet serve: loading {what} ({args.backend})", file=sys.stderr)
-            predictor = Predictor(name, args.weights, backend=args.backend, **options)
+            print(f"effnet serve: loading {what} ({engine})", file=sys.stderr)
+            predictor = Predictor(name, args.weights, engine=engine, device=args.device, threads=threads)
             predictors.setdefault(predictor.arch, predictor)
         app = create_app(predictors, settings)
     except BaseException:
@@ -157,12 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host) and not settings.api_key:
         print(f"effnet serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the server", file=sys.stderr)
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # our "ready" line in uvicorn's format
-    log_config["loggers"]["effnet.serve"] = {"handlers": ["default"], "level": args.log_level.upper(),
-                                             "propagate": False}
-    config = uvicorn.Config(
-        app, log_level=args.log_level, log_config=log_config, access_log=args.access_log,
-        timeout_graceful_shutdown=args.shutdown_timeout, server_header=False,
-    )
+    config = server_config(app, log_level=args.log_level, access_log=args.access_log,
+                           shutdown_timeout=args.shutdown_timeout)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -1,4 +1,5 @@
-"""Prometheus metrics for the server (prometheus_client, one registry per app).
+"""Prometheus metrics for the server (prometheus_client, one registry per app), and the
+ASGI middleware that counts every request.
 
 A registry per app, not the global one, so that several apps in one process (tests, or a
 program embedding the server) never share or clash on counters. The process collector adds
@@ -7,6 +8,7 @@ CPU, memory and open-file figures for free.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -19,6 +21,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Request latency buckets (seconds): CPU inference of big variants can take several seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -39,6 +43,8 @@ class ServeMetrics:
                               ["code"], registry=r)
         self.latency = Histogram("effnet_http_request_duration_seconds", "Time from request to response",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.image_errors = Counter("effnet_image_errors", "Images not classified, by reason (the per-image error "
+                                    "code), whether or not others in their request were", ["code"], registry=r)
         self.in_progress = Gauge("effnet_http_requests_in_progress", "Requests being handled now", registry=r)
         self.images = Counter("effnet_images", "Images classified", ["model"], registry=r)
         self.batch_size = Histogram("effnet_batch_size", "Images per forward pass", ["model"],
@@ -80,3 +86,49 @@ class ServeMetrics:
         (Prometheus text 0.0.4 by default, OpenMetrics when requested)."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route or mount that serves ``scope`` (``/v1/predict``, ``/static``),
+    found as the app's router finds it; ``unmatched`` for a path no route serves. Templates,
+    not raw paths, keep the label set small whatever clients request."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route.path
+        if match is Match.PARTIAL and partial is None:
+            partial = route.path  # the path exists, the method does not (405)
+    return partial or "unmatched"
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: request counts and latency by route template, nosniff header."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = route_label(scope)  # before routing changes the scope (a mount's root_path)
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self.metrics.in_progress.dec()
+            self.metrics.requests.labels(method=scope["method"], route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)

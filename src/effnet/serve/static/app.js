@@ -127,16 +127,27 @@ async function classify(files) {
     setStatus(await errorMessage(response), true);
     return;
   }
+  // 200: every image has its own answer, predictions or the reason it could not be read
   const body = await response.json();
   body.results.forEach((result, index) => {
     const card = cards[index];
+    if (result.error) {
+      card.classList.add("failed");
+      card.querySelector(".image-error").textContent = result.error.message;
+      return;
+    }
     drawBars(card.querySelector(".bars"), result.predictions);
     card.querySelector(".timing").textContent =
       `batch of ${result.batch_size} \u00b7 ${body.timing.inference_ms.toFixed(0)} ms inference \u00b7 ` +
       `${body.timing.total_ms.toFixed(0)} ms total`;
   });
-  const top = body.results[0].predictions[0];
-  setStatus(files.length === 1 ? `${top.label} (${percent(top.probability)})` : `Classified ${files.length} images.`);
+  const failed = body.results.filter((result) => result.error).length;
+  const top = body.results[0].predictions ? body.results[0].predictions[0] : null;
+  if (failed) {
+    setStatus(`Classified ${files.length - failed} of ${files.length} images; ${failed} could not be read.`, true);
+  } else {
+    setStatus(files.length === 1 ? `${top.label} (${percent(top.probability)})` : `Classified ${files.length} images.`);
+  }
   document.body.dataset.state = "done";
 }
 
