@@ -71,3 +71,46 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path: Path) -> No
     again = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
     assert expected[:3] == again[:3]
     assert torch.equal(expected[3], again[3])
+
+
+def test_a_failed_torch_write_is_one_line_and_keeps_the_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk reaches torch.save's zip writer first, which raises RuntimeError, not OSError."""
+    manager = CheckpointManager(tmp_path, keep=2)
+    manager.save(state(1.0), 1)
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
+    with pytest.raises(CheckpointError) as caught:
+        manager.save(state(2.0), 2)
+    message = str(caught.value)
+    assert "PytorchStreamWriter failed writing file" in message and "checkpoint-00000001.pt is intact" in message
+    assert "\n" not in message
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-00000001.pt"]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04", b"\x80\x02"])
+def test_an_empty_or_truncated_checkpoint_is_one_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "checkpoint-00000003.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint") as caught:
+        CheckpointManager.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep=3)
+    for step in (5, 10, 15):
+        manager.save(state(step), step)
+    (tmp_path / "checkpoint-00000015.pt").write_bytes(b"")  # the newest was cut short
+    warnings: list[str] = []
+    path, loaded = manager.load_newest_readable(warnings.append)
+    assert path.name == "checkpoint-00000010.pt" and loaded["global_step"] == 10
+    assert len(warnings) == 1 and "checkpoint-00000015.pt" in warnings[0] and "checkpoint-00000010.pt" in warnings[0]
+    for step in (5, 10):
+        (tmp_path / f"checkpoint-{step:08d}.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        manager.load_newest_readable(warnings.append)

@@ -17,6 +17,7 @@ examples:
   effnet train --config efficientnet_b0_imagenet_sgd.yaml data.train_dir=/data/train data.val_dir=/data/val
   effnet train --config my.yaml train.epochs=30 optim.lr=0.05 --output runs/try2
   effnet train --output runs/try2 --resume            # continue exactly where it stopped
+  effnet train --resume runs/try2/checkpoints/checkpoint-00000400.pt   # from that checkpoint
   torchrun --nproc_per_node 4 -m effnet train --config my.yaml   # data parallel
 
 Overrides are dotted KEY=VALUE pairs read as YAML; `--list-configs` shows the shipped recipes
@@ -33,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --resume the run's saved config.yaml is the default")
     parser.add_argument("--output", "-o", metavar="DIR",
                         help="run folder (default: runs/<config name>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --output from its newest checkpoint")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue the run in --output from its newest readable checkpoint (an unreadable "
+                             "newest one is skipped with a warning), or from the CHECKPOINT file given; the run "
+                             "folder is then the one that holds it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-configs", action="store_true", help="list the shipped recipes and exit")
 
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_configs:
         print("\n".join(shipped_configs()))
         return 0
+    _resume_target(args)
     if args.config is None and not (args.resume and args.output):
         raise UsageError("pass --config YAML (or --resume with --output DIR of an earlier run)")
     saved = Path(args.output) / "config.yaml" if args.output else None
@@ -67,3 +71,22 @@ def run(args: argparse.Namespace) -> int:
 
     train(config, output, resume=args.resume, run_name=run_name)
     return 0
+
+
+def _resume_target(args: argparse.Namespace) -> None:
+    """``--resume CHECKPOINT``: the run folder is the one holding ``checkpoints/``. A bare
+    ``--resume`` followed by an override (``--resume train.epochs=5``) keeps its meaning."""
+    if not isinstance(args.resume, str):
+        return
+    if "=" in args.resume and not Path(args.resume).exists():
+        args.overrides.insert(0, args.resume)
+        args.resume = True
+        return
+    checkpoint = Path(args.resume)
+    if not checkpoint.is_file():
+        raise UsageError(f"--resume {checkpoint}: no such checkpoint file")
+    run_folder = checkpoint.resolve().parent.parent
+    if args.output is None:
+        args.output = str(run_folder)
+    elif Path(args.output).resolve() != run_folder:
+        raise UsageError(f"--resume {checkpoint} belongs to the run in {run_folder}, not --output {args.output}")

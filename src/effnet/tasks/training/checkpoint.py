@@ -9,9 +9,9 @@ random-number states are stored as tensors and plain Python values, never pickle
 
 from __future__ import annotations
 
-import pickle
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,12 @@ class CheckpointManager:
         path = self.path_for(global_step)
         try:
             atomic_torch_save(state, path)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
+            # torch.save reports a failed write (disk full, quota) as RuntimeError from its zip
+            # writer ("PytorchStreamWriter failed writing file"), the file system as OSError
             previous = self.latest()
             kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
-            reason = error.strerror or str(error)
+            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
             raise CheckpointError(f"could not write {path} ({reason}); {kept}") from None
         for old in self.checkpoints()[: -self.keep]:
             old.unlink(missing_ok=True)
@@ -105,7 +107,35 @@ class CheckpointManager:
 
     @staticmethod
     def load(path: str | Path) -> dict[str, Any]:
+        """A checkpoint's contents; a missing, empty, truncated or foreign file is one line."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint not found")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: cannot read checkpoint (empty file)")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise CheckpointError(f"{path}: cannot read checkpoint ({str(error).splitlines()[0]})") from None
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - damaged bytes surface as struct.error, IndexError, ...
+            # (weights_only: nothing in the file runs, so any failure means "not readable")
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise CheckpointError(f"{path}: cannot read checkpoint ({reason})") from None
+        if not isinstance(state, dict) or state.get("format") not in (None, "effnet.train"):
+            raise CheckpointError(f"{path}: not an effnet training checkpoint")
+        return state
+
+    def load_newest_readable(self, warn: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+        """The newest checkpoint that can be read: a corrupt newest one (a disk that filled,
+        a copy cut short) must not block resuming from the intact one before it."""
+        problems: list[str] = []
+        for path in reversed(self.checkpoints()):
+            try:
+                state = self.load(path)
+            except CheckpointError as error:
+                problems.append(str(error))
+                continue
+            for problem in problems:
+                warn(f"warning: {problem}; resuming from the older {path.name} instead")
+            return path, state
+        if not problems:
+            raise CheckpointError(f"{self.folder}: no checkpoint to resume from")
+        raise CheckpointError(f"no readable checkpoint in {self.folder} ({problems[0]})")

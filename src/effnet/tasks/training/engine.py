@@ -12,6 +12,7 @@ import contextlib
 import json
 import random
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
+from ..._files import staged
+from ..._progress import progress as progress_bar
 from ...data.augment import MixAugment, TrainAugment, normalize_batch, resize_batch, to_unit_float
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ...errors import EffnetError, UsageError
@@ -135,10 +137,11 @@ class _StopFlag:
 
 
 class Trainer:
-    """One training run in ``output``; ``resume=True`` continues from its newest checkpoint."""
+    """One training run in ``output``; ``resume=True`` continues from its newest readable
+    checkpoint, ``resume=PATH`` from that checkpoint file."""
 
-    def __init__(self, config: Config, output: str | Path, *, resume: bool = False, run_name: str = "run",
-                 echo: Callable[[str], None] = print) -> None:
+    def __init__(self, config: Config, output: str | Path, *, resume: bool | str | Path = False,
+                 run_name: str = "run", echo: Callable[[str], None] = print) -> None:
         self.config = config
         self.output = Path(output)
         self.run_name = run_name
@@ -151,6 +154,7 @@ class Trainer:
         self.dist = DistContext.from_env("cuda" if cuda else "cpu")
         self.device = torch.device("cuda", self.dist.local_rank) if cuda else torch.device("cpu")
         self.echo = echo if self.dist.is_main else (lambda _text: None)
+        self.warn = (lambda text: print(text, file=sys.stderr, flush=True)) if self.dist.is_main else self.echo
         self.checkpoints = CheckpointManager(self.output / "checkpoints", train.keep_checkpoints)
         self.metrics = MetricsLog(self.output, enabled=self.dist.is_main)
         self._check_output(resume)
@@ -211,14 +215,19 @@ class Trainer:
         self.loss_count = 0
         self.resume_start: int | None = None
         if resume:
-            self._resume()
+            self._resume(resume)
         if self.dist.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / "config.yaml").write_text(config_to_yaml(config))
+            with staged(self.output / "config.yaml") as temporary:
+                temporary.write_text(config_to_yaml(config))
 
     # -- setup ---------------------------------------------------------------------------
-    def _check_output(self, resume: bool) -> None:
+    def _check_output(self, resume: bool | str | Path) -> None:
         existing = self.checkpoints.latest()
+        if isinstance(resume, (str, Path)):
+            if not Path(resume).is_file():
+                raise UsageError(f"--resume {resume}: checkpoint not found")
+            return
         if resume and existing is None:
             raise UsageError(f"{self.output}: no checkpoint to resume from")
         if not resume and existing is not None:
@@ -294,10 +303,11 @@ class Trainer:
             self.checkpoints.save(self._state(rng), self.global_step)
         self.dist.barrier()
 
-    def _resume(self) -> None:
-        path = self.checkpoints.latest()
-        assert path is not None
-        state = self.checkpoints.load(path)
+    def _resume(self, chosen: bool | str | Path) -> None:
+        if isinstance(chosen, (str, Path)):
+            path, state = Path(chosen), self.checkpoints.load(chosen)
+        else:
+            path, state = self.checkpoints.load_newest_readable(self.warn)
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
@@ -429,9 +439,8 @@ class Trainer:
         batches = self._batches(config.data.workers)
         started, images_seen = time.perf_counter(), 0
         window_loss, window_count = 0.0, 0
-        progress = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not self.dist.is_main,
-                        desc=f"epoch {self.epoch + 1}/{config.train.epochs}", unit="step", dynamic_ncols=True,
-                        leave=True)
+        progress = progress_bar(total=self.steps_per_epoch, initial=self.step_in_epoch,
+                                desc=f"epoch {self.epoch + 1}/{config.train.epochs}", unit="step", leave=True)
         micro = 0
         step_loss = torch.zeros((), device=self.device)
         while self.step_in_epoch < self.steps_per_epoch:
@@ -599,14 +608,18 @@ class Trainer:
             if self.ema is not None:
                 self.export("model_ema.safetensors", self.ema.module.state_dict(), last.get("ema_val_top1"))
             plot_curves(self.metrics.records, self.output / "curves.png", f"{self.plan.name} - {self.run_name}")
-            (self.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            with staged(self.output / "summary.json") as temporary:
+                temporary.write_text(json.dumps(summary, indent=2) + "\n")
             best = "-" if self.best["top1"] is None else f"{100 * self.best['top1']:.2f}% (epoch {self.best['epoch']})"
             self.echo(f"done in {self.elapsed / 60:.1f} min: best val top-1 {best}; weights, metrics and "
                       f"curves.png in {self.output}")
         return summary
 
 
-def train(config: Config, output: str | Path, *, resume: bool = False, run_name: str = "run") -> dict[str, Any]:
-    """Run (or resume) training to the end; the Python entry point behind ``effnet train``."""
+def train(config: Config, output: str | Path, *, resume: bool | str | Path = False,
+          run_name: str = "run") -> dict[str, Any]:
+    """Run (or resume) training to the end; the Python entry point behind ``effnet train``.
+
+    ``resume``: True for the newest readable checkpoint in ``output``, or a checkpoint file."""
     return Trainer(config, output, resume=resume, run_name=run_name).fit()
 

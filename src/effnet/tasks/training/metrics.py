@@ -1,7 +1,8 @@
 """Training records: JSON lines (every record), CSV (one row per epoch) and a PNG of the curves.
 
 A resumed run first drops records written after its checkpoint, so the files read as
-if the run had never stopped.
+if the run had never stopped. ``metrics.jsonl`` is only ever appended to (a torn last line is
+dropped on resume); the files rewritten whole (CSV, PNG) are staged, never half-written.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import csv
 import json
 from pathlib import Path
 from typing import Any
+
+from ..._files import staged
 
 EPOCH_COLUMNS = (
     "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
@@ -40,7 +43,8 @@ class MetricsLog:
                 kept.append(record)
         self.records = kept
         if self.enabled:
-            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            with staged(self.jsonl) as temporary:
+                temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
             self._write_csv()
 
     def add(self, record: dict[str, Any]) -> None:
@@ -56,7 +60,7 @@ class MetricsLog:
         return [r for r in self.records if r.get("event") == "epoch"]
 
     def _write_csv(self) -> None:
-        with open(self.csv, "w", newline="") as handle:
+        with staged(self.csv) as temporary, open(temporary, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for record in self.epochs():
@@ -103,5 +107,6 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with staged(path, suffix=".png") as temporary:
+        fig.savefig(temporary, dpi=110, format="png")
     plt.close(fig)
