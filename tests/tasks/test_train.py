@@ -110,7 +110,7 @@ def test_a_short_run_writes_everything(tmp_path: Path) -> None:
     assert predictor(digit)[0].label == str(int(grey_logits.argmax()))
     # `effnet eval` normalizes whole batches with the same statistics
     from effnet.data.images import load_image
-    from effnet.tasks.evaluate import split_preprocessing
+    from effnet.runtime.evaluation import split_preprocessing
 
     per_image, per_batch = split_preprocessing(predictor.engine.preprocessing)
     crop = per_image(load_image(str(digit)))

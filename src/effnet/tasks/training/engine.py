@@ -39,7 +39,7 @@ from ...weights.registry import WeightsEntry
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .config import Config, config_to_yaml
 from .data import ResumableSampler, ShardSampler, TrainData, build_data, make_loader
-from ..distributed import DistContext
+from ...runtime.distributed import DistContext
 from .metrics import MetricsLog, plot_curves
 from .optim import build_optimizer, build_scheduler, ema_multi_avg_fn, param_groups
 
