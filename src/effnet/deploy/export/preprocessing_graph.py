@@ -48,9 +48,40 @@ class _Builder:
 
     def resize(self, source: str, sizes: str, output: str) -> str:
         """Pillow's filter: antialiased, a=-0.5, edge weights renormalized (``exclude_outside``)."""
+        if self.resize_mode == "nearest":
+            return self.nearest(source, sizes, output)
         return self.node("Resize", [source, "", "", sizes], output, mode=self.resize_mode, cubic_coeff_a=-0.5,
-                         antialias=int(self.resize_mode != "nearest"), exclude_outside=1, axes=[1, 2],
-                         coordinate_transformation_mode="half_pixel", nearest_mode="floor")
+                         antialias=1, exclude_outside=1, axes=[1, 2], coordinate_transformation_mode="half_pixel")
+
+    def nearest(self, source: str, sizes: str, output: str) -> str:
+        """Pillow's nearest neighbour, exactly: output pixel k of an axis reads source pixel
+        ``floor(s / 2 + s + ... + s)`` (k additions, ``s`` = input / output extent, summed in
+        float64 one step at a time, as Pillow's affine scaling does). ``Resize``'s own nearest
+        modes compute ``(k + 0.5) * s`` in float32 and pick another pixel at near-ties."""
+        shape = self.node("Shape", [source], f"{output}_in_shape")
+        half = self.const(f"{output}_half", [0.5], np.float64)
+        one, zero = self.const(f"{output}_one", [1], np.int64), self.const(f"{output}_zero", 0, np.int64)
+        picked = source
+        for axis, name in ((1, "h"), (2, "w")):
+            extent_in = self.node("Gather", [shape, self.const(f"{output}_shape_{name}", [axis], np.int64)],
+                                  f"{output}_{name}_in", axis=0)
+            extent_out = self.node("Gather", [sizes, self.const(f"{output}_size_{name}", [axis - 1], np.int64)],
+                                   f"{output}_{name}_out", axis=0)
+            step = self.node("Div", [self.node("Cast", [extent_in], f"{output}_{name}_in_f64", to=TensorProto.DOUBLE),
+                                     self.node("Cast", [extent_out], f"{output}_{name}_out_f64",
+                                               to=TensorProto.DOUBLE)], f"{output}_{name}_step")
+            increments = self.node("Concat", [
+                self.node("Mul", [step, half], f"{output}_{name}_first"),
+                self.node("Slice", [self.node("Expand", [step, extent_out], f"{output}_{name}_steps"), one, extent_out],
+                          f"{output}_{name}_rest"),
+            ], f"{output}_{name}_increments", axis=0)
+            positions = self.node("CumSum", [increments, zero], f"{output}_{name}_positions")
+            index = self.node("Cast", [self.node("Floor", [positions], f"{output}_{name}_floor")],
+                              f"{output}_{name}_index", to=TensorProto.INT64)
+            last = self.node("Sub", [extent_in, one], f"{output}_{name}_last")
+            index = self.node("Min", [index, last], f"{output}_{name}_index_in_range")
+            picked = self.node("Gather", [picked, index], f"{output}_{name}_picked" if axis == 1 else output, axis=axis)
+        return picked
 
     def pair(self, first: str, second: str, output: str, names: tuple[str, str]) -> str:
         """Two scalars as a 1-D pair (``Concat`` of their unsqueezed values)."""
