@@ -21,9 +21,11 @@ SMALL = ["--model", "efficientnet_lite0", "--weights", "none", "--batch", "1", "
 
 def test_export_prints_its_checks_and_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "lite0.onnx"
+    output.write_text("an older export")  # replaced, as cp would, and said so
     assert main(["export", *SMALL, "--opset", "19", "-o", str(output)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("check network") and "input 1x3x32x32" in out[0]
+    assert out[-2] == f"replaced {output}"
     assert out[-1].startswith(f"wrote {output} (") and "efficientnet_lite0, opset 19, input float32_nchw" in out[-1]
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, 32, 32]
@@ -76,3 +78,12 @@ def test_output_must_fit_the_format(tmp_path: Path, arguments: list[str], messag
     assert main(["export", *arguments]) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_export(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    output = tmp_path / "notes.txt" / "m.onnx"
+    assert main(["export", *SMALL, "-o", str(output)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"effnet: error: cannot write {output}: {tmp_path / 'notes.txt'} is a file, not a folder")

@@ -50,13 +50,16 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_writes_the_model_and_the_report_and_prints_it(small_model: dict[str, Path], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "small.int8.onnx"
+    for old in (output, output.with_suffix(".json")):
+        old.write_text("an older run's file")  # replaced, as cp would, and said so
     assert main(["quantize", str(small_model["model"]), "--calib", str(small_model["calib"]), "--num-images", "4",
                  "--keep-float", "0", "--no-bias-correction", "--method", "minmax", "--threads", "1",
                  "--no-progress", "-o", str(output)]) == 0
     out = capsys.readouterr().out
     report = json.loads(output.with_suffix(".json").read_text())
     assert out.startswith(f"## small_test: fp32 vs int8 ({output})")
-    assert out.rstrip().endswith(f"wrote {output} and {output.with_suffix('.json')}")
+    assert out.rstrip().splitlines()[-3:] == [f"replaced {output}", f"replaced {output.with_suffix('.json')}",
+                                              f"wrote {output} and {output.with_suffix('.json')}"]
     assert report["calibration"]["images"] == 4 and report["speed"]["threads"] == 1
     assert report["settings"]["method"] == "minmax" and report["settings"]["bias_correction"] is False
     assert report["keep_float"]["requested"] == 0 and report["float_layers"] == []
@@ -109,3 +112,17 @@ def test_bad_inputs_fail_cleanly(small_model: dict[str, Path], tmp_path: Path,
     _fails(capsys, ["quantize", model, "--calib", calib, "--eval-labels", "labels.txt", "-o", str(output)],
            "--eval-labels needs --eval DIR", code=2)
     assert not output.parent.exists()
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_quantizing(small_model: dict[str, Path],
+                                                                      tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    report = tmp_path / "notes.txt" / "run.json"
+    _fails(capsys, ["quantize", str(tmp_path / "missing.onnx"), "--calib", str(small_model["calib"]),
+                    "--report", str(report), "-o", str(tmp_path / "x.int8.onnx")],
+           f"cannot write {report}: {tmp_path / 'notes.txt'} is a file, not a folder", code=2)
+    _fails(capsys, ["quantize", str(small_model["model"]), "--calib", str(small_model["calib"]),
+                    "--report", str(small_model["model"]), "-o", str(tmp_path / "x.int8.onnx")],
+           f"--report {small_model['model']} is the float model", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

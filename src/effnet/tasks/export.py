@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         with_preprocessing=args.with_preprocessing, bgr=args.bgr, log=_log,
     )
     report(result)
+    if result.replaced:
+        print(f"replaced {result.path}")
     size_mb = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, opset {result.opset}, input {result.input_layout}) "
           f"in {result.seconds:.0f} s")
@@ -84,6 +86,8 @@ def run_triton(args: argparse.Namespace) -> int:
         instances=options["instances"], kind=options["kind"], log=_log,
     )
     report(result)
+    if result.replaced:
+        print(f"replaced {model_folder}")
     print(f"wrote Triton model repository {args.output} (model {model_folder.name}: config.pbtxt, labels.txt, "
           f"1/model.onnx)")
     return 0

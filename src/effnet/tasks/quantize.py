@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .._files import staged
+from ..deploy.outputs import check_writable
 from ..deploy.quantize.pipeline import quantize
 from ..deploy.quantize.recipe import AUTO_FLOAT_MACS, AUTO_MAX_FLOAT, METHODS, WEIGHT_KINDS
 from ..deploy.quantize.report import markdown
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--output should end in .onnx: {output}")
     if args.eval_labels and not args.eval:
         raise UsageError("--eval-labels needs --eval DIR")
+    report_path = Path(args.report) if args.report else output.with_suffix(".json")
+    for other, what in ((output, "the int8 file"), (Path(args.model), "the float model")):
+        if report_path.resolve() == other.resolve():
+            raise UsageError(f"--report {report_path} is {what}; give the report another name")
+    report_replaced = check_writable(report_path)  # before the run, not after it
     result = quantize(
         args.model, args.calib, output, num_images=args.num_images, method=args.method, per_channel=args.per_channel,
         keep_float=args.keep_float, gemm_weights=args.gemm_weights,
@@ -71,9 +77,12 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, speed=not args.no_speed, progress=not args.no_progress,
         log=lambda message: print(message, file=sys.stderr),
     )
-    report_path = Path(args.report) if args.report else output.with_suffix(".json")
     with staged(report_path) as temporary:
         temporary.write_text(json.dumps(result.report, indent=2))
     print(markdown(result.report))
-    print(f"\nwrote {output} and {report_path}")
+    print()
+    for path, replaced in ((output, result.replaced), (report_path, report_replaced)):
+        if replaced:
+            print(f"replaced {path}")
+    print(f"wrote {output} and {report_path}")
     return 0

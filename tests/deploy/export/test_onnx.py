@@ -84,6 +84,7 @@ def test_export_network_takes_a_built_module_and_leaves_it_alone(tmp_path: Path)
     before = {name: value.clone() for name, value in net.state_dict().items()}
     relus = sum(isinstance(module, torch.nn.ReLU6) for module in net.modules())
     result = export_network(net, tmp_path / "scaled.onnx", size=64)
+    assert result.replaced is False
     assert relus > 0 and sum(isinstance(module, torch.nn.ReLU6) for module in net.modules()) == relus
     assert all(torch.equal(before[name], value) for name, value in net.state_dict().items())
     metadata = read_metadata(result.path)
@@ -129,3 +130,35 @@ def test_settings_that_exclude_each_other_fail_before_any_work(tmp_path: Path, s
     with pytest.raises(UsageError, match=message):
         export("efficientnet_b9_does_not_exist", None, tmp_path / "m.onnx", **settings)  # the model is never read
     assert list(tmp_path.iterdir()) == []
+
+
+def _outputs_that_cannot_be_written(tmp_path: Path, unwritable_folder: Path) -> list[tuple[Path, str]]:
+    (tmp_path / "notes.txt").write_text("a file")
+    (tmp_path / "folder.onnx").mkdir()
+    return [(tmp_path / "notes.txt" / "m.onnx", "is a file, not a folder"),
+            (tmp_path / "folder.onnx", "it is a folder, not a file"),
+            (unwritable_folder / "m.onnx", f"cannot create files in {unwritable_folder}")]
+
+
+def test_an_output_that_cannot_be_written_fails_before_the_export(tmp_path: Path, unwritable_folder: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error names the output, never a temporary file, and comes before the slow part."""
+    def export_started(*args, **kwargs):
+        raise AssertionError("the export ran before the output was checked")
+
+    monkeypatch.setattr(onnx_export, "torch_to_onnx", export_started)
+    net = build_model("efficientnet_lite0", width_mult=0.25, num_classes=5)
+    for output, reason in _outputs_that_cannot_be_written(tmp_path, unwritable_folder):
+        for run in (lambda: export("efficientnet_lite0", None, output), lambda: export_network(net, output)):
+            with pytest.raises(UsageError, match=f"cannot write {output}: .*{reason}") as error:
+                run()
+            assert ".tmp" not in str(error.value)
+
+
+def test_an_existing_file_is_replaced_and_the_result_says_so(tmp_path: Path) -> None:
+    output = tmp_path / "m.onnx"
+    output.write_text("an old file")
+    torch.manual_seed(0)
+    result = export_network(build_model("efficientnet_lite0", width_mult=0.25, num_classes=5), output, batch=1,
+                            size=32)
+    assert result.replaced is True and read_metadata(output)["num_classes"] == 5

@@ -22,7 +22,11 @@ from onnx import TensorProto, helper, numpy_helper
 from effnet.data.labels import imagenet_names
 from effnet.data.transforms import Preprocessing
 from effnet.errors import EffnetError
+from effnet.deploy.export import triton as triton_module
+from effnet.deploy.export.onnx import ExportResult
 from effnet.deploy.export.triton import Tensor, export_triton, triton_config, write_model_repository
+from effnet.errors import UsageError
+from effnet.runtime.onnx_metadata import INPUT_FLOAT
 
 F = descriptor_pb2.FieldDescriptorProto
 
@@ -209,3 +213,45 @@ def test_export_triton_refuses_what_triton_cannot_batch(tmp_path: Path) -> None:
     with pytest.raises(EffnetError, match="--max-batch must be at least 1"):
         export_triton("efficientnet_lite0", None, tmp_path / "repo", max_batch_size=0)
     assert not any(tmp_path.iterdir())
+
+
+def test_export_triton_checks_the_repository_and_its_settings_before_exporting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything that would stop the repository from being written fails before the export
+    (which takes seconds to minutes), naming the path or the setting."""
+    def export_started(*args, **kwargs):
+        raise AssertionError("the export ran before the repository was checked")
+
+    monkeypatch.setattr(triton_module, "export_network", export_started)
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "repo" / "lite").mkdir(parents=True)
+    (tmp_path / "repo" / "lite" / "config.pbtxt").mkdir()
+    (tmp_path / "repo" / "taken").write_text("a file where the model folder goes")
+    cases = [
+        ({"repository": tmp_path / "file"}, "is a file, not a folder"),
+        ({"repository": tmp_path / "repo", "name": "taken"}, "is a file, not a folder"),
+        ({"repository": tmp_path / "repo", "name": "lite"}, "config.pbtxt: it is a folder"),
+        ({"repository": tmp_path / "repo", "name": "a/b"}, "a model name"),
+        ({"repository": tmp_path / "repo", "name": ".."}, "a model name"),
+        ({"repository": tmp_path / "repo", "instances": 0}, "instances >= 1"),
+        ({"repository": tmp_path / "repo", "max_queue_delay_us": -1}, "max_queue_delay_us >= 0"),
+        ({"repository": tmp_path / "repo", "kind": "KIND_TPU"}, "instance kind must be one of"),
+    ]
+    for options, message in cases:
+        with pytest.raises(UsageError, match=message):
+            export_triton("efficientnet_lite0", None, name=options.pop("name", "lite2"), **options)
+
+
+def test_export_triton_replaces_a_model_already_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def small_export(net, output, **options):  # the export is tested in test_onnx.py; here, the layout
+        tiny_classifier(Path(output), classes=3, size=32)
+        return ExportResult(Path(output), "tiny", 18, INPUT_FLOAT, metadata={
+            "labels": ["a", "b", "c"], "num_classes": 3, "preprocessing": Preprocessing(size=32).to_dict()})
+
+    monkeypatch.setattr(triton_module, "export_network", small_export)
+    first, folder = export_triton("efficientnet_lite0", None, tmp_path / "repo", name="tiny")
+    (folder / "labels.txt").write_text("stale\n")
+    second, _ = export_triton("efficientnet_lite0", None, tmp_path / "repo", name="tiny")
+    assert (first.replaced, second.replaced) == (False, True)
+    assert (folder / "labels.txt").read_text().splitlines() == ["a", "b", "c"]
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "config.pbtxt", "labels.txt"]  # no temporary files

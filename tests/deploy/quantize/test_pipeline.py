@@ -101,8 +101,10 @@ def test_predictor_uses_the_int8_file(quantized: QuantizeResult, tiny_workspace:
 def test_size_pins_the_input(tiny_workspace: dict[str, Path], tmp_path: Path) -> None:
     """``size`` builds the int8 file for another resolution; its metadata says so."""
     output = tmp_path / "tiny16.int8.onnx"
-    quantize(tiny_workspace["model"], tiny_workspace["calib"], output, num_images=6, keep_float=0, size=16,
-             speed=False)
+    output.write_text("an older file, replaced as cp would")
+    result = quantize(tiny_workspace["model"], tiny_workspace["calib"], output, num_images=6, keep_float=0, size=16,
+                      speed=False)
+    assert result.replaced is True
     dims = [d.dim_value or d.dim_param for d in onnx.load(str(output)).graph.input[0].type.tensor_type.shape.dim]
     assert dims[1:] == [3, 16, 16] and isinstance(dims[0], str)  # the batch stays dynamic
     metadata = read_metadata(output)
@@ -131,6 +133,21 @@ def test_nothing_half_written_when_the_report_fails(tiny_workspace: dict[str, Pa
         quantize(tiny_workspace["model"], tiny_workspace["calib"], tmp_path / "x.int8.onnx", num_images=4,
                  keep_float=0, speed=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(tiny_workspace: dict[str, Path], tmp_path: Path,
+                                                               unwritable_folder: Path) -> None:
+    """Checked before the calibration folder is even looked at (it does not exist here), and
+    named as given: never a temporary file."""
+    (tmp_path / "notes.txt").write_text("a file")
+    cases = [(tmp_path / "notes.txt" / "x.int8.onnx", "is a file, not a folder"),
+             (unwritable_folder / "x.int8.onnx", "cannot create files in"),
+             (tiny_workspace["model"], "it is the float model itself")]
+    for output, reason in cases:
+        with pytest.raises(UsageError, match=f"cannot write {output}: .*{reason}") as error:
+            quantize(tiny_workspace["model"], tmp_path / "no_calibration_here", output)
+        assert ".tmp" not in str(error.value)
+    assert read_metadata(tiny_workspace["model"])["arch"] == "tiny_test"  # the float model is intact
 
 
 @pytest.mark.parametrize("options, message", [

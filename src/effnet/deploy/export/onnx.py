@@ -47,6 +47,7 @@ from ...data.transforms import Preprocessing
 from ...errors import EffnetError, UsageError
 from ...runtime.onnx_metadata import FORMAT, INPUT_BGR, INPUT_FLOAT, INPUT_RGB, write_metadata
 from ...runtime.onnxruntime_engine import open_session
+from ..outputs import check_writable
 from .preprocessing_graph import IMAGE_NAME, INPUT_NAME, attach_preprocessing, preprocessing_graph
 
 DEFAULT_OPSET = 18
@@ -79,6 +80,8 @@ class ExportResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: a file was at ``path`` before, and this export replaced it
+    replaced: bool = False
 
 
 # -- torch -> ONNX ------------------------------------------------------------------------
@@ -234,6 +237,7 @@ def export(
     from ...runtime.torch_engine import TorchEngine  # torch: only once an export really runs
 
     check_settings(size, opset, with_preprocessing, bgr)
+    check_writable(output)
     started = time.perf_counter()
     engine = TorchEngine.load(model, weights, channels_last=False)
     result = export_network(engine.model, output, batch=batch, size=size, opset=opset,
@@ -258,9 +262,11 @@ def export_network(
 
     The caller's module is left as it was (the export works on a CPU copy in eval mode), so
     ``effnet bench`` can export the module it times. Raises ``ExportError`` (and writes
-    nothing) when a check fails.
+    nothing) when a check fails, and ``UsageError`` before any work when ``output`` cannot be
+    written; an existing file is replaced (``ExportResult.replaced``).
     """
     check_settings(size, opset, with_preprocessing, bgr)
+    replaced = check_writable(output)
     say = log or (lambda message: None)
     started = time.perf_counter()
     net = export_friendly(copy.deepcopy(net).cpu().eval())
@@ -290,7 +296,8 @@ def export_network(
             onnx.checker.check_model(str(temporary), full_check=True)
             checks += check_with_preprocessing(temporary, net, preprocessing, bgr)
         _refuse_failed(checks)
-    return ExportResult(output, net.plan.name, opset, layout, checks, time.perf_counter() - started, metadata)
+    return ExportResult(output, net.plan.name, opset, layout, checks, time.perf_counter() - started, metadata,
+                        replaced)
 
 
 def network_metadata(net: Any, preprocessing: Preprocessing, layout: str) -> dict[str, Any]:

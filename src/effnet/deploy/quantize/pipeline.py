@@ -25,6 +25,7 @@ from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.onnx_metadata import write_metadata
 from ...runtime.onnxruntime_engine import open_session
+from ..outputs import check_writable
 from .calibration import calibrate, calibration_inputs, load_evaluation
 from .graph import Layer, find_layers, load_float_model, prepared_graph
 from .recipe import METHODS, QUANTIZED_OPS, SENSITIVITY_IMAGES, WEIGHT_KINDS, QuantizeError, Settings
@@ -39,6 +40,8 @@ class QuantizeResult:
     path: Path
     report: dict[str, Any]
     layers: list[Layer] = field(default_factory=list)
+    #: a file was at ``path`` before, and this run replaced it
+    replaced: bool = False
 
 
 def quantize(
@@ -72,13 +75,15 @@ def quantize(
     ``size``: the input size the int8 file is built for (default: the preprocessing's).
     ``eval_dir``/``eval_labels``: the images to compare fp32 and int8 on (default: the
     calibration images). ``threads``: onnxruntime threads inside one run, for the comparison
-    and the timing. ``progress``: bars on a terminal.
+    and the timing. ``progress``: bars on a terminal. An ``output`` that cannot be written is
+    refused before any work; an existing file is replaced (``QuantizeResult.replaced``).
     """
     say = log or (lambda message: None)
     check_options(method, num_images, gemm_weights, size)
+    model, output = Path(model), Path(output)
+    replaced = check_output(model, output)
     onnxruntime.set_default_logger_severity(3)  # the quantizer's sessions warn about every pruned initializer
     started = time.perf_counter()
-    model, output = Path(model), Path(output)
     float_model, metadata, preprocessing = read_float_model(model, size)
     # a bad evaluation set fails now, not after the calibration
     evaluation = load_evaluation(eval_dir, eval_labels, metadata) if eval_dir is not None else None
@@ -102,7 +107,7 @@ def quantize(
                              failures, keep_float, choice, layers))
     report["seconds"] = time.perf_counter() - started
     report["int8_ops"] = int8_op_counts(output)
-    return QuantizeResult(output, report, layers)
+    return QuantizeResult(output, report, layers, replaced)
 
 
 def check_options(method: str, num_images: int, gemm_weights: str, size: int | None) -> None:
@@ -115,6 +120,14 @@ def check_options(method: str, num_images: int, gemm_weights: str, size: int | N
         raise UsageError(f"--gemm-weights must be auto or one of {', '.join(WEIGHT_KINDS)}, not {gemm_weights}")
     if size is not None and size < 8:
         raise UsageError("--size must be at least 8")
+
+
+def check_output(model: Path, output: Path) -> bool:
+    """Refuse an ``output`` that cannot be written, or that is the float model itself (which
+    the run reads to the end); returns whether a file there will be replaced."""
+    if output.resolve() == model.resolve():
+        raise UsageError(f"cannot write {output}: it is the float model itself; give the int8 file another name")
+    return check_writable(output)
 
 
 def read_float_model(path: Path, size: int | None) -> tuple[Any, dict[str, Any], Preprocessing]:
