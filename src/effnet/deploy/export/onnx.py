@@ -34,6 +34,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ class ExportError(EffnetError):
 
 @dataclass
 class ExportResult:
+    """The written file, what it holds, and the checks it passed (one dict per input shape)."""
+
     path: Path
     arch: str
     opset: int
@@ -227,7 +230,7 @@ def export(
     opset: int = DEFAULT_OPSET,
     with_preprocessing: bool = False,
     bgr: bool = False,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Load ``model`` with ``weights`` (as every command does), then ``export_network`` it.
 
@@ -255,7 +258,7 @@ def export_network(
     opset: int = DEFAULT_OPSET,
     with_preprocessing: bool = False,
     bgr: bool = False,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a built ``EfficientNet`` (its ``pretrained_cfg`` when it has one, else random
     weights at its plan's resolution), check it against torch and write ``output``.
