@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from effnet.runtime.onnx_backend import open_session
-from effnet.tasks.export import NATIVE_SIZE, export
+from effnet.deploy.export.onnx import NATIVE_SIZE, export
+from effnet.runtime.onnxruntime_engine import open_session
+from effnet.runtime.timing import Timing, time_calls
 
 
 def main() -> None:
@@ -35,24 +34,20 @@ def main() -> None:
         size = open_session(files["fixed size"]).get_inputs()[0].shape[2]
         one = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
         sixteen = np.repeat(one, 16, axis=0)
-        times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in files}
+        times = {name: (Timing(), Timing()) for name in files}
         for _ in range(args.rounds):
             for name, path in files.items():
                 session = open_session(path, threads=args.threads)
-                for batch, samples, repeats in ((one, times[name][0], 30), (sixteen, times[name][1], 4)):
-                    session.run(None, {"input": batch})
-                    for _ in range(repeats):
-                        started = time.perf_counter()
-                        session.run(None, {"input": batch})
-                        samples.append(time.perf_counter() - started)
+                for batch, timing, repeats in ((one, times[name][0], 30), (sixteen, times[name][1], 4)):
+                    timing.extend(time_calls(lambda: session.run(None, {"input": batch}), warmup=0, budget=0,
+                                             min_repeats=repeats))
                 del session
                 gc.collect()
     print(f"{args.model} at {size}x{size}, onnxruntime, {args.threads} threads, {args.rounds} interleaved rounds")
     print(f"{'export':<14}{'bs1 p50 ms':>12}{'bs16 p50 ms':>13}{'bs16 img/s':>12}")
     for name, (single, batched) in times.items():
-        print(f"{name:<14}{1e3 * statistics.median(single):>12.2f}{1e3 * statistics.median(batched):>13.1f}"
-              f"{16 / statistics.median(batched):>12.1f}")
-    (d1, d16), (f1, f16) = ((statistics.median(a), statistics.median(b)) for a, b in times.values())
+        print(f"{name:<14}{1e3 * single.p50:>12.2f}{1e3 * batched.p50:>13.1f}{16 / batched.p50:>12.1f}")
+    (d1, d16), (f1, f16) = ((single.p50, batched.p50) for single, batched in times.values())
     print(f"fixed size is {d1 / f1:.2f}x faster at batch 1 and {d16 / f16:.2f}x at batch 16")
 
 

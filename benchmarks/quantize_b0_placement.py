@@ -29,9 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from onnx_photos import augmented, real_photos, write_folder  # noqa: E402
 
 from effnet.data.transforms import Preprocessing  # noqa: E402
-from effnet.runtime.onnx_backend import read_metadata  # noqa: E402
-from effnet.tasks import quantize as q  # noqa: E402
-from effnet.tasks.export import export  # noqa: E402
+from effnet.deploy.export.onnx import export  # noqa: E402
+from effnet.deploy.quantize.calibration import calibrate, load_crops, normalize, select_images  # noqa: E402
+from effnet.deploy.quantize.graph import fix_input_size, prepare_graph  # noqa: E402
+from effnet.deploy.quantize.recipe import Settings  # noqa: E402
+from effnet.deploy.quantize.report import int8_op_counts, measure_speed  # noqa: E402
+from effnet.deploy.quantize.scales import quantize_model  # noqa: E402
+from effnet.deploy.quantize.sensitivity import relative_error  # noqa: E402
+from effnet.deploy.quantize.sessions import run_batches, session  # noqa: E402
+from effnet.runtime.onnx_metadata import read_metadata  # noqa: E402
 
 SIZE = 224
 
@@ -51,7 +57,7 @@ def main() -> int:
         torch.manual_seed(0)
         export("efficientnet_b0", "none", model)
     fixed = out / f"b0_random.fixed{SIZE}.onnx"
-    onnx.save(q.fix_input_size(q.prepare_graph(onnx.load(str(model))), SIZE), str(fixed))
+    onnx.save(fix_input_size(prepare_graph(onnx.load(str(model))), SIZE), str(fixed))
     prepared = out / "b0_random.prepared.onnx"
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -60,8 +66,8 @@ def main() -> int:
     if not calib.exists():
         write_folder(augmented(real_photos(), 3, seed=5), calib)
     preprocessing = Preprocessing.from_dict(read_metadata(str(model))["preprocessing"]).with_size(SIZE)
-    crops, _, _ = q.load_crops(q.select_images(calib, 64), preprocessing)
-    inputs = q.normalize(crops, preprocessing)
+    crops, _, _ = load_crops(select_images(calib, 64), preprocessing)
+    inputs = normalize(crops, preprocessing)
 
     graph = onnx.load(str(prepared))
     inferred = onnx.shape_inference.infer_shapes(graph)
@@ -71,18 +77,18 @@ def main() -> int:
                  and weights[node.input[1]][2:] == [1, 1] and shapes.get(node.output[0], [0] * 4)[2:] != [1, 1]]
     adds = [node.name for node in graph.graph.node if node.op_type in ("Add", "Gemm")]
     placements = {"default": None, "pointwise_only": pointwise + adds, "pointwise_no_add": pointwise}
-    reference = q.run_batches(q._session(fixed), inputs[:16])
+    reference = run_batches(session(fixed), inputs[:16])
     files = {}
     for name, nodes in placements.items():
-        settings = q.Settings(gemm_weights="s8-safe")
+        settings = Settings(gemm_weights="s8-safe")
         cache = out / f"b0_{name}.ranges.json"
-        q.calibrate(prepared, inputs, settings, cache)
+        calibrate(prepared, inputs, settings, cache)
         files[name] = out / f"b0_{name}.int8.onnx"
-        q.quantize_model(prepared, files[name], cache, settings, nodes_to_quantize=nodes)
-        error = q.relative_error(q.run_batches(q._session(files[name]), inputs[:16]), reference)
-        print(f"{name}: relative logits error {error:.4f}, onnxruntime runs {q.int8_op_counts(files[name])}")
+        quantize_model(prepared, files[name], cache, settings, nodes_to_quantize=nodes)
+        error = relative_error(run_batches(session(files[name]), inputs[:16]), reference)
+        print(f"{name}: relative logits error {error:.4f}, onnxruntime runs {int8_op_counts(files[name])}")
     image = np.random.default_rng(0).standard_normal((3, SIZE, SIZE)).astype(np.float32)
-    speeds = q.measure_speed([fixed, *files.values()], image, args.threads, rounds=args.rounds)
+    speeds = measure_speed([fixed, *files.values()], image, args.threads, rounds=args.rounds)
     print(f"\n| B0 {SIZE}x{SIZE}, {args.threads} threads | bs1 ms | bs16 img/s | speedup bs1 | speedup bs16 |")
     print("|---|---:|---:|---:|---:|")
     for name, speed in zip(["fp32 (fixed size)", *files], speeds):

@@ -42,11 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from onnx_b0_weights import DIGITS_TRAIN, digits, digits_arrays  # noqa: E402
 from onnx_photos import LABELS, augmented, real_photos, write_folder  # noqa: E402
 
-from effnet.tasks.export import export  # noqa: E402
-from effnet.runtime.onnx_backend import read_metadata  # noqa: E402
-from effnet.tasks.quantize import (  # noqa: E402
-    FLOAT_OPS, QUANTIZED_OPS, WEIGHT_KINDS, build_report, fix_input_size, measure_speed, prepare_graph, quantize,
-)
+from effnet.deploy.export.onnx import export  # noqa: E402
+from effnet.deploy.quantize.calibration import load_evaluation  # noqa: E402
+from effnet.deploy.quantize.graph import fix_input_size, prepare_graph  # noqa: E402
+from effnet.deploy.quantize.pipeline import quantize  # noqa: E402
+from effnet.deploy.quantize.recipe import FLOAT_OPS, QUANTIZED_OPS, WEIGHT_KINDS  # noqa: E402
+from effnet.deploy.quantize.report import build_report, measure_speed  # noqa: E402
+from effnet.runtime.onnx_metadata import read_metadata  # noqa: E402
 
 SIZE = 224
 
@@ -174,8 +176,10 @@ def main() -> int:
             name = f"lite0{suffix}"
             reports[name] = run_model(name, path, photos["calib"], photos["compare"], None, out, args.threads,
                                       args.rounds, **kind)
-            labelled = build_report(path, out / f"{name}.int8.onnx", read_metadata(str(path)), photos["labelled"],
-                                    photos["labelled"] / "labels.txt", None, args.threads, False, False, print)
+            metadata = read_metadata(str(path))
+            evaluation = load_evaluation(photos["labelled"], photos["labelled"] / "labels.txt", metadata)
+            labelled = build_report(path, out / f"{name}.int8.onnx", metadata, evaluation, None, args.threads,
+                                    False, False, print)
             reports[name]["labelled_photos"] = {"images": labelled["images"], **labelled["accuracy"],
                                                 "top1_agreement": labelled["top1_agreement"]}
     if "b0_digits" in args.models:

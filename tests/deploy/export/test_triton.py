@@ -22,7 +22,11 @@ from onnx import TensorProto, helper, numpy_helper
 from effnet.data.labels import imagenet_names
 from effnet.data.transforms import Preprocessing
 from effnet.errors import EffnetError
-from effnet.tasks.triton import Tensor, triton_config, write_model_repository
+from effnet.deploy.export import triton as triton_module
+from effnet.deploy.export.onnx import ExportResult
+from effnet.deploy.export.triton import Tensor, export_triton, triton_config, write_model_repository
+from effnet.errors import UsageError
+from effnet.runtime.onnx_metadata import INPUT_FLOAT
 
 F = descriptor_pb2.FieldDescriptorProto
 
@@ -179,15 +183,16 @@ def test_mismatches_are_one_line_errors(tmp_path: Path) -> None:
         triton_config("m", Tensor("i", "TYPE_FP32", (3, 8, 8)), Tensor("o", "TYPE_FP32", (2,)), kind="KIND_TPU")
 
 
-def test_export_format_triton_writes_a_repository_that_runs_like_the_weights(tmp_path: Path) -> None:
-    from effnet import Predictor
-    from effnet.cli import main
+def test_export_triton_writes_a_repository_that_runs_like_the_weights(tmp_path: Path,
+                                                                       example_photos: list[Path]) -> None:
     from effnet.data.images import load_image
+    from effnet.runtime.predictor import Predictor
 
     repository = tmp_path / "model_repository"
-    assert main(["export", "--model", "efficientnet_lite0", "--format", "triton", "-o", str(repository),
-                 "--name", "lite", "--max-batch", "8", "--instances", "2", "--kind", "KIND_CPU"]) == 0
-    folder = repository / "lite"
+    result, folder = export_triton("efficientnet_lite0", "default", repository, name="lite", max_batch_size=8,
+                                   instances=2, kind="KIND_CPU")
+    assert folder == repository / "lite" and result.path == folder / "1" / "model.onnx"
+    assert [check["what"] for check in result.checks] == ["network"]  # one fixed size: one shape to check
     config = text_format.Parse((folder / "config.pbtxt").read_text(), ModelConfig())
     assert (config.name, config.max_batch_size, list(config.input[0].dims)) == ("lite", 8, [3, 224, 224])
     assert (config.instance_group[0].count, config.instance_group[0].kind) == (2, 2)
@@ -195,16 +200,58 @@ def test_export_format_triton_writes_a_repository_that_runs_like_the_weights(tmp
 
     # a Triton client preprocesses as the config's parameter says, then runs the copied model
     preprocessing = Preprocessing.from_dict(json.loads(config.parameters["preprocessing"].string_value))
-    image = load_image(Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg")
+    image = load_image(example_photos[0])
     session = onnxruntime.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run([config.output[0].name], {config.input[0].name: preprocessing(image)[None]})
-    expected = Predictor("efficientnet_lite0").logits([image])
+    expected = Predictor("efficientnet_lite0", engine="torch").logits([image])
     assert np.abs(logits - expected).max() < 1e-3 and logits.argmax() == expected.argmax()
 
 
-def test_export_format_triton_refuses_what_triton_cannot_batch(tmp_path: Path) -> None:
-    from effnet.cli import main
-
-    assert main(["export", "--format", "triton", "-o", str(tmp_path / "m.onnx")]) == 2
-    assert main(["export", "--format", "triton", "-o", str(tmp_path / "repo"), "--with-preprocessing"]) == 2
+def test_export_triton_refuses_what_triton_cannot_batch(tmp_path: Path) -> None:
+    with pytest.raises(EffnetError, match="the model repository folder, not a .onnx file"):
+        export_triton("efficientnet_lite0", None, tmp_path / "m.onnx")
+    with pytest.raises(EffnetError, match="--max-batch must be at least 1"):
+        export_triton("efficientnet_lite0", None, tmp_path / "repo", max_batch_size=0)
     assert not any(tmp_path.iterdir())
+
+
+def test_export_triton_checks_the_repository_and_its_settings_before_exporting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything that would stop the repository from being written fails before the export
+    (which takes seconds to minutes), naming the path or the setting."""
+    def export_started(*args, **kwargs):
+        raise AssertionError("the export ran before the repository was checked")
+
+    monkeypatch.setattr(triton_module, "export_network", export_started)
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "repo" / "lite").mkdir(parents=True)
+    (tmp_path / "repo" / "lite" / "config.pbtxt").mkdir()
+    (tmp_path / "repo" / "taken").write_text("a file where the model folder goes")
+    cases = [
+        ({"repository": tmp_path / "file"}, "is a file, not a folder"),
+        ({"repository": tmp_path / "repo", "name": "taken"}, "is a file, not a folder"),
+        ({"repository": tmp_path / "repo", "name": "lite"}, "config.pbtxt: it is a folder"),
+        ({"repository": tmp_path / "repo", "name": "a/b"}, "a model name"),
+        ({"repository": tmp_path / "repo", "name": ".."}, "a model name"),
+        ({"repository": tmp_path / "repo", "instances": 0}, "instances >= 1"),
+        ({"repository": tmp_path / "repo", "max_queue_delay_us": -1}, "max_queue_delay_us >= 0"),
+        ({"repository": tmp_path / "repo", "kind": "KIND_TPU"}, "instance kind must be one of"),
+    ]
+    for options, message in cases:
+        with pytest.raises(UsageError, match=message):
+            export_triton("efficientnet_lite0", None, name=options.pop("name", "lite2"), **options)
+
+
+def test_export_triton_replaces_a_model_already_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def small_export(net, output, **options):  # the export is tested in test_onnx.py; here, the layout
+        tiny_classifier(Path(output), classes=3, size=32)
+        return ExportResult(Path(output), "tiny", 18, INPUT_FLOAT, metadata={
+            "labels": ["a", "b", "c"], "num_classes": 3, "preprocessing": Preprocessing(size=32).to_dict()})
+
+    monkeypatch.setattr(triton_module, "export_network", small_export)
+    first, folder = export_triton("efficientnet_lite0", None, tmp_path / "repo", name="tiny")
+    (folder / "labels.txt").write_text("stale\n")
+    second, _ = export_triton("efficientnet_lite0", None, tmp_path / "repo", name="tiny")
+    assert (first.replaced, second.replaced) == (False, True)
+    assert (folder / "labels.txt").read_text().splitlines() == ["a", "b", "c"]
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "config.pbtxt", "labels.txt"]  # no temporary files

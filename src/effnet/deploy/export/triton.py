@@ -13,24 +13,34 @@ matches what was exported. Triton does no image preprocessing: the recipe (size,
 mean, std) is stored as a model parameter so that clients can read it from the model's
 config endpoint instead of guessing.
 
-``effnet export --format triton`` writes it. Only onnx and the standard library are used
-here (no torch, no HTTP).
+``effnet export --format triton`` writes it (``export_triton``: an ONNX export at a fixed
+size, then the layout). ``write_model_repository`` alone needs only onnx and the standard
+library (no torch, no HTTP), for files exported elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EffnetError, UsageError
+import onnx
+
+from ..._files import staged
+from ...data.labels import resolve_labels
+from ...errors import EffnetError, UsageError
+from ..outputs import check_writable
+from .onnx import DEFAULT_OPSET, NATIVE_SIZE, ExportResult, check_settings, export_network
 
 #: ONNX TensorProto element types -> Triton DataType names.
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16", 7: "TYPE_INT64", 6: "TYPE_INT32"}
 KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
+#: What ``write_model_repository`` writes in a model's folder.
+MODEL_FILES = ("config.pbtxt", "labels.txt", "1/model.onnx")
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,7 @@ def triton_config(
     ``max_batch_size=0`` describes a model exported with a fixed batch axis: no batching,
     and the dims are the full shapes.
     """
-    if kind not in KINDS:
-        raise UsageError(f"instance kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if max_batch_size < 0 or instances < 1 or max_queue_delay_us < 0:
-        raise UsageError("max_batch_size must be >= 0, instances >= 1 and max_queue_delay_us >= 0")
+    check_triton_settings(max_batch_size, max_queue_delay_us, instances, kind)
     lines = [
         f"name: {_text(name)}",
         'backend: "onnxruntime"',
@@ -98,10 +105,26 @@ def triton_config(
     return "\n".join(lines) + "\n"
 
 
+def check_triton_settings(max_batch_size: int, max_queue_delay_us: int, instances: int, kind: str) -> None:
+    """Refuse what Triton would refuse in the config."""
+    if kind not in KINDS:
+        raise UsageError(f"instance kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if max_batch_size < 0 or instances < 1 or max_queue_delay_us < 0:
+        raise UsageError("max_batch_size must be >= 0, instances >= 1 and max_queue_delay_us >= 0")
+
+
+def check_model_folder(repository: str | Path, name: str) -> bool:
+    """Refuse a model name that is not one folder (Triton names a model by its folder), or a
+    model folder that cannot be written, naming the file; returns whether a model is there
+    already (it will be replaced)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UsageError(f"{name!r} is not a model name: Triton names a model by one folder of the repository")
+    folder = Path(repository) / name
+    return any([check_writable(folder / file) for file in MODEL_FILES])
+
+
 def onnx_io(onnx_file: str | Path) -> tuple[Tensor, Tensor, bool]:
     """(image input, logits output, whether the batch axis is dynamic) from an ONNX file."""
-    import onnx
-
     try:
         model = onnx.load(str(onnx_file), load_external_data=False)
     except Exception as error:  # onnx raises several types for unreadable files
@@ -148,19 +171,72 @@ def write_model_repository(
 ) -> Path:
     """Lay out ``repository/name/{config.pbtxt, labels.txt, VERSION/model.onnx}``; returns the model folder.
 
-    ``preprocessing`` is ``Preprocessing.to_dict()`` of the exported weights.
+    ``preprocessing`` is ``Preprocessing.to_dict()`` of the exported weights. A model already
+    there is replaced, file by file.
     """
+    check_model_folder(repository, name)
     image, logits, dynamic = onnx_io(onnx_file)
     if len(labels) != logits.dims[-1]:
         raise EffnetError(f"{len(labels)} labels for a model with {logits.dims[-1]} outputs")
-    folder = Path(repository) / name
-    (folder / str(version)).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_file, folder / str(version) / "model.onnx")
-    (folder / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
     parameters = {"preprocessing": json.dumps(preprocessing, sort_keys=True)} if preprocessing else None
     config = triton_config(
         name, image, logits, max_batch_size=max_batch_size if dynamic else 0,
         max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind, parameters=parameters,
     )
-    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    folder = Path(repository) / name
+    with staged(folder / str(version) / "model.onnx") as temporary:
+        shutil.copyfile(onnx_file, temporary)
+    with staged(folder / "labels.txt") as temporary:
+        temporary.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    with staged(folder / "config.pbtxt") as temporary:  # last: Triton loads a model once its config is there
+        temporary.write_text(config, encoding="utf-8")
     return folder
+
+
+def export_triton(
+    model: str | None,
+    weights: Any,
+    repository: str | Path,
+    *,
+    name: str | None = None,
+    batch: int | None = None,
+    size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    max_batch_size: int = 16,
+    max_queue_delay_us: int = 5000,
+    instances: int = 1,
+    kind: str = "KIND_AUTO",
+    log: Callable[[str], None] | None = None,
+) -> tuple[ExportResult, Path]:
+    """Export at a fixed spatial size (Triton batches requests of one shape; clients resize to
+    the size in the ``preprocessing`` parameter), then lay out the model repository.
+
+    ``size``: None for the weights' own size. Every setting and the model folder are checked
+    before the export. Returns the export (checks included; ``replaced`` when a model was
+    there) and the model folder (``repository/name``, ``name`` defaulting to the architecture).
+    """
+    from ...runtime.torch_engine import TorchEngine  # torch: only once an export really runs
+
+    if str(repository).endswith(".onnx"):
+        raise UsageError(f"with --format triton, --output is the model repository folder, not a .onnx file: "
+                         f"{repository}")
+    if max_batch_size < 1 and batch is None:
+        raise UsageError("--max-batch must be at least 1 (or export a fixed --batch)")
+    check_triton_settings(max_batch_size, max_queue_delay_us, instances, kind)
+    check_settings(size or NATIVE_SIZE, opset, with_preprocessing=False, bgr=False)
+    if name is not None:
+        check_model_folder(repository, name)  # before loading the weights, when it can be
+    engine = TorchEngine.load(model, weights, channels_last=False)
+    name = name or engine.arch
+    replaced = check_model_folder(repository, name)
+    with tempfile.TemporaryDirectory(prefix="effnet-triton-") as folder:
+        result = export_network(engine.model, Path(folder) / "model.onnx", batch=batch, size=size or NATIVE_SIZE,
+                                opset=opset, log=log)
+        labels = resolve_labels(result.metadata["labels"], result.metadata["num_classes"])
+        model_folder = write_model_repository(
+            repository, name, result.path, labels, result.metadata["preprocessing"],
+            max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind,
+        )
+    result.path = model_folder / "1" / "model.onnx"  # the temporary export is gone; this is its copy
+    result.replaced = replaced
+    return result, model_folder
