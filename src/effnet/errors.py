@@ -18,3 +18,16 @@ class UsageError(EffnetError, ValueError):
     """Wrong arguments (unknown model, bad option value): exit code 2, like argparse."""
 
     exit_code = 2
+
+
+class WeightsError(EffnetError, ValueError):
+    """Unusable weights (missing file, checksum, corrupt or crafted file, bad metadata)."""
+
+
+class UnknownWeightsError(WeightsError, UsageError):
+    """A weights name or tag no entry has, or weights for another model: a usage error
+    (exit 2), like an unknown model name."""
+
+
+class WeightsMismatchError(WeightsError):
+    """Tensors that do not fit the architecture: the message lists the differences."""

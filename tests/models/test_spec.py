@@ -9,21 +9,18 @@ import pytest
 import torch
 
 from effnet.models.network import build_model
-from effnet.models.spec import resolve, round_channels
+from effnet.models.spec import ConvLayer, round_channels
 from effnet.models.tables import V1_BASE
-from effnet.models.variants import VARIANTS, UnknownModelError, canonical_name
-from tests.conftest import read_reference
-
-REFERENCE_COUNTS = {row["model"]: row for row in read_reference("param_counts.csv")}
+from effnet.models.variants import VARIANTS, UnknownModelError, canonical_name, resolve
 
 
-def test_reference_table_covers_every_variant() -> None:
-    assert set(REFERENCE_COUNTS) == set(VARIANTS)
+def test_reference_table_covers_every_variant(reference_param_counts: dict[str, dict[str, str]]) -> None:
+    assert set(reference_param_counts) == set(VARIANTS)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_param_count_matches_reference(name: str) -> None:
-    row = REFERENCE_COUNTS[name]
+def test_param_count_matches_reference(name: str, reference_param_counts: dict[str, dict[str, str]]) -> None:
+    row = reference_param_counts[name]
     with torch.device("meta"):
         model = build_model(name)
     counted = sum(p.numel() for p in model.parameters())
@@ -37,6 +34,38 @@ def test_spec_does_not_import_torch() -> None:
     code = "import sys; import effnet.models.spec, effnet.models.variants; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_lite2", "efficientnet_b0_small",
+                                  "efficientnetv2_b0", "efficientnetv2_s"])
+def test_blocks_build_exactly_the_anatomy(name: str) -> None:
+    """blocks.py builds its modules its own way; the plan's anatomy (which the parameter
+    count and every converter read) must name and shape each conv and norm as they are."""
+    with torch.device("meta"):
+        model = build_model(name)
+    plan = model.plan
+    for block in plan.blocks:
+        module = model.blocks[block.stage][block.index]
+        described = set()
+        for layer in block.layers():
+            if isinstance(layer, ConvLayer):
+                conv, norm = getattr(module, layer.conv), getattr(module, layer.norm)
+                assert tuple(conv.weight.shape) == (layer.out_channels, layer.in_channels // layer.groups,
+                                                    layer.kernel, layer.kernel), (block, layer)
+                assert (conv.stride[0], conv.groups, norm.num_features) == (layer.stride, layer.groups,
+                                                                            layer.out_channels), (block, layer)
+                described |= {f"{layer.conv}.weight", f"{layer.norm}.weight", f"{layer.norm}.bias"}
+            else:
+                se = getattr(module, layer.name)
+                assert tuple(se.conv_reduce.weight.shape[:2]) == (layer.reduced_channels, layer.channels)
+                described |= {f"{layer.name}.{conv}.{leaf}" for conv in ("conv_reduce", "conv_expand")
+                              for leaf in ("weight", "bias")}
+        assert {key for key, _ in module.named_parameters()} == described, block  # nothing left out
+        assert sum(p.numel() for p in module.parameters()) == block.num_params()
+    for layer in (plan.stem, plan.head):
+        assert tuple(getattr(model, layer.conv).weight.shape) == (layer.out_channels, layer.in_channels, layer.kernel,
+                                                                  layer.kernel)
+        assert getattr(model, layer.norm).num_features == layer.out_channels
 
 
 def test_v1_rounding_adds_a_divisor_when_it_loses_over_ten_percent() -> None:

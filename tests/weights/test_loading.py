@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from effnet.errors import UsageError
+from effnet.data.transforms import Preprocessing
+from effnet.errors import UsageError, WeightsError, WeightsMismatchError
 from effnet.models.spec import Padding
-from effnet.weights.convert import WeightsMismatchError
+from effnet.weights.entry import WeightsEntry
+from effnet.weights.io import entry_from_metadata, metadata_from_entry
 from effnet.weights.loading import adapt_input_conv, create_model
-from effnet.weights.registry import DEFAULTS, WeightsError, get_weights, list_weights
+from effnet.weights.registry import DEFAULTS, get_weights, list_weights
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +127,6 @@ def test_an_onnx_file_says_it_cannot_be_loaded_into_torch(tmp_path: Path, monkey
 
 def test_the_safetensors_header_round_trips_an_entry(tmp_path: Path) -> None:
     """One writer (convert and train both use it) and one reader agree on every field."""
-    import json
-
-    from effnet.data.transforms import Preprocessing
-    from effnet.weights.loading import entry_from_metadata, metadata_from_entry
-    from effnet.weights.registry import WeightsEntry
-
     entry = WeightsEntry(
         name="efficientnet_b0.run1", arch="efficientnet_b0", source="effnet",
         preprocessing=Preprocessing(size=96, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.2,) * 3),

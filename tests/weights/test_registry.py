@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from effnet.models.spec import Padding, resolve
-from effnet.models.variants import VARIANTS
-from effnet.weights.registry import DEFAULTS, ENTRIES, WeightsError, get_weights, list_weights
+from effnet.cli import main
+from effnet.errors import WeightsError
+from effnet.models.spec import Padding
+from effnet.models.variants import VARIANTS, resolve
+from effnet.weights.catalog import ENTRIES
+from effnet.weights.registry import DEFAULTS, get_weights, list_weights
+from effnet.weights.sources import SOURCES
 
 URL_ENTRIES = [e for e in ENTRIES.values() if e.url]
 
@@ -19,7 +23,7 @@ def test_every_entry_is_for_a_known_variant_and_source() -> None:
     for entry in ENTRIES.values():
         assert entry.arch in VARIANTS, entry.name
         assert entry.name.startswith(entry.arch + "."), entry.name
-        assert entry.source in ("lukemelas", "timm", "torchvision"), entry.name
+        assert entry.source in SOURCES and SOURCES[entry.source].convertible, entry.name
         assert entry.preprocessing.size > 0 and 0 < entry.preprocessing.crop_fraction <= 1
 
 
@@ -100,11 +104,11 @@ def test_lookup_by_tag_and_errors() -> None:
     assert mismatch.value.exit_code == 2  # a wrong name on the command line, like an unknown model
 
 
-def test_unknown_weights_exit_like_an_unknown_model(capsys) -> None:
-    from effnet.cli import main
-
-    code = main(["predict", "cat.jpg", "--model", "b3", "--weights", "nosuchtag"])
-    assert code == 2 and "unknown weights 'nosuchtag'; known entries: efficientnet_b3." in capsys.readouterr().err
+def test_unknown_weights_exit_like_an_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = str(get_weights("efficientnet_lite0.tf_in1k").locate())
+    code = main(["convert", source, "--model", "lite0", "--entry", "nosuchtag", "-o", str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown weights 'nosuchtag'; known entries: efficientnet_lite0." in err
 
 
 def test_docs_list_every_entry() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from difflib import get_close_matches
 
 from ..errors import UsageError
-from .spec import Family, Variant
+from .spec import Family, NetworkPlan, Variant, plan_network
 from .tables import V1_BASE, V2_BASE, V2_L, V2_M, V2_S, V2_XL
 
 #: EfficientNet (Tan & Le, ICML 2019)
@@ -95,3 +95,9 @@ def get_variant(name: str) -> tuple[str, Variant]:
 def list_models() -> list[str]:
     """Every variant's canonical name, in family order (B0...L2, B0-small, Lite0-4, V2)."""
     return list(VARIANTS)
+
+
+def resolve(name: str, **overrides: object) -> NetworkPlan:
+    """``resolve("efficientnet_b3", num_classes=10)`` -> the scaled plan for that variant."""
+    canonical, variant = get_variant(name)
+    return plan_network(canonical, variant, **overrides)  # type: ignore[arg-type]

@@ -1,0 +1,233 @@
+"""Reading checkpoints safely, and the one safetensors header writer and reader.
+
+Files are tensors, never code: ``.safetensors``, torch files opened with ``weights_only=True``,
+and Keras files (``.keras``, ``.h5``) read with h5py alone, without Keras or TensorFlow (their
+tensors are kept as ``<layer name>/<index>`` until ``sources/keras.py`` maps them). Anything
+else is a one-line ``WeightsError``.
+
+Our own safetensors carry their weights entry in the header (``metadata_from_entry``, written
+by ``effnet convert`` and ``effnet train``); ``entry_from_metadata`` reads it back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._files import staged
+from ..data.transforms import Preprocessing
+from ..errors import UnknownWeightsError, WeightsError
+from ..models.spec import Padding
+from ..models.variants import canonical_name
+from .entry import WeightsEntry
+from .sources import StateDict
+
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+# -- reading files safely -----------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
+    """Tensors and string metadata from ``.safetensors``, a torch file or a Keras file,
+    never unpickling code.
+
+    Torch files are opened with ``weights_only=True``; common wrappers
+    (``{"state_dict": ...}``, ``{"model": ...}``, ``{"state_dict_ema": ...}``) are unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: weights file is empty")
+    if path.suffix.lower() == ".onnx":
+        raise UnknownWeightsError(
+            f"{path}: an ONNX model, not PyTorch weights; pass the .safetensors/.pth it was exported from "
+            "(predict, eval and serve run .onnx files directly)"
+        )
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        return read_keras(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                return {k: handle.get_tensor(k) for k in handle.keys()}, metadata
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
+        raise WeightsError(f"{path}: not a PyTorch checkpoint, safetensors or Keras file (a .pth/.pt is a zip "
+                           f"archive or a pickle; this file starts with {magic!r})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+        reason = next((line.split(" was not", 1)[0].strip() for line in detail.splitlines() if line.strip()),
+                      type(exc).__name__)
+        raise WeightsError(
+            f"{path}: refusing to load: the file holds Python objects beyond tensors ({reason[:160]}); "
+            "save its state_dict() instead"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    return unwrap_state_dict(obj, str(path)), {}
+
+
+def unwrap_state_dict(obj: Any, name: str) -> StateDict:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {str(k).removeprefix("module."): v for k, v in obj.items()}
+    raise WeightsError(f"{name}: no state dict of tensors found in this file")
+
+
+# -- Keras files --------------------------------------------------------------------------
+def read_keras(path: Path) -> tuple[StateDict, dict[str, str]]:
+    """``.keras`` archives, Keras 3 ``.weights.h5`` and legacy (Keras 2 / keras-applications)
+    ``.h5`` files -> ``{"<layer>/<i>": tensor}`` plus, in the metadata, the preprocessing
+    layers the model config puts before the stem (``keras_preprocessing``, when there is a
+    config) and the layer order (``keras_layers``)."""
+    import h5py
+
+    config: dict[str, Any] | None = None
+    try:
+        if path.suffix.lower() == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+                weights = io.BytesIO(archive.read("model.weights.h5"))
+            with h5py.File(weights, "r") as handle:
+                layers = dict(_keras3_layers(handle))
+        else:
+            with h5py.File(path, "r") as handle:
+                if "model_config" in handle.attrs:
+                    config = json.loads(_text(handle.attrs["model_config"]))
+                group = handle["model_weights"] if "model_weights" in handle else handle
+                if "layer_names" in group.attrs:
+                    layers = dict(_legacy_layers(group))
+                else:
+                    layers = dict(_keras3_layers(handle))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable Keras file ({str(exc).splitlines()[0][:160]})") from None
+    if not layers:
+        raise WeightsError(f"{path}: no weights found in this Keras file")
+    state = {f"{name}/{i}": torch.from_numpy(np.array(array)) for name, arrays in layers.items()
+             for i, array in enumerate(arrays)}
+    metadata = {"keras_layers": json.dumps(list(layers))}
+    if config is not None:
+        metadata["keras_preprocessing"] = json.dumps(_preprocessing_layers(config))
+    return state, metadata
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _legacy_layers(group: Any) -> Iterator[tuple[str, list[np.ndarray]]]:
+    """Keras 2 layout: ``layer_names`` attr, each layer's ``weight_names`` in variable order."""
+    for raw in group.attrs["layer_names"]:
+        name = _text(raw)
+        names = [_text(w) for w in group[name].attrs.get("weight_names", [])]
+        if names:
+            yield name, [group[name][w][()] for w in names]
+
+
+def _keras3_layers(handle: Any) -> Iterator[tuple[str, list[np.ndarray]]]:
+    """Keras 3 layout: ``layers/<auto name>/vars/<i>``; the ``vars`` group's ``name`` attribute
+    is the layer's real name. Nested models are walked; optimizer state is not model weights."""
+    found: list[tuple[str, Any]] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if name.startswith("layers/") and name.endswith("/vars") and len(obj):
+            found.append((_text(obj.attrs.get("name", name.rsplit("/", 2)[-2])), obj))
+
+    handle.visititems(visit)
+    for name, vars_group in found:
+        yield name, [vars_group[str(i)][()] for i in range(len(vars_group))]
+
+
+def _preprocessing_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Rescaling/Normalization layers (with their settings) before the first Conv2D."""
+    layers = config.get("config", {}).get("layers", [])
+    found = []
+    for layer in layers:
+        kind, settings = layer.get("class_name"), layer.get("config", {})
+        if kind in ("Conv2D", "Functional", "Sequential", "Model"):
+            break
+        if kind == "Rescaling":
+            found.append({"kind": kind, "scale": settings.get("scale", 1.0), "offset": settings.get("offset", 0.0)})
+        elif kind == "Normalization":
+            found.append({"kind": kind, "name": settings.get("name", layer.get("name")),
+                          "mean": settings.get("mean"), "variance": settings.get("variance"),
+                          "invert": settings.get("invert", False)})
+    return found
+
+
+# -- our safetensors header -----------------------------------------------------------------
+def write_safetensors(state: StateDict, path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Write atomically (temp file + rename) with JSON-encoded metadata values."""
+    from safetensors.torch import save_file
+
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    with staged(path) as temporary:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(temporary), metadata=encoded)
+
+
+def metadata_from_entry(entry: WeightsEntry, **provenance: Any) -> dict[str, Any]:
+    """The safetensors header ``entry_from_metadata`` reads back (``effnet convert`` and
+    ``effnet train`` both write it), plus ``provenance`` keys kept for people, not read."""
+    header: dict[str, Any] = {
+        "format": "effnet", "name": entry.name, "arch": entry.arch, "padding": entry.padding.value,
+        "bn_eps": entry.bn_eps, "preprocessing": entry.preprocessing.to_dict(),
+        "labels": list(entry.labels) if isinstance(entry.labels, tuple) else entry.labels,
+        "num_classes": entry.num_classes, "top1": entry.top1, "top5": entry.top5, "reported_by": entry.reported_by,
+    }
+    if entry.extra.get("shape"):
+        header["shape"] = entry.extra["shape"]
+    return header | provenance
+
+
+def entry_from_metadata(metadata: Mapping[str, str], path: Path) -> WeightsEntry | None:
+    """Rebuild the entry that ``metadata_from_entry`` stored in a safetensors header."""
+    if "arch" not in metadata:
+        return None
+
+    def load(key: str, default: Any = None) -> Any:
+        value = metadata.get(key)
+        if value is None:
+            return default
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+    labels = load("labels", "imagenet1k")
+    shape = load("shape")  # width/depth multipliers of a custom-shaped trained model
+    return WeightsEntry(
+        name=str(load("name", f"{metadata['arch']}.file")),
+        arch=canonical_name(metadata["arch"]),
+        source="effnet",
+        file=str(path),
+        padding=Padding(load("padding", "symmetric")),
+        bn_eps=float(load("bn_eps", 1e-5)),
+        preprocessing=Preprocessing.from_dict(load("preprocessing", {})),
+        labels=tuple(labels) if isinstance(labels, list) else labels,
+        num_classes=int(load("num_classes", 1000)),
+        top1=load("top1"),
+        top5=load("top5"),
+        reported_by=str(load("reported_by", "")),
+        extra={"shape": shape} if shape else {},
+    )
