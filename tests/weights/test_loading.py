@@ -15,8 +15,8 @@ from effnet.errors import UsageError, WeightsError, WeightsMismatchError
 from effnet.models.spec import Padding
 from effnet.weights.entry import WeightsEntry
 from effnet.weights.io import entry_from_metadata, metadata_from_entry
-from effnet.weights.loading import adapt_input_conv, create_model
-from effnet.weights.registry import DEFAULTS, get_weights, list_weights
+from effnet.weights.loading import adapt_input_conv, create_model, resolve_entry
+from effnet.weights.registry import DEFAULTS, arch_for, get_weights, list_weights
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,20 @@ def test_wrong_architecture_names_the_differences() -> None:
         create_model("efficientnet_lite0", entry.name)
     with pytest.raises(WeightsMismatchError, match=r"missing.*blocks\.|shape mismatch"):
         create_model("efficientnet_lite0", str(entry.locate()))
+
+
+def test_a_full_entry_name_needs_no_model() -> None:
+    """``--weights efficientnet_lite1.tf_in1k`` alone: the entry names its architecture, so
+    the default model (Lite0) must not be applied first (issue 14)."""
+    assert arch_for("efficientnet_lite1.tf_in1k") == "efficientnet_lite1"
+    assert arch_for(get_weights("efficientnet_b3.tv_in1k")) == "efficientnet_b3"
+    assert arch_for("tf_in1k") is None and arch_for("default") is None and arch_for("lite1.safetensors") is None
+    assert resolve_entry("efficientnet_lite1.tf_in1k", None).arch == "efficientnet_lite1"
+    model = create_model(weights="efficientnet_lite1.tf_in1k")
+    assert model.plan.name == "efficientnet_lite1" and model.pretrained_cfg.name == "efficientnet_lite1.tf_in1k"
+    assert create_model(weights="tf_in1k").pretrained_cfg.name == "efficientnet_lite0.tf_in1k"  # a tag: the default model's
+    with pytest.raises(UsageError, match="weights 'efficientnet_lite1.tf_in1k' are for efficientnet_lite1, not efficientnet_lite0"):
+        create_model("lite0", get_weights("efficientnet_lite1.tf_in1k"))
 
 
 def test_corrupt_truncated_and_pickled_files_are_errors(tmp_path: Path) -> None:

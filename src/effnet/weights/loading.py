@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import WeightsError
+from ..errors import UnknownWeightsError, WeightsError
 from ..models.network import EfficientNet, build_model
 from ..models.spec import NetworkPlan
 from ..models.variants import canonical_name, resolve
@@ -22,7 +22,7 @@ from .conversion import check_compatible, entry_for_file, fill_batch_counters
 from .download import fetch
 from .entry import WeightsEntry, verify_checksum
 from .io import read_checkpoint
-from .registry import DEFAULT_MODEL, get_weights
+from .registry import DEFAULT_MODEL, arch_for, get_weights
 from .sources import convert_state_dict
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras")
@@ -34,14 +34,20 @@ def looks_like_path(weights: str | Path) -> bool:
 
 
 def resolve_entry(weights: str | Path | WeightsEntry, arch: str | None) -> WeightsEntry:
-    """A registry entry (by name/tag/``default``) or the entry for a local file."""
+    """A registry entry (by name/tag/``default``) or the entry for a local file.
+
+    Without ``arch``, a full entry name or a file of ours names its own architecture; a tag
+    or ``default`` means ``DEFAULT_MODEL``'s.
+    """
     if isinstance(weights, WeightsEntry):
+        if arch is not None and weights.arch != canonical_name(arch):
+            raise UnknownWeightsError(f"weights '{weights.name}' are for {weights.arch}, not {canonical_name(arch)}")
         return weights
     if looks_like_path(weights):
         path = Path(weights).expanduser()
         state, metadata = read_checkpoint(path)
         return entry_for_file(path, arch, state, metadata)
-    return get_weights(str(weights), arch)
+    return get_weights(str(weights), arch or arch_for(str(weights)) or DEFAULT_MODEL)
 
 
 def entry_path(entry: WeightsEntry, *, progress: bool = True) -> Path:
@@ -81,7 +87,7 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 
 def create_model(
-    name: str = DEFAULT_MODEL,
+    name: str | None = None,
     weights: str | Path | WeightsEntry | None = None,
     *,
     num_classes: int | None = None,
@@ -90,14 +96,17 @@ def create_model(
 ) -> EfficientNet:
     """Build ``name`` and optionally load ``weights`` (entry name, tag, ``"default"`` or a file).
 
+    Without ``name`` the weights say which architecture they fit (a full entry name, an
+    entry, or a file of ours); otherwise, and without weights, it is ``DEFAULT_MODEL``.
     A ``num_classes`` different from the weights' drops the pretrained classifier and
     creates a new one; ``in_chans`` other than 3 adapts the pretrained stem. Extra keywords
     (``drop_rate``, ``drop_path_rate``, ``global_pool``, ``features_only``, ``width_mult`` ...)
     go to the builder.
     """
-    arch = canonical_name(name)
+    arch = canonical_name(name) if name else None
     if weights is None:
-        return build_model(arch, num_classes=1000 if num_classes is None else num_classes, in_chans=in_chans, **kwargs)
+        return build_model(arch or DEFAULT_MODEL, num_classes=1000 if num_classes is None else num_classes,
+                           in_chans=in_chans, **kwargs)
     if not isinstance(weights, WeightsEntry) and looks_like_path(weights):
         path = Path(weights).expanduser()
         raw, metadata = read_checkpoint(path)  # read once: entry and tensors come from the same file
@@ -105,6 +114,7 @@ def create_model(
     else:
         entry = resolve_entry(weights, arch)
         raw = load_entry_state(entry)
+    arch = entry.arch
     state = convert_state_dict(raw, entry.source, build_plan(entry))
     if "conv_stem.weight" in state:
         state["conv_stem.weight"] = adapt_input_conv(state["conv_stem.weight"], in_chans)

@@ -61,6 +61,16 @@ def get_weights(name: str, arch: str | None = None) -> WeightsEntry:
     raise UnknownWeightsError(f"unknown weights '{name}'; known entries: {_entry_names(arch)}")
 
 
+def arch_for(weights: object) -> str | None:
+    """The architecture a weights name itself names: a full entry name
+    (``efficientnet_lite1.tf_in1k``) or an entry; None for a tag, ``default`` or a file, which
+    need a model (or, for a file, its own metadata) to say which."""
+    if isinstance(weights, WeightsEntry):
+        return weights.arch
+    entry = ENTRIES.get(weights) if isinstance(weights, str) else None
+    return entry.arch if entry else None
+
+
 def _entry_names(arch: str | None) -> str:
     names = [e.name for e in list_weights(arch)]
     return ", ".join(names) if names else "(none registered for this model)"
