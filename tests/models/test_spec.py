@@ -61,11 +61,20 @@ def test_blocks_build_exactly_the_anatomy(name: str) -> None:
                 described |= {f"{layer.name}.{conv}.{leaf}" for conv in ("conv_reduce", "conv_expand")
                               for leaf in ("weight", "bias")}
         assert {key for key, _ in module.named_parameters()} == described, block  # nothing left out
-        assert sum(p.numel() for p in module.parameters()) == block.num_params()
     for layer in (plan.stem, plan.head):
         assert tuple(getattr(model, layer.conv).weight.shape) == (layer.out_channels, layer.in_channels, layer.kernel,
                                                                   layer.kernel)
         assert getattr(model, layer.norm).num_features == layer.out_channels
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_the_plan_knows_every_tensor_before_building(name: str) -> None:
+    """``tensor_shapes`` (what weights files are checked against before a module is built) is
+    exactly the module's state dict: names, shapes, buffers included."""
+    plan = resolve(name, num_classes=7, in_chans=1)
+    with torch.device("meta"):
+        model = build_model(name, num_classes=7, in_chans=1)
+    assert plan.tensor_shapes() == {key: tuple(t.shape) for key, t in model.state_dict().items()}
 
 
 def test_v1_rounding_adds_a_divisor_when_it_loses_over_ten_percent() -> None:

@@ -14,7 +14,8 @@ from effnet.data.transforms import Preprocessing
 from effnet.errors import UsageError, WeightsError, WeightsMismatchError
 from effnet.models.spec import Padding
 from effnet.weights.entry import WeightsEntry
-from effnet.weights.io import entry_from_metadata, metadata_from_entry
+from effnet.weights import loading
+from effnet.weights.io import entry_from_metadata, metadata_from_entry, write_safetensors
 from effnet.weights.loading import adapt_input_conv, create_model, resolve_entry
 from effnet.weights.registry import DEFAULTS, arch_for, get_weights, list_weights
 
@@ -153,3 +154,75 @@ def test_the_safetensors_header_round_trips_an_entry(tmp_path: Path) -> None:
     back = entry_from_metadata(stored, tmp_path / "w.safetensors")
     assert back == dataclasses.replace(entry, file=str(tmp_path / "w.safetensors"))
     assert back.extra == entry.extra
+
+
+# -- crafted or corrupt safetensors headers ---------------------------------------------------
+@pytest.fixture(scope="module")
+def lite0_safetensors(tmp_path_factory: pytest.TempPathFactory, lite0: torch.nn.Module) -> Path:
+    """The embedded Lite0 as our own safetensors (what ``effnet convert`` writes)."""
+    path = tmp_path_factory.mktemp("weights") / "lite0.safetensors"
+    write_safetensors(lite0.state_dict(), path, metadata_from_entry(lite0.pretrained_cfg))
+    return path
+
+
+def with_header(source: Path, destination: Path, **changes: str) -> Path:
+    """``source``'s tensors under a header with ``changes`` (raw strings, as a file holds them)."""
+    from safetensors import safe_open
+
+    with safe_open(str(source), framework="pt") as handle:
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+        header = dict(handle.metadata()) | changes
+    write_safetensors(state, destination, header)
+    return destination
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("shape", '{"width_mult": 200}', r"bad 'shape.width_mult' in the safetensors header: 200 is not a number in \(0, 16\]"),
+        ("shape", '{"depth_mult": 1, "dropout": 0.5}', r"bad 'shape' .*: expected an object with width_mult and/or depth_mult"),
+        ("num_classes", "1000000000", r"bad 'num_classes' .*: 1000000000 is not a whole number in \[1, 100000\]"),
+        ("num_classes", "10", "the header says 10 classes but the classifier has 1000"),
+        ("preprocessing", '{"size": 0}', r"bad 'preprocessing.size' .*: 0 is not a whole number in \[8, 4096\]"),
+        ("preprocessing", '{"size": 60000}', r"bad 'preprocessing.size' .*: 60000 is not"),
+        ("preprocessing", '{"size": 224, "crop_fraction": 0.9', r"bad 'preprocessing' .*: not valid JSON"),
+        ("preprocessing", '{"size": 224, "mean": [0.5, 0.5]}', r"bad 'preprocessing.mean' .*: expected 3 numbers"),
+        ("preprocessing", '{"std": [0.5, 0, 0.5]}', r"bad 'preprocessing.std' .*: 0 is not a number in \(0, 10\)"),
+        ("preprocessing", '{"crop_mode": "zoom"}', r"bad 'preprocessing.crop_mode' .*: 'zoom' is not one of"),
+        ("padding", "reflect", r"bad 'padding' .*: 'reflect' is not one of symmetric, tf_same"),
+        ("bn_eps", "NaN", r"bad 'bn_eps' .*: NaN is not a number in \(0, 1\)"),
+        ("labels", '["cat", "dog"]', r"bad 'labels' .*: 2 names for 1000 classes"),
+        ("arch", "efficientnet_b99", r"bad 'arch' .*: no model is called 'efficientnet_b99'"),
+    ],
+)
+def test_crafted_headers_are_one_line_errors(lite0_safetensors: Path, tmp_path: Path, key: str, value: str,
+                                             message: str) -> None:
+    """Issue 14: a header is checked before it sizes anything (width_mult=200 grew to 5.1 GB,
+    num_classes=1e9 and sizes 0/60000 ended in tracebacks, broken preprocessing JSON was
+    silently ignored and changed the predictions)."""
+    path = with_header(lite0_safetensors, tmp_path / "crafted.safetensors", **{key: value})
+    with pytest.raises(WeightsError, match=message) as error:
+        create_model(weights=str(path))
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_header_that_does_not_fit_its_tensors_is_refused_before_building(
+        lite0_safetensors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plausible width (2x) that the tensors do not have: refused from the plan's shapes,
+    with no module built (a crafted width must not cost its memory first)."""
+    path = with_header(lite0_safetensors, tmp_path / "wide.safetensors", shape='{"width_mult": 2}')
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a module was built before the tensors were checked")
+
+    monkeypatch.setattr(loading, "build_model", no_build)
+    with pytest.raises(WeightsMismatchError, match=r"weights do not fit efficientnet_lite0: .*shape mismatch"):
+        create_model(weights=str(path))
+
+
+def test_an_intact_header_loads(lite0_safetensors: Path, lite0: torch.nn.Module) -> None:
+    model = create_model(weights=str(lite0_safetensors)).eval()
+    assert model.pretrained_cfg.preprocessing == lite0.pretrained_cfg.preprocessing
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), lite0(x))

@@ -75,6 +75,15 @@ class Variant:
 #: What a convolution does in its block; converters name layers by it (``expand_conv``,
 #: ``_depthwise_conv``, ``project_conv``), since every ecosystem names roles, not positions.
 Role = Literal["stem", "expand", "depthwise", "project", "head"]
+Shapes = dict[str, tuple[int, ...]]
+
+#: BatchNorm tensors that are statistics, not parameters
+NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def count_parameters(shapes: Shapes) -> int:
+    """Elements of the trainable tensors among ``shapes`` (BatchNorm statistics excluded)."""
+    return sum(math.prod(shape) for name, shape in shapes.items() if not name.endswith(NORM_BUFFERS))
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,12 @@ class ConvLayer:
     stride: int = 1
     groups: int = 1
 
-    def num_params(self) -> int:
-        """Conv weights (no bias: BatchNorm follows) plus the BatchNorm's scale and shift."""
-        return self.in_channels // self.groups * self.out_channels * self.kernel**2 + 2 * self.out_channels
+    def tensor_shapes(self) -> Shapes:
+        """The conv's weight (no bias: BatchNorm follows) and the BatchNorm's tensors."""
+        out = self.out_channels
+        return {f"{self.conv}.weight": (out, self.in_channels // self.groups, self.kernel, self.kernel),
+                f"{self.norm}.weight": (out,), f"{self.norm}.bias": (out,), f"{self.norm}.running_mean": (out,),
+                f"{self.norm}.running_var": (out,), f"{self.norm}.num_batches_tracked": ()}
 
 
 @dataclass(frozen=True)
@@ -104,8 +116,10 @@ class SqueezeExciteLayer:
     reduced_channels: int
     name: str = "se"
 
-    def num_params(self) -> int:
-        return 2 * self.channels * self.reduced_channels + self.reduced_channels + self.channels
+    def tensor_shapes(self) -> Shapes:
+        channels, reduced = self.channels, self.reduced_channels
+        return {f"{self.name}.conv_reduce.weight": (reduced, channels, 1, 1), f"{self.name}.conv_reduce.bias": (reduced,),
+                f"{self.name}.conv_expand.weight": (channels, reduced, 1, 1), f"{self.name}.conv_expand.bias": (channels,)}
 
 
 Layer = ConvLayer | SqueezeExciteLayer
@@ -137,10 +151,11 @@ class BlockPlan:
     def layers(self) -> tuple[Layer, ...]:
         """The block's anatomy in forward order: each conv with its norm, and the SE.
 
-        Written once, here: parameter counts are summed from it, every converter reads its
-        key map off it (torchvision numbers these layers in this order; lukemelas and Keras
-        name them by role), and ``blocks.py`` builds exactly these attributes (the tests
-        compare every module with it). Attribute names are timm's.
+        Written once, here: parameter counts and the tensors a checkpoint must hold are read
+        from it, every converter reads its key map off it (torchvision numbers these layers
+        in this order; lukemelas and Keras name them by role), and ``blocks.py`` builds
+        exactly these attributes (the tests compare every module with it). Attribute names
+        are timm's.
         """
         se: tuple[Layer, ...] = (SqueezeExciteLayer(self.mid_channels, self.se_channels),) if self.se_channels else ()
         cin, mid, cout, k, stride = self.in_channels, self.mid_channels, self.out_channels, self.kernel, self.stride
@@ -156,8 +171,9 @@ class BlockPlan:
         return (ConvLayer("expand", "conv_exp", "bn1", cin, mid, k, stride), *se,
                 ConvLayer("project", "conv_pwl", "bn2", mid, cout, 1))
 
-    def num_params(self) -> int:
-        return sum(layer.num_params() for layer in self.layers())
+    def tensor_shapes(self) -> Shapes:
+        """Every tensor of the block under its name relative to the block (``conv_dw.weight``)."""
+        return {name: shape for layer in self.layers() for name, shape in layer.tensor_shapes().items()}
 
 
 @dataclass(frozen=True)
@@ -201,10 +217,22 @@ class NetworkPlan:
     def head(self) -> ConvLayer:
         return ConvLayer("head", "conv_head", "bn2", self.blocks[-1].out_channels, self.head_channels, 1)
 
+    def tensor_shapes(self) -> Shapes:
+        """Every parameter and buffer of the module, by state-dict name, with its shape: what a
+        checkpoint must hold, known before anything is built (so a file that does not fit
+        is refused before memory is spent on it)."""
+        shapes = self.stem.tensor_shapes()
+        for block in self.blocks:
+            prefix = f"blocks.{block.stage}.{block.index}."
+            shapes |= {prefix + name: shape for name, shape in block.tensor_shapes().items()}
+        shapes |= self.head.tensor_shapes()
+        if self.num_classes:
+            shapes |= {"classifier.weight": (self.num_classes, self.head_channels), "classifier.bias": (self.num_classes,)}
+        return shapes
+
     def num_params(self) -> int:
         """Trainable parameters, counted from the plan alone (equals the torch module's count)."""
-        classifier = (self.head_channels + 1) * self.num_classes
-        return self.stem.num_params() + sum(b.num_params() for b in self.blocks) + self.head.num_params() + classifier
+        return count_parameters(self.tensor_shapes())
 
 
 def round_channels(channels: float, multiplier: float, divisor: int = 8, round_limit: float = 0.9) -> int:

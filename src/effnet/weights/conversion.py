@@ -20,7 +20,6 @@ import torch
 
 from ..data.transforms import Preprocessing
 from ..errors import WeightsError, WeightsMismatchError
-from ..models.network import build_model
 from ..models.variants import resolve
 from .entry import WeightsEntry, sha256_of
 from .io import entry_from_metadata, metadata_from_entry, read_checkpoint, write_safetensors
@@ -28,21 +27,25 @@ from .registry import entry_by_checksum, get_weights, template_for
 from .sources import StateDict, classifier_rows, convert_state_dict, detect_source, find_source, get_source
 
 
-def fill_batch_counters(state: StateDict, expected: Mapping[str, torch.Tensor]) -> StateDict:
+#: a model's tensors, or only their shapes (``NetworkPlan.tensor_shapes()``, known before building)
+Expected = Mapping[str, "torch.Tensor | tuple[int, ...]"]
+
+
+def _shape(value: torch.Tensor | tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
+
+
+def fill_batch_counters(state: StateDict, expected: Expected) -> StateDict:
     """Add BatchNorm ``num_batches_tracked`` counters a checkpoint lacks (Keras, old torch
     files): they only matter with ``momentum=None`` and carry no learned information."""
-    for key, tensor in expected.items():
+    for key, value in expected.items():
         if key.endswith(".num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(tensor, device="cpu")
+            state[key] = torch.zeros(_shape(value), dtype=torch.long)
     return state
 
 
-def check_compatible(
-    converted: Mapping[str, torch.Tensor],
-    expected: Mapping[str, torch.Tensor],
-    arch: str,
-    ignore: tuple[str, ...] = (),
-) -> None:
+def check_compatible(converted: Mapping[str, torch.Tensor], expected: Expected, arch: str,
+                     ignore: tuple[str, ...] = ()) -> None:
     """Raise ``WeightsMismatchError`` unless keys and shapes match exactly (minus ``ignore``)."""
 
     def keep(key: str) -> bool:
@@ -52,9 +55,9 @@ def check_compatible(
     theirs = {k for k in converted if keep(k)}
     missing, unexpected = sorted(ours - theirs), sorted(theirs - ours)
     shapes = [
-        f"{k}: file {tuple(converted[k].shape)} vs model {tuple(expected[k].shape)}"
+        f"{k}: file {tuple(converted[k].shape)} vs model {_shape(expected[k])}"
         for k in sorted(ours & theirs)
-        if tuple(converted[k].shape) != tuple(expected[k].shape)
+        if tuple(converted[k].shape) != _shape(expected[k])
     ]
     if not (missing or unexpected or shapes):
         return
@@ -75,6 +78,9 @@ def entry_for_file(path: Path, arch: str | None, state: Mapping[str, torch.Tenso
     if stored is not None:
         if arch is not None and stored.arch != arch:
             raise WeightsError(f"{path}: weights are for {stored.arch}, not {arch}")
+        rows = classifier_rows(state, stored.source)
+        if rows is not None and rows != stored.num_classes:
+            raise WeightsError(f"{path}: the header says {stored.num_classes} classes but the classifier has {rows}")
         return stored
     if arch is None:
         raise WeightsError(f"{path}: the file does not name its architecture; pass --model")
@@ -144,11 +150,9 @@ def convert_file(
         raise WeightsError(f"--labels has {len(labels)} names but the classifier has {num_classes} classes")
     entry = replace(entry, num_classes=num_classes,
                     labels=labels or ("imagenet1k" if num_classes == 1000 else entry.labels))
-    plan = resolve(arch, num_classes=num_classes)
+    plan = resolve(arch, num_classes=num_classes, **entry.extra.get("shape", {}))
     converted = convert_state_dict(state, source, plan)
-    with torch.device("meta"):
-        expected = build_model(arch, num_classes=num_classes, padding=entry.padding, bn_eps=entry.bn_eps).state_dict()
-    fill_batch_counters(converted, expected)
-    check_compatible(converted, expected, arch)
+    fill_batch_counters(converted, plan.tensor_shapes())
+    check_compatible(converted, plan.tensor_shapes(), arch)
     converted = {k: v.float() if v.is_floating_point() else v for k, v in converted.items()}
     return Conversion(converted, entry, source, plan.num_params())

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from .._files import staged
-from ..data.transforms import Preprocessing
-from ..errors import UnknownWeightsError, WeightsError
+from ..data.transforms import CropMode, Interpolation, Preprocessing
+from ..errors import UnknownWeightsError, UsageError, WeightsError
 from ..models.spec import Padding
 from ..models.variants import canonical_name
 from .entry import WeightsEntry
@@ -200,34 +201,131 @@ def metadata_from_entry(entry: WeightsEntry, **provenance: Any) -> dict[str, Any
     return header | provenance
 
 
+#: What a header may claim: the range real networks and image pipelines use. A value outside
+#: it is a crafted or corrupt file, refused before it can size an allocation or a resize.
+IMAGE_SIZES = (8, 4096)
+CLASS_COUNTS = (1, 100_000)
+MULTIPLIERS = (0.0, 16.0)  # width/depth multipliers: exclusive of 0 (L2 uses 4.3 and 5.3)
+SHAPE_KEYS = ("width_mult", "depth_mult")
+
+
 def entry_from_metadata(metadata: Mapping[str, str], path: Path) -> WeightsEntry | None:
-    """Rebuild the entry that ``metadata_from_entry`` stored in a safetensors header."""
+    """Rebuild the entry that ``metadata_from_entry`` stored in a safetensors header.
+
+    A header is untrusted input: every value must parse and lie in a sane range, or a
+    one-line ``WeightsError`` names the key. (Whether the tensors fit what it claims is
+    checked before any module is built, in ``conversion``/``loading``.)
+    """
     if "arch" not in metadata:
         return None
-
-    def load(key: str, default: Any = None) -> Any:
-        value = metadata.get(key)
-        if value is None:
-            return default
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-
-    labels = load("labels", "imagenet1k")
-    shape = load("shape")  # width/depth multipliers of a custom-shaped trained model
+    header = _Header(metadata, path)
+    num_classes = header.integer("num_classes", header.json("num_classes", 1000), CLASS_COUNTS)
+    shape = header.shape()
     return WeightsEntry(
-        name=str(load("name", f"{metadata['arch']}.file")),
-        arch=canonical_name(metadata["arch"]),
+        name=metadata.get("name", f"{metadata['arch']}.file"),
+        arch=header.arch(),
         source="effnet",
         file=str(path),
-        padding=Padding(load("padding", "symmetric")),
-        bn_eps=float(load("bn_eps", 1e-5)),
-        preprocessing=Preprocessing.from_dict(load("preprocessing", {})),
-        labels=tuple(labels) if isinstance(labels, list) else labels,
-        num_classes=int(load("num_classes", 1000)),
-        top1=load("top1"),
-        top5=load("top5"),
-        reported_by=str(load("reported_by", "")),
+        padding=Padding(header.choice("padding", metadata.get("padding", "symmetric"), [p.value for p in Padding])),
+        bn_eps=header.number("bn_eps", header.json("bn_eps", 1e-5), (0.0, 1.0)),
+        preprocessing=header.preprocessing(),
+        labels=header.labels(num_classes),
+        num_classes=num_classes,
+        top1=header.accuracy("top1"),
+        top5=header.accuracy("top5"),
+        reported_by=metadata.get("reported_by", ""),
         extra={"shape": shape} if shape else {},
     )
+
+
+class _Header:
+    """Typed, bounded reads of one safetensors header; every failure is a ``WeightsError``."""
+
+    def __init__(self, metadata: Mapping[str, str], path: Path) -> None:
+        self.metadata, self.path = metadata, path
+
+    def fail(self, key: str, why: str) -> WeightsError:
+        return WeightsError(f"{self.path}: bad '{key}' in the safetensors header: {why}")
+
+    def json(self, key: str, default: Any) -> Any:
+        """A JSON-encoded value (``write_safetensors`` encodes every value but strings)."""
+        if key not in self.metadata:
+            return default
+        try:
+            return json.loads(self.metadata[key], parse_constant=str)  # NaN/Infinity: strings, refused below
+        except json.JSONDecodeError:
+            raise self.fail(key, f"not valid JSON: {self.metadata[key][:60]!r}") from None
+
+    def arch(self) -> str:
+        try:
+            return canonical_name(self.metadata["arch"])
+        except UsageError:
+            raise self.fail("arch", f"no model is called {self.metadata['arch'][:60]!r}") from None
+
+    def choice(self, key: str, value: Any, allowed: Sequence[str]) -> str:
+        if value not in allowed:
+            raise self.fail(key, f"{str(value)[:60]!r} is not one of {', '.join(allowed)}")
+        return value
+
+    def number(self, key: str, value: Any, bounds: tuple[float, float], *, inclusive: bool = False) -> float:
+        """A finite number strictly between ``bounds`` (up to the upper one when ``inclusive``)."""
+        low, high = bounds
+        real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not real or not (low < value < high or (inclusive and value == high)):
+            raise self.fail(key, f"{str(value)[:60]} is not a number in ({low:g}, {high:g}{']' if inclusive else ')'}")
+        return float(value)
+
+    def integer(self, key: str, value: Any, bounds: tuple[int, int]) -> int:
+        low, high = bounds
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"{str(value)[:60]} is not a whole number in [{low}, {high}]")
+        return value
+
+    def accuracy(self, key: str) -> float | None:
+        value = self.json(key, None)
+        return None if value is None else self.number(key, value, (0.0, 100.0), inclusive=True)
+
+    def labels(self, num_classes: int) -> str | tuple[str, ...]:
+        """A label set's name (``imagenet1k``), or a JSON list of one name per class."""
+        raw = self.metadata.get("labels", "imagenet1k")
+        if not raw.startswith("["):
+            return raw
+        names = self.json("labels", [])
+        if not all(isinstance(name, str) for name in names):
+            raise self.fail("labels", "class names must be strings")
+        if len(names) != num_classes:
+            raise self.fail("labels", f"{len(names)} names for {num_classes} classes")
+        return tuple(names)
+
+    def preprocessing(self) -> Preprocessing:
+        """The recipe, each field checked (a size of 0 or 60000 would only fail, or exhaust
+        memory, at the first image)."""
+        recipe = self.json("preprocessing", {})
+        if not isinstance(recipe, dict):
+            raise self.fail("preprocessing", f"expected an object, not {str(recipe)[:60]}")
+        unknown = sorted(map(str, set(recipe) - set(Preprocessing.__dataclass_fields__)))
+        if unknown:
+            raise self.fail("preprocessing", f"unknown keys {', '.join(unknown)}")
+        settings: dict[str, Any] = {}
+        if "size" in recipe:
+            settings["size"] = self.integer("preprocessing.size", recipe["size"], IMAGE_SIZES)
+        if "crop_fraction" in recipe:
+            settings["crop_fraction"] = self.number("preprocessing.crop_fraction", recipe["crop_fraction"], (0.0, 1.0),
+                                                    inclusive=True)
+        for name, allowed in (("crop_mode", get_args(CropMode)), ("interpolation", get_args(Interpolation))):
+            if name in recipe:
+                settings[name] = self.choice(f"preprocessing.{name}", recipe[name], allowed)
+        for name, bounds in (("mean", (-10.0, 10.0)), ("std", (0.0, 10.0))):
+            if name in recipe:
+                values = recipe[name]
+                if not isinstance(values, list) or len(values) != 3:
+                    raise self.fail(f"preprocessing.{name}", f"expected 3 numbers, not {str(values)[:60]}")
+                settings[name] = tuple(self.number(f"preprocessing.{name}", v, bounds) for v in values)
+        return Preprocessing(**settings)
+
+    def shape(self) -> dict[str, float]:
+        """Width/depth multipliers of a custom-shaped trained model (``effnet train``)."""
+        shape = self.json("shape", {})
+        if not isinstance(shape, dict) or set(shape) - set(SHAPE_KEYS):
+            raise self.fail("shape", f"expected an object with {' and/or '.join(SHAPE_KEYS)}, not {str(shape)[:60]}")
+        return {name: self.number(f"shape.{name}", value, MULTIPLIERS, inclusive=True) for name, value in shape.items()}

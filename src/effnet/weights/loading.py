@@ -119,16 +119,20 @@ def create_model(
     if "conv_stem.weight" in state:
         state["conv_stem.weight"] = adapt_input_conv(state["conv_stem.weight"], in_chans)
     new_head = num_classes is not None and num_classes != entry.num_classes
-    dropped = ("conv_head.", "bn2.", "classifier.") if kwargs.get("features_only") else ("classifier.",)
-    if new_head or kwargs.get("features_only"):
+    features_only = bool(kwargs.get("features_only"))
+    dropped = ("conv_head.", "bn2.", "classifier.") if features_only else ("classifier.",)
+    if new_head or features_only:
         state = {k: v for k, v in state.items() if not k.startswith(dropped)}
     options = {"padding": entry.padding, "bn_eps": entry.bn_eps} | entry.extra.get("shape", {}) | kwargs
-    model = build_model(
-        arch, num_classes=num_classes if new_head else entry.num_classes, in_chans=in_chans, **options
-    )
-    expected = model.state_dict()
+    head = num_classes if new_head else entry.num_classes
+    # Checked against the plan before anything is built: a file that does not fit (or a
+    # crafted header claiming a huge width) costs no memory.
+    plan = resolve(arch, num_classes=head, in_chans=in_chans,
+                   **{key: options[key] for key in ("width_mult", "depth_mult") if key in options})
+    expected = {k: v for k, v in plan.tensor_shapes().items() if not (features_only and k.startswith(dropped))}
     fill_batch_counters(state, expected)
     check_compatible(state, expected, arch, ignore=("classifier.",) if new_head else ())
+    model = build_model(arch, num_classes=head, in_chans=in_chans, **options)
     model.load_state_dict(state, strict=not new_head)
     model.pretrained_cfg = entry
     return model
