@@ -49,6 +49,30 @@ def test_checksum_is_the_published_one(entry) -> None:  # noqa: ANN001
     assert entry.sha256.startswith(prefix)
 
 
+#: The file each torchvision weights enum downloads today (torchvision/models/efficientnet.py since
+#: 0.16.1/0.17: the V1 files renamed to their true hash prefixes, pytorch/vision#8036).
+TORCHVISION_FILES = {
+    "efficientnet_b0.tv_in1k": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "efficientnet_b1.tv_in1k": "efficientnet_b1_rwightman-bac287d4.pth",
+    "efficientnet_b1.tv2_in1k": "efficientnet_b1-c27df63c.pth",
+    "efficientnet_b2.tv_in1k": "efficientnet_b2_rwightman-c35c1473.pth",
+    "efficientnet_b3.tv_in1k": "efficientnet_b3_rwightman-b3899882.pth",
+    "efficientnet_b4.tv_in1k": "efficientnet_b4_rwightman-23ab8bcd.pth",
+    "efficientnet_b5.tv_in1k": "efficientnet_b5_lukemelas-1a07897c.pth",
+    "efficientnet_b6.tv_in1k": "efficientnet_b6_lukemelas-24a108a5.pth",
+    "efficientnet_b7.tv_in1k": "efficientnet_b7_lukemelas-c5b4e57e.pth",
+    "efficientnetv2_s.tv_in1k": "efficientnet_v2_s-dd5fe13b.pth",
+    "efficientnetv2_m.tv_in1k": "efficientnet_v2_m-dc08266a.pth",
+    "efficientnetv2_l.tv_in1k": "efficientnet_v2_l-59c71312.pth",
+}
+
+
+def test_torchvision_entries_are_the_files_torchvision_downloads() -> None:
+    """Issue 14: B1 kept the pre-rename name (533bc792), whose hash was never the file's."""
+    assert {e.name: e.url for e in ENTRIES.values() if e.source == "torchvision"} == {
+        name: "https://download.pytorch.org/models/" + file for name, file in TORCHVISION_FILES.items()}
+
+
 def test_torchvision_entries_match_torchvision_meta() -> None:
     """torchvision publishes exact parameter counts and ``resize_size``: our architecture must
     have that many parameters, and our preprocessing must resize the shorter side to exactly

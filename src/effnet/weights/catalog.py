@@ -260,13 +260,15 @@ def _torchvision(arch: str, tag: str, file: str, crop: int, resize: int, interpo
 
 
 def _torchvision_entries() -> list[WeightsEntry]:
-    """Full sha256s for B0 and B2-B7: torchvision renamed these files to their true hashes
-    (pytorch/vision#7744, #8036); the old names carried the hash of the timm/lukemelas originals."""
+    """torchvision renamed every B0-B7 ``IMAGENET1K_V1`` file to its true hash prefix: the old
+    names carried the hashes of the timm/lukemelas originals, so torch.hub's check failed
+    (pytorch/vision#7744, #8036). B0 and B2-B7 have their full sha256 published in #7744;
+    B1 (now ``efficientnet_b1_rwightman-bac287d4.pth``) only the prefix its name carries."""
     return [
         _torchvision("efficientnet_b0", "tv_in1k", "efficientnet_b0_rwightman-7f5810bc.pth", 224, 256, "bicubic",
                      1e-5, 77.692, 93.532, 5288548,
                      sha256="7f5810bc96def8f7552d5b7e68d53c4786f81167d28291b21c0d90e1fca14934"),
-        _torchvision("efficientnet_b1", "tv_in1k", "efficientnet_b1_rwightman-533bc792.pth", 240, 256, "bicubic",
+        _torchvision("efficientnet_b1", "tv_in1k", "efficientnet_b1_rwightman-bac287d4.pth", 240, 256, "bicubic",
                      1e-5, 78.642, 94.186, 7794184),
         _torchvision("efficientnet_b1", "tv2_in1k", "efficientnet_b1-c27df63c.pth", 240, 255, "bilinear",
                      1e-5, 79.838, 94.934, 7794184),
