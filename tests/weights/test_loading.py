@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -101,9 +103,16 @@ def test_corrupt_truncated_and_pickled_files_are_errors(tmp_path: Path) -> None:
 
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as handle:
-        pickle.dump({"conv_stem.weight": Payload()}, handle)
-    with pytest.raises(WeightsError, match=r"refusing to load: the file holds Python objects beyond tensors \(Unsupported operand"):
-        create_model("lite0", str(evil))
+        pickle.dump({"conv_stem.weight": Payload()}, handle)  # protocol 4: torch's loader cannot even step through
+    zipped = tmp_path / "zipped.pth"
+    torch.save({"conv_stem.weight": shutil.rmtree}, zipped)  # torch's zip format: its loader names the global
+    for path, refused in ((evil, "builtins.print"), (zipped, "shutil.rmtree")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's own UserWarning must not precede the one line
+            with pytest.raises(WeightsError) as error:
+                create_model("lite0", str(path))
+        assert str(error.value) == (f"{path}: refusing to load: the file holds Python objects beyond tensors "
+                                    f"({refused}); save its state_dict() instead")
     photo = tmp_path / "photo.pth"
     photo.write_bytes((Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg").read_bytes())
     with pytest.raises(WeightsError, match="not a PyTorch checkpoint, safetensors or Keras file"):

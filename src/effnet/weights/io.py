@@ -15,6 +15,9 @@ import io
 import json
 import math
 import pickle
+import pickletools
+import re
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -69,19 +72,54 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
         raise WeightsError(f"{path}: not a PyTorch checkpoint, safetensors or Keras file (a .pth/.pt is a zip "
                            f"archive or a pickle; this file starts with {magic!r})")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols would precede our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
-        reason = next((line.split(" was not", 1)[0].strip() for line in detail.splitlines() if line.strip()),
-                      type(exc).__name__)
         raise WeightsError(
-            f"{path}: refusing to load: the file holds Python objects beyond tensors ({reason[:160]}); "
+            f"{path}: refusing to load: the file holds Python objects beyond tensors ({_refused(path, str(exc))}); "
             "save its state_dict() instead"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from None
     return unwrap_state_dict(obj, str(path)), {}
+
+
+def _refused(path: Path, message: str) -> str:
+    """What the safe loader refused, by name (``posix.system``): torch names it for a global
+    it blocks; for a file it cannot even step through (``Unsupported operand``) the pickle's
+    own globals are listed, read with pickletools, never executed."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)
+    if named:
+        return named.group(1)
+    found = [name for name in _pickle_globals(path) if not name.startswith(_TORCH_GLOBALS)]
+    return ", ".join(dict.fromkeys(found)) or "an object torch's safe loader refuses"
+
+
+#: globals every torch checkpoint holds (tensor rebuilders, storages, OrderedDict)
+_TORCH_GLOBALS = ("torch.", "collections.OrderedDict")
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """``module.name`` of every global a pickle (or a torch zip's ``data.pkl``) refers to."""
+    data = path.read_bytes()
+    if data.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            data = archive.read(member) if member else b""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, argument, _ in pickletools.genops(data):
+            if isinstance(argument, str):
+                strings.append(argument)
+            if opcode.name == "GLOBAL":
+                names.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+    except (ValueError, EOFError, KeyError):  # a malformed stream: report what was read
+        pass
+    return names
 
 
 def unwrap_state_dict(obj: Any, name: str) -> StateDict:
