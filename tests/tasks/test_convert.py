@@ -117,6 +117,7 @@ def test_fine_tuned_checkpoint_with_its_own_labels(tmp_path: Path, capsys: pytes
     out = tmp_path / "finetuned.safetensors"
     assert main(["convert", str(src), "--from", "timm", "--model", "lite0", "-o", str(out),
                  "--entry", "tf_in1k", "--labels", str(labels)]) == 0
+    assert capsys.readouterr().err == ""  # --entry says how it was trained: nothing guessed
     meta = header(out)
     assert meta["num_classes"] == 3 and meta["labels"] == ["cat", "dog", "bird"] and meta["padding"] == "tf_same"
     names = {prediction.label for prediction in Predictor(weights=str(out), topk=3)(CAT)}
@@ -125,6 +126,23 @@ def test_fine_tuned_checkpoint_with_its_own_labels(tmp_path: Path, capsys: pytes
     labels.write_text("cat\ndog\n")
     assert main(["convert", str(src), "--model", "lite0", "-o", str(out), "--force", "--labels", str(labels)]) == 1
     assert "--labels has 2 names but the classifier has 3 classes" in capsys.readouterr().err
+
+
+def test_a_file_no_entry_describes_gets_its_source_defaults_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14: the fallback (symmetric padding, eps 1e-5, ImageNet mean/std) used to be silent."""
+    src = tmp_path / "mine.pth"
+    torch.save(build_model("efficientnet_lite0", num_classes=3).state_dict(), src)  # no registered lite0 has 3 classes
+    out = tmp_path / "mine.safetensors"
+    assert main(["convert", str(src), "--model", "lite0", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "effnet convert: warning: no registered entry describes mine.pth: using timm's defaults (padding symmetric, "
+        "BatchNorm eps 1e-05, ImageNet mean/std at 224px); pass --entry TAG if it was trained with another entry's "
+        "settings\n")
+    assert "(from timm file mine.pth, no registered entry: timm defaults)" in captured.out
+    meta = header(out)
+    assert (meta["padding"], meta["bn_eps"], meta["preprocessing"]["mean"]) == ("symmetric", 1e-5, [0.485, 0.456, 0.406])
 
 
 def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ strict: every source tensor must land on a parameter of the same shape
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--output must not be the source file")
     labels = _read_labels(args.labels) if args.labels else None
     conversion = convert_file(src, arch, source=args.source, entry_name=args.entry, labels=labels)
+    if conversion.guessed:
+        entry = conversion.entry
+        print(f"effnet convert: warning: no registered entry describes {src.name}: using {conversion.source}'s "
+              f"defaults (padding {entry.padding.value}, BatchNorm eps {entry.bn_eps:g}, ImageNet mean/std at "
+              f"{entry.preprocessing.size}px); pass --entry TAG if it was trained with another entry's settings",
+              file=sys.stderr)
     conversion.write(out)
     print(_summary(conversion, src, out))
     return 0
@@ -74,8 +81,12 @@ def _summary(conversion: Conversion, src: Path, out: Path) -> str:
     entry = conversion.entry
     pre = entry.preprocessing
     accuracy = f"; reported top-1 {entry.top1} ({entry.reported_by})" if entry.top1 is not None else ""
-    described = (f"checksum not registered: settings of {entry.extra['settings_from']}"
-                 if "settings_from" in entry.extra else f"as {entry.name}")
+    if "settings_from" in entry.extra:
+        described = f"checksum not registered: settings of {entry.extra['settings_from']}"
+    elif conversion.guessed:
+        described = f"no registered entry: {conversion.source} defaults"
+    else:
+        described = f"as {entry.name}"
     return "\n".join([
         f"wrote {out}: {entry.arch}, {conversion.num_params:,} parameters, {entry.num_classes} classes "
         f"(from {conversion.source} file {src.name}, {described})",

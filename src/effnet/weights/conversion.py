@@ -7,7 +7,8 @@ or a ``WeightsMismatchError`` says exactly which keys and shapes differ.
 
 A file describes itself when it is one of ours (its safetensors header); otherwise the
 registry entry with its checksum, else the registry's usual entry for its source and model,
-else its source's defaults say which padding, BatchNorm epsilon and preprocessing it needs.
+else its source's defaults say which padding, BatchNorm epsilon and preprocessing it needs
+(a guess, marked ``extra["defaults_of"]``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def entry_for_file(path: Path, arch: str | None, state: Mapping[str, torch.Tenso
         name=f"{arch}.file", arch=arch, source=layout.name, file=str(path),
         preprocessing=Preprocessing(size=resolve(arch).eval_resolution), num_classes=num_classes,
         labels="imagenet1k" if num_classes == 1000 else (), padding=layout.padding, bn_eps=layout.bn_eps,
+        extra={"defaults_of": layout.name},  # a guess: callers tell the user how to say better
     )
 
 
@@ -112,6 +114,11 @@ class Conversion:
     entry: WeightsEntry
     source: str
     num_params: int
+
+    @property
+    def guessed(self) -> bool:
+        """No entry describes the file: padding, eps and preprocessing are its source's defaults."""
+        return "defaults_of" in self.entry.extra
 
     def write(self, path: Path) -> None:
         """A safetensors file whose header carries the entry, and where it was converted from."""
