@@ -74,6 +74,43 @@ def test_lukemelas(variant: str, size: tuple[int, int], static: bool, batch_size
                   "lukemelas", Padding.TF_SAME, 1e-3)
 
 
+@pytest.mark.parametrize("variant,native", [("b0", 224), ("b2", 260)])
+@pytest.mark.parametrize("build", ["default", "image_size=None"])
+def test_lukemelas_at_its_native_size(variant: str, native: int, build: str, assert_parity: Checker,
+                                      images: ImageMaker) -> None:
+    """Both ways lukemelas builds a model give our logits at its native size: ``from_name``'s
+    default (TF "same" padding computed once, for the native size) and ``image_size=None``
+    (computed per input, as TensorFlow does and as we do)."""
+    from efficientnet_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    options = {"image_size": None} if build == "image_size=None" else {}
+    reference = EfficientNet.from_name(f"efficientnet-{variant}", **options)
+    assert_parity(f"lukemelas {variant} ({build})", reference, images(2, native, native), f"efficientnet_{variant}",
+                  "lukemelas", Padding.TF_SAME, 1e-3)
+
+
+def test_lukemelas_default_build_pads_for_its_native_size_only(twin: Callable[..., torch.nn.Module],
+                                                                images: ImageMaker) -> None:
+    """docs/weights.md: at 241x227 ``from_name``'s default build still pads as for 224x224, so
+    it leaves TF "same" (ours, and its own ``image_size=None`` build); parity off the native
+    size needs ``image_size=None``."""
+    from efficientnet_pytorch import EfficientNet
+
+    batch = images(1, 241, 227)
+    torch.manual_seed(0)
+    dynamic = EfficientNet.from_name("efficientnet-b0", image_size=None)
+    ours = twin(dynamic, batch, "efficientnet_b0", "lukemelas", Padding.TF_SAME, 1e-3)
+    static = EfficientNet.from_name("efficientnet-b0")
+    static.load_state_dict(dynamic.state_dict())
+    with torch.no_grad():
+        actual = ours(batch)
+        same, off = max_abs_diff(dynamic.eval()(batch), actual), max_abs_diff(static.eval()(batch), actual)
+    report("lukemelas b0 image_size=None (241, 227)", same, actual)
+    report("lukemelas b0 default build (241, 227)", off, actual)
+    assert same < TOLERANCE and off > 1e-2
+
+
 # -- geffnet (timm's layer names) -----------------------------------------------------------
 @pytest.mark.parametrize(
     "name,arch,padding,bn_eps",
