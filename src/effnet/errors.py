@@ -25,8 +25,13 @@ class WeightsError(EffnetError, ValueError):
 
 
 class UnknownWeightsError(WeightsError, UsageError):
-    """A weights name or tag no entry has, or weights for another model: a usage error
-    (exit 2), like an unknown model name."""
+    """A weights name or tag no entry has: a usage error (exit 2), like an unknown model name."""
+
+
+class WrongArchitectureError(WeightsError, UsageError):
+    """Weights for another architecture than the one asked for, however they arrive (an entry,
+    a safetensors or ONNX file that names its model, tensors that are exactly another
+    variant's): the same mistake, so the same usage error (exit 2)."""
 
 
 class WeightsMismatchError(WeightsError):

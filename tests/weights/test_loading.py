@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from effnet.data.transforms import Preprocessing
-from effnet.errors import UsageError, WeightsError, WeightsMismatchError
+from effnet.errors import UsageError, WeightsError, WeightsMismatchError, WrongArchitectureError
 from effnet.models.spec import Padding
 from effnet.weights.entry import WeightsEntry
 from effnet.weights import loading
@@ -68,12 +68,32 @@ def test_many_channel_stem_keeps_magnitude() -> None:
     torch.testing.assert_close(out_rgb, out_six)
 
 
-def test_wrong_architecture_names_the_differences() -> None:
+def test_weights_for_another_architecture_are_one_usage_error(lite0_safetensors: Path) -> None:
+    """Issue 14: the same mistake, one exit code (2), whether the weights come as an entry, a
+    file that names its model, or tensors that are exactly another variant's."""
     entry = get_weights("efficientnet_lite1.tf_in1k")
-    with pytest.raises(WeightsError, match="are for efficientnet_lite1"):
-        create_model("efficientnet_lite0", entry.name)
-    with pytest.raises(WeightsMismatchError, match=r"missing.*blocks\.|shape mismatch"):
-        create_model("efficientnet_lite0", str(entry.locate()))
+    for weights, message in (
+        (entry.name, "weights 'efficientnet_lite1.tf_in1k' are for efficientnet_lite1, not efficientnet_lite0"),
+        (str(entry.locate()), f"{entry.locate()}: weights are for efficientnet_lite1, not efficientnet_lite0"),
+    ):
+        with pytest.raises(WrongArchitectureError) as error:
+            create_model("efficientnet_lite0", weights)
+        assert str(error.value) == message and error.value.exit_code == 2
+    with pytest.raises(WrongArchitectureError, match="weights are for efficientnet_lite0, not efficientnet_lite1") as error:
+        create_model("efficientnet_lite1", str(lite0_safetensors))
+    assert error.value.exit_code == 2
+
+
+def test_tensors_that_fit_no_variant_name_the_differences(tmp_path: Path, lite0: torch.nn.Module) -> None:
+    state = {k: v for k, v in lite0.state_dict().items() if k != "blocks.1.0.bn2.bias"}
+    state["blocks.1.0.conv_dw.weight"] = torch.zeros(96, 1, 5, 5)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsMismatchError, match=r"weights do not fit efficientnet_lite0: 1 missing: "
+                       r"blocks\.1\.0\.bn2\.bias \| 1 shape mismatch: blocks\.1\.0\.conv_dw\.weight: file \(96, 1, 5, 5\) "
+                       r"vs model \(96, 1, 3, 3\)") as error:
+        create_model("efficientnet_lite0", str(path))
+    assert error.value.exit_code == 1
 
 
 def test_a_full_entry_name_needs_no_model() -> None:

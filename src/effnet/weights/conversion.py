@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ..data.transforms import Preprocessing
-from ..errors import WeightsError, WeightsMismatchError
-from ..models.variants import resolve
+from ..errors import WeightsError, WeightsMismatchError, WrongArchitectureError
+from ..models.variants import list_models, resolve
 from .entry import WeightsEntry, sha256_of
 from .io import entry_from_metadata, metadata_from_entry, read_checkpoint, write_safetensors
 from .registry import entry_by_checksum, get_weights, template_for
@@ -70,6 +70,37 @@ def check_compatible(converted: Mapping[str, torch.Tensor], expected: Expected, 
     raise WeightsMismatchError(f"weights do not fit {arch}: " + " | ".join(parts))
 
 
+def check_fits(converted: Mapping[str, torch.Tensor], expected: Expected, arch: str, *, raw: Mapping[str, torch.Tensor],
+               source: str, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """``check_compatible``; tensors that are exactly another variant's say whose they are,
+    as a usage error: ``--model lite1`` with Lite0's file is the same mistake however the file
+    arrives (a header or an ONNX graph that names its model says so too)."""
+    try:
+        check_compatible(converted, expected, arch, ignore)
+    except WeightsMismatchError:
+        others = variants_of(raw, source)
+        if others and arch not in others:  # Lite0 and B0-small have the same tensors (they differ in activation only): name both
+            raise WrongArchitectureError(f"{what}: weights are for {' or '.join(others)}, not {arch}") from None
+        raise
+
+
+def variants_of(state: Mapping[str, torch.Tensor], source: str) -> list[str]:
+    """The variants whose tensors (all of them, shapes included) ``state`` holds."""
+    num_classes = classifier_rows(state, source) or 0
+    found = []
+    for name in list_models():
+        plan = resolve(name, num_classes=num_classes)
+        try:
+            converted = convert_state_dict(state, source, plan)
+        except WeightsError:  # a layout that cannot hold this variant (lukemelas and V2)
+            continue
+        counters = [key for key in plan.tensor_shapes() if key.endswith("num_batches_tracked")]
+        if {k: tuple(v.shape) for k, v in converted.items() if k not in counters} == {
+                k: v for k, v in plan.tensor_shapes().items() if k not in counters}:
+            found.append(name)
+    return found
+
+
 # -- describing a local file ------------------------------------------------------------------
 def entry_for_file(path: Path, arch: str | None, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
                    source: str | None = None) -> WeightsEntry:
@@ -78,7 +109,7 @@ def entry_for_file(path: Path, arch: str | None, state: Mapping[str, torch.Tenso
     stored = entry_from_metadata(metadata, path)
     if stored is not None:
         if arch is not None and stored.arch != arch:
-            raise WeightsError(f"{path}: weights are for {stored.arch}, not {arch}")
+            raise WrongArchitectureError(f"{path}: weights are for {stored.arch}, not {arch}")
         rows = classifier_rows(state, stored.source)
         if rows is not None and rows != stored.num_classes:
             raise WeightsError(f"{path}: the header says {stored.num_classes} classes but the classifier has {rows}")
@@ -160,6 +191,6 @@ def convert_file(
     plan = resolve(arch, num_classes=num_classes, **entry.extra.get("shape", {}))
     converted = convert_state_dict(state, source, plan)
     fill_batch_counters(converted, plan.tensor_shapes())
-    check_compatible(converted, plan.tensor_shapes(), arch)
+    check_fits(converted, plan.tensor_shapes(), arch, raw=state, source=source, what=str(src))
     converted = {k: v.float() if v.is_floating_point() else v for k, v in converted.items()}
     return Conversion(converted, entry, source, plan.num_params())

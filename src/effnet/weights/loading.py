@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from ..errors import UnknownWeightsError, WeightsError
+from ..errors import WeightsError, WrongArchitectureError
 from ..models.network import EfficientNet, build_model
 from ..models.spec import NetworkPlan
 from ..models.variants import canonical_name, resolve
-from .conversion import check_compatible, entry_for_file, fill_batch_counters
+from .conversion import check_fits, entry_for_file, fill_batch_counters
 from .download import fetch
 from .entry import WeightsEntry, verify_checksum
 from .io import read_checkpoint
@@ -41,7 +41,7 @@ def resolve_entry(weights: str | Path | WeightsEntry, arch: str | None) -> Weigh
     """
     if isinstance(weights, WeightsEntry):
         if arch is not None and weights.arch != canonical_name(arch):
-            raise UnknownWeightsError(f"weights '{weights.name}' are for {weights.arch}, not {canonical_name(arch)}")
+            raise WrongArchitectureError(f"weights '{weights.name}' are for {weights.arch}, not {canonical_name(arch)}")
         return weights
     if looks_like_path(weights):
         path = Path(weights).expanduser()
@@ -131,7 +131,8 @@ def create_model(
                    **{key: options[key] for key in ("width_mult", "depth_mult") if key in options})
     expected = {k: v for k, v in plan.tensor_shapes().items() if not (features_only and k.startswith(dropped))}
     fill_batch_counters(state, expected)
-    check_compatible(state, expected, arch, ignore=("classifier.",) if new_head else ())
+    check_fits(state, expected, arch, ignore=("classifier.",) if new_head else (), raw=raw, source=entry.source,
+               what=entry.file or entry.name)
     model = build_model(arch, num_classes=head, in_chans=in_chans, **options)
     model.load_state_dict(state, strict=not new_head)
     model.pretrained_cfg = entry

@@ -6,7 +6,7 @@ command picks weights by the same rules.
 
 from __future__ import annotations
 
-from ..errors import UnknownWeightsError, WeightsError
+from ..errors import UnknownWeightsError, WeightsError, WrongArchitectureError
 from ..models.variants import canonical_name
 from .catalog import ENTRIES
 from .entry import WeightsEntry, checksum_matches
@@ -56,7 +56,7 @@ def get_weights(name: str, arch: str | None = None) -> WeightsEntry:
     if name in ENTRIES:
         entry = ENTRIES[name]
         if arch is not None and entry.arch != arch:
-            raise UnknownWeightsError(f"weights '{name}' are for {entry.arch}, not {arch}")
+            raise WrongArchitectureError(f"weights '{name}' are for {entry.arch}, not {arch}")
         return entry
     raise UnknownWeightsError(f"unknown weights '{name}'; known entries: {_entry_names(arch)}")
 
