@@ -137,6 +137,24 @@ def test_aliases_reach_the_canonical_name(alias: str) -> None:
     assert canonical_name(alias) == "efficientnet_b0"
 
 
+@pytest.mark.parametrize(
+    "typed,suggested",
+    [
+        ("v2b0", ["efficientnetv2_b0", "efficientnetv2_b3", "efficientnetv2_b2"]),  # was efficientnetv2_b0 twice
+        ("b99", ["efficientnet_b8", "efficientnet_b7", "efficientnet_b6"]),  # was nothing: too short for difflib
+        ("lite9", ["efficientnet_lite4", "efficientnet_lite3", "efficientnet_lite2"]),
+        ("efficientnet-b10", ["efficientnet_b1", "efficientnet_b0", "efficientnetv2_b1"]),
+        ("nope", []),
+    ],
+)
+def test_unknown_model_suggests_close_names_once(typed: str, suggested: list[str]) -> None:
+    """Issue 14: ``--model v2b0`` suggested efficientnetv2_b0 twice; ``b99`` suggested nothing."""
+    with pytest.raises(UnknownModelError) as error:
+        canonical_name(typed)
+    hint = f" Did you mean {', '.join(suggested)}?" if suggested else ""
+    assert str(error.value).startswith(f"unknown model '{typed}'.{hint} Valid models: efficientnet_b0, ")
+
+
 def test_unknown_model_lists_valid_names() -> None:
     with pytest.raises(UnknownModelError) as error:
         canonical_name("efficientnet_b9")

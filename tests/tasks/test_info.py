@@ -36,6 +36,8 @@ def test_cli_prints_convention_and_rejects_unknown_models(capsys: pytest.Capture
     assert "multiply-adds" in out and "efficientnet_lite0" in out
     assert main(["info", "--models", "nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
+    assert main(["info", "--models", "lite0,b99"]) == 2  # suggests as --model does (it suggested nothing)
+    assert "unknown model 'b99'. Did you mean efficientnet_b8, efficientnet_b7, efficientnet_b6?" in capsys.readouterr().err
 
 
 def test_markdown_columns_line_up_in_a_terminal() -> None:
