@@ -70,16 +70,17 @@ def check_compatible(converted: Mapping[str, torch.Tensor], expected: Expected, 
     raise WeightsMismatchError(f"weights do not fit {arch}: " + " | ".join(parts))
 
 
-def check_fits(converted: Mapping[str, torch.Tensor], expected: Expected, arch: str, *, raw: Mapping[str, torch.Tensor],
-               source: str, what: str, ignore: tuple[str, ...] = ()) -> None:
+def check_fits(converted: Mapping[str, torch.Tensor], expected: Expected, arch: str, *,
+               raw: Mapping[str, torch.Tensor], source: str, what: str, ignore: tuple[str, ...] = ()) -> None:
     """``check_compatible``; tensors that are exactly another variant's say whose they are,
     as a usage error: ``--model lite1`` with Lite0's file is the same mistake however the file
-    arrives (a header or an ONNX graph that names its model says so too)."""
+    arrives (a header or an ONNX graph that names its model says so too). Several variants
+    may hold the same tensors (Lite0 and B0-small differ only in activation): all are named."""
     try:
         check_compatible(converted, expected, arch, ignore)
     except WeightsMismatchError:
         others = variants_of(raw, source)
-        if others and arch not in others:  # Lite0 and B0-small have the same tensors (they differ in activation only): name both
+        if others and arch not in others:
             raise WrongArchitectureError(f"{what}: weights are for {' or '.join(others)}, not {arch}") from None
         raise
 
@@ -94,9 +95,8 @@ def variants_of(state: Mapping[str, torch.Tensor], source: str) -> list[str]:
             converted = convert_state_dict(state, source, plan)
         except WeightsError:  # a layout that cannot hold this variant (lukemelas and V2)
             continue
-        counters = [key for key in plan.tensor_shapes() if key.endswith("num_batches_tracked")]
-        if {k: tuple(v.shape) for k, v in converted.items() if k not in counters} == {
-                k: v for k, v in plan.tensor_shapes().items() if k not in counters}:
+        needed = {k: v for k, v in plan.tensor_shapes().items() if not k.endswith("num_batches_tracked")}
+        if {k: tuple(v.shape) for k, v in converted.items() if not k.endswith("num_batches_tracked")} == needed:
             found.append(name)
     return found
 
