@@ -18,3 +18,21 @@ class UsageError(EffnetError, ValueError):
     """Wrong arguments (unknown model, bad option value): exit code 2, like argparse."""
 
     exit_code = 2
+
+
+class WeightsError(EffnetError, ValueError):
+    """Unusable weights (missing file, checksum, corrupt or crafted file, bad metadata)."""
+
+
+class UnknownWeightsError(WeightsError, UsageError):
+    """A weights name or tag no entry has: a usage error (exit 2), like an unknown model name."""
+
+
+class WrongArchitectureError(WeightsError, UsageError):
+    """Weights for another architecture than the one asked for, however they arrive (an entry,
+    a safetensors or ONNX file that names its model, tensors that are exactly another
+    variant's): the same mistake, so the same usage error (exit 2)."""
+
+
+class WeightsMismatchError(WeightsError):
+    """Tensors that do not fit the architecture: the message lists the differences."""

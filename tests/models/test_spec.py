@@ -9,21 +9,18 @@ import pytest
 import torch
 
 from effnet.models.network import build_model
-from effnet.models.spec import resolve, round_channels
+from effnet.models.spec import ConvLayer, round_channels
 from effnet.models.tables import V1_BASE
-from effnet.models.variants import VARIANTS, UnknownModelError, canonical_name
-from tests.conftest import read_reference
-
-REFERENCE_COUNTS = {row["model"]: row for row in read_reference("param_counts.csv")}
+from effnet.models.variants import VARIANTS, UnknownModelError, canonical_name, resolve
 
 
-def test_reference_table_covers_every_variant() -> None:
-    assert set(REFERENCE_COUNTS) == set(VARIANTS)
+def test_reference_table_covers_every_variant(reference_param_counts: dict[str, dict[str, str]]) -> None:
+    assert set(reference_param_counts) == set(VARIANTS)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_param_count_matches_reference(name: str) -> None:
-    row = REFERENCE_COUNTS[name]
+def test_param_count_matches_reference(name: str, reference_param_counts: dict[str, dict[str, str]]) -> None:
+    row = reference_param_counts[name]
     with torch.device("meta"):
         model = build_model(name)
     counted = sum(p.numel() for p in model.parameters())
@@ -37,6 +34,47 @@ def test_spec_does_not_import_torch() -> None:
     code = "import sys; import effnet.models.spec, effnet.models.variants; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_lite2", "efficientnet_b0_small",
+                                  "efficientnetv2_b0", "efficientnetv2_s"])
+def test_blocks_build_exactly_the_anatomy(name: str) -> None:
+    """blocks.py builds its modules its own way; the plan's anatomy (which the parameter
+    count and every converter read) must name and shape each conv and norm as they are."""
+    with torch.device("meta"):
+        model = build_model(name)
+    plan = model.plan
+    for block in plan.blocks:
+        module = model.blocks[block.stage][block.index]
+        described = set()
+        for layer in block.layers():
+            if isinstance(layer, ConvLayer):
+                conv, norm = getattr(module, layer.conv), getattr(module, layer.norm)
+                assert tuple(conv.weight.shape) == (layer.out_channels, layer.in_channels // layer.groups,
+                                                    layer.kernel, layer.kernel), (block, layer)
+                assert (conv.stride[0], conv.groups, norm.num_features) == (layer.stride, layer.groups,
+                                                                            layer.out_channels), (block, layer)
+                described |= {f"{layer.conv}.weight", f"{layer.norm}.weight", f"{layer.norm}.bias"}
+            else:
+                se = getattr(module, layer.name)
+                assert tuple(se.conv_reduce.weight.shape[:2]) == (layer.reduced_channels, layer.channels)
+                described |= {f"{layer.name}.{conv}.{leaf}" for conv in ("conv_reduce", "conv_expand")
+                              for leaf in ("weight", "bias")}
+        assert {key for key, _ in module.named_parameters()} == described, block  # nothing left out
+    for layer in (plan.stem, plan.head):
+        assert tuple(getattr(model, layer.conv).weight.shape) == (layer.out_channels, layer.in_channels, layer.kernel,
+                                                                  layer.kernel)
+        assert getattr(model, layer.norm).num_features == layer.out_channels
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_the_plan_knows_every_tensor_before_building(name: str) -> None:
+    """``tensor_shapes`` (what weights files are checked against before a module is built) is
+    exactly the module's state dict: names, shapes, buffers included."""
+    plan = resolve(name, num_classes=7, in_chans=1)
+    with torch.device("meta"):
+        model = build_model(name, num_classes=7, in_chans=1)
+    assert plan.tensor_shapes() == {key: tuple(t.shape) for key, t in model.state_dict().items()}
 
 
 def test_v1_rounding_adds_a_divisor_when_it_loses_over_ten_percent() -> None:
@@ -97,6 +135,24 @@ def test_multiplier_overrides_build_a_custom_scale() -> None:
 @pytest.mark.parametrize("alias", ["b0", "efficientnet-b0", "EfficientNet_B0", "efficientnet_b0"])
 def test_aliases_reach_the_canonical_name(alias: str) -> None:
     assert canonical_name(alias) == "efficientnet_b0"
+
+
+@pytest.mark.parametrize(
+    "typed,suggested",
+    [
+        ("v2b0", ["efficientnetv2_b0", "efficientnetv2_b3", "efficientnetv2_b2"]),  # was efficientnetv2_b0 twice
+        ("b99", ["efficientnet_b8", "efficientnet_b7", "efficientnet_b6"]),  # was nothing: too short for difflib
+        ("lite9", ["efficientnet_lite4", "efficientnet_lite3", "efficientnet_lite2"]),
+        ("efficientnet-b10", ["efficientnet_b1", "efficientnet_b0", "efficientnetv2_b1"]),
+        ("nope", []),
+    ],
+)
+def test_unknown_model_suggests_close_names_once(typed: str, suggested: list[str]) -> None:
+    """Issue 14: ``--model v2b0`` suggested efficientnetv2_b0 twice; ``b99`` suggested nothing."""
+    with pytest.raises(UnknownModelError) as error:
+        canonical_name(typed)
+    hint = f" Did you mean {', '.join(suggested)}?" if suggested else ""
+    assert str(error.value).startswith(f"unknown model '{typed}'.{hint} Valid models: efficientnet_b0, ")
 
 
 def test_unknown_model_lists_valid_names() -> None:

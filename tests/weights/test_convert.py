@@ -9,19 +9,13 @@ import pytest
 import torch
 
 from effnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from effnet.errors import WeightsError, WeightsMismatchError
 from effnet.models.network import build_model
-from effnet.models.spec import resolve
-from effnet.weights.convert import (
-    WeightsMismatchError,
-    check_compatible,
-    convert_state_dict,
-    detect_source,
-    fill_batch_counters,
-    from_keras,
-    keras_input_normalization,
-    torchvision_key_map,
-)
-from effnet.weights.registry import WeightsError, get_weights
+from effnet.models.variants import resolve
+from effnet.weights.conversion import check_compatible, fill_batch_counters
+from effnet.weights.registry import get_weights
+from effnet.weights.sources import convert_state_dict, detect_source, torchvision
+from effnet.weights.sources.keras import from_keras, keras_input_normalization
 
 # Parameter names and shapes of torchvision's own models (printed from
 # torchvision.models.efficientnet_b2 / efficientnet_v2_s state dicts): one of each kind of
@@ -61,7 +55,7 @@ def torchvision_layout(arch: str) -> dict[str, torch.Tensor]:
     """Our tensors (on the meta device) under torchvision's names."""
     with torch.device("meta"):
         ours = build_model(arch).state_dict()
-    inverse = {v: k for k, v in torchvision_key_map(resolve(arch)).items()}
+    inverse = {v: k for k, v in torchvision.key_map(resolve(arch)).items()}
     out = {}
     for key, tensor in ours.items():
         module, _, leaf = key.rpartition(".")
@@ -123,10 +117,22 @@ def test_keras_unknown_layers_are_reported_not_dropped() -> None:
 
 
 def test_missing_batch_counters_are_filled() -> None:
-    expected = build_model("efficientnet_lite0").state_dict()
-    state = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
-    filled = fill_batch_counters(state, expected)
+    """Keras files have no ``num_batches_tracked``: zero counters fill exactly those, a
+    counter the file has is kept, and the result loads strictly."""
+    model = build_model("efficientnet_lite0")
+    expected = model.state_dict()
+    counters = sorted(k for k in expected if k.endswith("num_batches_tracked"))
+    state = {k: v for k, v in expected.items() if k not in counters}
+    with pytest.raises(WeightsMismatchError, match=rf"{len(counters)} missing: .*num_batches_tracked"):
+        check_compatible(state, expected, "efficientnet_lite0")
+    filled = fill_batch_counters(dict(state), expected)
+    assert sorted(set(filled) - set(state)) == counters
+    assert all(filled[k].dtype == torch.long and filled[k].item() == 0 for k in counters)
     check_compatible(filled, expected, "efficientnet_lite0")
+    model.load_state_dict(filled)  # strict
+
+    kept = fill_batch_counters(dict(state) | {counters[0]: torch.tensor(7)}, expected)
+    assert kept[counters[0]].item() == 7
 
 
 # -- what Keras's own preprocessing layers do, as mean/std on the 0-1 scale -------------------

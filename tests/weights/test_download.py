@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from effnet.errors import WeightsError
 from effnet.weights import download
+from effnet.weights.cache import CACHE_ENV, cache_dir
 from effnet.weights.loading import create_model
-from effnet.weights.registry import WeightsError, get_weights
+from effnet.weights.registry import get_weights
 
 
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
     return tmp_path / "cache"
 
@@ -92,9 +94,9 @@ def test_a_corrupted_cache_file_is_caught_on_load(cache: Path, lite0_url_entry) 
 
 
 def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(download.CACHE_ENV, raising=False)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert download.cache_dir() == tmp_path / "effnet"
-    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "effnet"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
     entry = get_weights("efficientnet_b0.tv_in1k")
     assert download.cached_path(entry) == tmp_path / "mine" / "weights" / "efficientnet_b0_rwightman-7f5810bc.pth"

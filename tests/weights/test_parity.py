@@ -11,6 +11,7 @@ efficientnet_lite_pytorch with the real embedded Lite0 weights. Odd input sizes 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +20,39 @@ import torch
 
 from effnet.cli import main
 from effnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from effnet.models.spec import Padding, resolve
+from effnet.models.spec import Padding
+from effnet.models.variants import resolve
 from effnet.weights.loading import create_model, resolve_entry
 
-from .references import calibrate, images, max_abs_diff, ours_from
-
 TOLERANCE = 1e-4
+
+Checker = Callable[..., None]
+ImageMaker = Callable[..., torch.Tensor]
 
 
 def report(name: str, diff: float, logits: torch.Tensor | np.ndarray) -> None:
     print(f"parity {name}: max abs diff {diff:.2e} (max |logit| {float(np.abs(np.asarray(logits)).max()):.2f})")
 
 
-def assert_parity(name: str, reference: torch.nn.Module, batch: torch.Tensor, arch: str, source: str,
-                  padding: Padding, bn_eps: float) -> None:
-    """Calibrate the reference on ``batch``, convert its tensors to ours, compare the logits."""
-    calibrate(reference, batch)
-    ours = ours_from(reference.state_dict(), arch, source, padding, bn_eps)
-    with torch.no_grad():
-        expected, actual = reference(batch), ours(batch)
-    diff = max_abs_diff(expected, actual)
-    report(f"{name} {tuple(batch.shape[2:])}", diff, expected)
-    assert diff < TOLERANCE
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.fixture()
+def assert_parity(twin: Callable[..., torch.nn.Module]) -> Checker:
+    """``assert_parity(name, reference, batch, arch, source, padding, bn_eps)``: our twin of the
+    reference gives its logits within TOLERANCE."""
+
+    def check(name: str, reference: torch.nn.Module, batch: torch.Tensor, arch: str, source: str,
+              padding: Padding, bn_eps: float) -> None:
+        ours = twin(reference, batch, arch, source, padding, bn_eps)
+        with torch.no_grad():
+            expected, actual = reference(batch), ours(batch)
+        diff = max_abs_diff(expected, actual)
+        report(f"{name} {tuple(batch.shape[2:])}", diff, expected)
+        assert diff < TOLERANCE
+
+    return check
 
 
 # -- lukemelas/EfficientNet-PyTorch ---------------------------------------------------------
@@ -52,7 +64,8 @@ def assert_parity(name: str, reference: torch.nn.Module, batch: torch.Tensor, ar
         ("b5", (64, 64), False, 4),  # 2x2 maps at the end: more images to measure BN statistics
     ],
 )
-def test_lukemelas(variant: str, size: tuple[int, int], static: bool, batch_size: int) -> None:
+def test_lukemelas(variant: str, size: tuple[int, int], static: bool, batch_size: int,
+                   assert_parity: Checker, images: ImageMaker) -> None:
     from efficientnet_pytorch import EfficientNet
 
     torch.manual_seed(0)
@@ -61,13 +74,51 @@ def test_lukemelas(variant: str, size: tuple[int, int], static: bool, batch_size
                   "lukemelas", Padding.TF_SAME, 1e-3)
 
 
+@pytest.mark.parametrize("variant,native", [("b0", 224), ("b2", 260)])
+@pytest.mark.parametrize("build", ["default", "image_size=None"])
+def test_lukemelas_at_its_native_size(variant: str, native: int, build: str, assert_parity: Checker,
+                                      images: ImageMaker) -> None:
+    """Both ways lukemelas builds a model give our logits at its native size: ``from_name``'s
+    default (TF "same" padding computed once, for the native size) and ``image_size=None``
+    (computed per input, as TensorFlow does and as we do)."""
+    from efficientnet_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    options = {"image_size": None} if build == "image_size=None" else {}
+    reference = EfficientNet.from_name(f"efficientnet-{variant}", **options)
+    assert_parity(f"lukemelas {variant} ({build})", reference, images(2, native, native), f"efficientnet_{variant}",
+                  "lukemelas", Padding.TF_SAME, 1e-3)
+
+
+def test_lukemelas_default_build_pads_for_its_native_size_only(twin: Callable[..., torch.nn.Module],
+                                                                images: ImageMaker) -> None:
+    """docs/weights.md: at 241x227 ``from_name``'s default build still pads as for 224x224, so
+    it leaves TF "same" (ours, and its own ``image_size=None`` build); parity off the native
+    size needs ``image_size=None``."""
+    from efficientnet_pytorch import EfficientNet
+
+    batch = images(1, 241, 227)
+    torch.manual_seed(0)
+    dynamic = EfficientNet.from_name("efficientnet-b0", image_size=None)
+    ours = twin(dynamic, batch, "efficientnet_b0", "lukemelas", Padding.TF_SAME, 1e-3)
+    static = EfficientNet.from_name("efficientnet-b0")
+    static.load_state_dict(dynamic.state_dict())
+    with torch.no_grad():
+        actual = ours(batch)
+        same, off = max_abs_diff(dynamic.eval()(batch), actual), max_abs_diff(static.eval()(batch), actual)
+    report("lukemelas b0 image_size=None (241, 227)", same, actual)
+    report("lukemelas b0 default build (241, 227)", off, actual)
+    assert same < TOLERANCE and off > 1e-2
+
+
 # -- geffnet (timm's layer names) -----------------------------------------------------------
 @pytest.mark.parametrize(
     "name,arch,padding,bn_eps",
     [(f"tf_efficientnet_lite{i}", f"efficientnet_lite{i}", Padding.TF_SAME, 1e-3) for i in range(5)]
     + [("efficientnet_b0", "efficientnet_b0", Padding.SYMMETRIC, 1e-5)],
 )
-def test_geffnet(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
+def test_geffnet(name: str, arch: str, padding: Padding, bn_eps: float,
+                 assert_parity: Checker, images: ImageMaker) -> None:
     import geffnet
 
     torch.manual_seed(0)
@@ -102,7 +153,8 @@ def test_geffnet_needs_neither_timm_nor_torchvision() -> None:
         ("tf_efficientnetv2_xl", "efficientnetv2_xl", Padding.TF_SAME, 1e-3),
     ],
 )
-def test_timm(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
+def test_timm(name: str, arch: str, padding: Padding, bn_eps: float,
+              assert_parity: Checker, images: ImageMaker) -> None:
     timm = pytest.importorskip("timm")
 
     torch.manual_seed(0)
@@ -116,7 +168,8 @@ def test_timm(name: str, arch: str, padding: Padding, bn_eps: float) -> None:
     [("efficientnet_b0", "efficientnet_b0", 1e-5), ("efficientnet_b4", "efficientnet_b4", 1e-5),
      ("efficientnet_v2_s", "efficientnetv2_s", 1e-3), ("efficientnet_v2_l", "efficientnetv2_l", 1e-3)],
 )
-def test_torchvision(name: str, arch: str, bn_eps: float) -> None:
+def test_torchvision(name: str, arch: str, bn_eps: float,
+                     assert_parity: Checker, images: ImageMaker) -> None:
     torchvision = pytest.importorskip("torchvision")
 
     torch.manual_seed(0)
@@ -127,7 +180,7 @@ def test_torchvision(name: str, arch: str, bn_eps: float) -> None:
 
 
 # -- the real embedded Lite0 weights --------------------------------------------------------
-def test_real_lite0_weights() -> None:
+def test_real_lite0_weights(images: ImageMaker) -> None:
     """Both sides load the same .pth; the reference keeps its ReLU6 (set_swish is never called)."""
     from efficientnet_lite_pytorch import EfficientNet
 

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from effnet.models.spec import Padding, resolve
-from effnet.models.variants import VARIANTS
-from effnet.weights.registry import DEFAULTS, ENTRIES, WeightsError, get_weights, list_weights
+from effnet.cli import main
+from effnet.errors import WeightsError
+from effnet.models.spec import Padding
+from effnet.models.variants import VARIANTS, resolve
+from effnet.weights.catalog import ENTRIES
+from effnet.weights.registry import DEFAULTS, get_weights, list_weights
+from effnet.weights.sources import SOURCES
 
 URL_ENTRIES = [e for e in ENTRIES.values() if e.url]
 
@@ -19,7 +23,7 @@ def test_every_entry_is_for_a_known_variant_and_source() -> None:
     for entry in ENTRIES.values():
         assert entry.arch in VARIANTS, entry.name
         assert entry.name.startswith(entry.arch + "."), entry.name
-        assert entry.source in ("lukemelas", "timm", "torchvision"), entry.name
+        assert entry.source in SOURCES and SOURCES[entry.source].convertible, entry.name
         assert entry.preprocessing.size > 0 and 0 < entry.preprocessing.crop_fraction <= 1
 
 
@@ -43,6 +47,30 @@ def test_checksum_is_the_published_one(entry) -> None:  # noqa: ANN001
     prefix = re.search(r"-([0-9a-f]{8})\.pth$", entry.url).group(1)
     assert re.fullmatch(r"[0-9a-f]{8}|[0-9a-f]{64}", entry.sha256)
     assert entry.sha256.startswith(prefix)
+
+
+#: The file each torchvision weights enum downloads today (torchvision/models/efficientnet.py since
+#: 0.16.1/0.17: the V1 files renamed to their true hash prefixes, pytorch/vision#8036).
+TORCHVISION_FILES = {
+    "efficientnet_b0.tv_in1k": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "efficientnet_b1.tv_in1k": "efficientnet_b1_rwightman-bac287d4.pth",
+    "efficientnet_b1.tv2_in1k": "efficientnet_b1-c27df63c.pth",
+    "efficientnet_b2.tv_in1k": "efficientnet_b2_rwightman-c35c1473.pth",
+    "efficientnet_b3.tv_in1k": "efficientnet_b3_rwightman-b3899882.pth",
+    "efficientnet_b4.tv_in1k": "efficientnet_b4_rwightman-23ab8bcd.pth",
+    "efficientnet_b5.tv_in1k": "efficientnet_b5_lukemelas-1a07897c.pth",
+    "efficientnet_b6.tv_in1k": "efficientnet_b6_lukemelas-24a108a5.pth",
+    "efficientnet_b7.tv_in1k": "efficientnet_b7_lukemelas-c5b4e57e.pth",
+    "efficientnetv2_s.tv_in1k": "efficientnet_v2_s-dd5fe13b.pth",
+    "efficientnetv2_m.tv_in1k": "efficientnet_v2_m-dc08266a.pth",
+    "efficientnetv2_l.tv_in1k": "efficientnet_v2_l-59c71312.pth",
+}
+
+
+def test_torchvision_entries_are_the_files_torchvision_downloads() -> None:
+    """Issue 14: B1 kept the pre-rename name (533bc792), whose hash was never the file's."""
+    assert {e.name: e.url for e in ENTRIES.values() if e.source == "torchvision"} == {
+        name: "https://download.pytorch.org/models/" + file for name, file in TORCHVISION_FILES.items()}
 
 
 def test_torchvision_entries_match_torchvision_meta() -> None:
@@ -100,11 +128,11 @@ def test_lookup_by_tag_and_errors() -> None:
     assert mismatch.value.exit_code == 2  # a wrong name on the command line, like an unknown model
 
 
-def test_unknown_weights_exit_like_an_unknown_model(capsys) -> None:
-    from effnet.cli import main
-
-    code = main(["predict", "cat.jpg", "--model", "b3", "--weights", "nosuchtag"])
-    assert code == 2 and "unknown weights 'nosuchtag'; known entries: efficientnet_b3." in capsys.readouterr().err
+def test_unknown_weights_exit_like_an_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = str(get_weights("efficientnet_lite0.tf_in1k").locate())
+    code = main(["convert", source, "--model", "lite0", "--entry", "nosuchtag", "-o", str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown weights 'nosuchtag'; known entries: efficientnet_lite0." in err
 
 
 def test_docs_list_every_entry() -> None:

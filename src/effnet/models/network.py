@@ -10,7 +10,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import BlockOptions, create_block
 from .layers import Padding, create_act
-from .spec import NetworkPlan, resolve
+from .spec import NetworkPlan
+from .variants import resolve
 
 GlobalPool = Literal["avg", "max", "avgmax"]
 

@@ -72,6 +72,59 @@ class Variant:
         return self.eval_resolution or self.resolution
 
 
+#: What a convolution does in its block; converters name layers by it (``expand_conv``,
+#: ``_depthwise_conv``, ``project_conv``), since every ecosystem names roles, not positions.
+Role = Literal["stem", "expand", "depthwise", "project", "head"]
+Shapes = dict[str, tuple[int, ...]]
+
+#: BatchNorm tensors that are statistics, not parameters
+NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def count_parameters(shapes: Shapes) -> int:
+    """Elements of the trainable tensors among ``shapes`` (BatchNorm statistics excluded)."""
+    return sum(math.prod(shape) for name, shape in shapes.items() if not name.endswith(NORM_BUFFERS))
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One convolution with the BatchNorm after it: our attribute names and its shape."""
+
+    role: Role
+    conv: str
+    norm: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    groups: int = 1
+
+    def tensor_shapes(self) -> Shapes:
+        """The conv's weight (no bias: BatchNorm follows) and the BatchNorm's tensors."""
+        out = self.out_channels
+        return {f"{self.conv}.weight": (out, self.in_channels // self.groups, self.kernel, self.kernel),
+                f"{self.norm}.weight": (out,), f"{self.norm}.bias": (out,), f"{self.norm}.running_mean": (out,),
+                f"{self.norm}.running_var": (out,), f"{self.norm}.num_batches_tracked": ()}
+
+
+@dataclass(frozen=True)
+class SqueezeExciteLayer:
+    """Squeeze-excitation: a 1x1 reduce and a 1x1 expand, both with bias (``se.conv_reduce``,
+    ``se.conv_expand``)."""
+
+    channels: int
+    reduced_channels: int
+    name: str = "se"
+
+    def tensor_shapes(self) -> Shapes:
+        channels, reduced = self.channels, self.reduced_channels
+        return {f"{self.name}.conv_reduce.weight": (reduced, channels, 1, 1), f"{self.name}.conv_reduce.bias": (reduced,),
+                f"{self.name}.conv_expand.weight": (channels, reduced, 1, 1), f"{self.name}.conv_expand.bias": (channels,)}
+
+
+Layer = ConvLayer | SqueezeExciteLayer
+
+
 @dataclass(frozen=True)
 class BlockPlan:
     """One block after scaling: everything needed to build it, nothing to look up."""
@@ -90,6 +143,37 @@ class BlockPlan:
     @property
     def has_residual(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
+
+    @property
+    def expands(self) -> bool:
+        return self.mid_channels != self.in_channels
+
+    def layers(self) -> tuple[Layer, ...]:
+        """The block's anatomy in forward order: each conv with its norm, and the SE.
+
+        Written once, here: parameter counts and the tensors a checkpoint must hold are read
+        from it, every converter reads its key map off it (torchvision numbers these layers
+        in this order; lukemelas and Keras name them by role), and ``blocks.py`` builds
+        exactly these attributes (the tests compare every module with it). Attribute names
+        are timm's.
+        """
+        se: tuple[Layer, ...] = (SqueezeExciteLayer(self.mid_channels, self.se_channels),) if self.se_channels else ()
+        cin, mid, cout, k, stride = self.in_channels, self.mid_channels, self.out_channels, self.kernel, self.stride
+        if self.kind == "depthwise":
+            return (ConvLayer("depthwise", "conv_dw", "bn1", cin, cin, k, stride, groups=cin), *se,
+                    ConvLayer("project", "conv_pw", "bn2", cin, cout, 1))
+        if self.kind == "mbconv":
+            expand = (ConvLayer("expand", "conv_pw", "bn1", cin, mid, 1),) if self.expands else ()
+            return (*expand, ConvLayer("depthwise", "conv_dw", "bn2", mid, mid, k, stride, groups=mid), *se,
+                    ConvLayer("project", "conv_pwl", "bn3", mid, cout, 1))
+        if not self.expands:  # fused without expansion: one kxk conv (timm's ConvBnAct), no SE
+            return (ConvLayer("project", "conv", "bn1", cin, cout, k, stride),)
+        return (ConvLayer("expand", "conv_exp", "bn1", cin, mid, k, stride), *se,
+                ConvLayer("project", "conv_pwl", "bn2", mid, cout, 1))
+
+    def tensor_shapes(self) -> Shapes:
+        """Every tensor of the block under its name relative to the block (``conv_dw.weight``)."""
+        return {name: shape for layer in self.layers() for name, shape in layer.tensor_shapes().items()}
 
 
 @dataclass(frozen=True)
@@ -125,36 +209,30 @@ class NetworkPlan:
             info[reduction] = {"stage": stage, "reduction": reduction, "channels": blocks[-1].out_channels}
         return [info[r] for r in sorted(info)]
 
+    @property
+    def stem(self) -> ConvLayer:
+        return ConvLayer("stem", "conv_stem", "bn1", self.in_chans, self.stem_channels, 3, 2)
+
+    @property
+    def head(self) -> ConvLayer:
+        return ConvLayer("head", "conv_head", "bn2", self.blocks[-1].out_channels, self.head_channels, 1)
+
+    def tensor_shapes(self) -> Shapes:
+        """Every parameter and buffer of the module, by state-dict name, with its shape: what a
+        checkpoint must hold, known before anything is built (so a file that does not fit
+        is refused before memory is spent on it)."""
+        shapes = self.stem.tensor_shapes()
+        for block in self.blocks:
+            prefix = f"blocks.{block.stage}.{block.index}."
+            shapes |= {prefix + name: shape for name, shape in block.tensor_shapes().items()}
+        shapes |= self.head.tensor_shapes()
+        if self.num_classes:
+            shapes |= {"classifier.weight": (self.num_classes, self.head_channels), "classifier.bias": (self.num_classes,)}
+        return shapes
+
     def num_params(self) -> int:
         """Trainable parameters, counted from the plan alone (equals the torch module's count)."""
-        bn = 2
-
-        def conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
-            return cin // groups * cout * k * k
-
-        total = conv(self.in_chans, self.stem_channels, 3) + bn * self.stem_channels
-        for b in self.blocks:
-            se = 0
-            if b.se_channels:
-                se = 2 * b.mid_channels * b.se_channels + b.se_channels + b.mid_channels
-            if b.kind == "depthwise":
-                total += conv(b.in_channels, b.in_channels, b.kernel, b.in_channels) + bn * b.in_channels
-                total += se + conv(b.in_channels, b.out_channels, 1) + bn * b.out_channels
-            elif b.kind == "mbconv":
-                if b.mid_channels != b.in_channels:
-                    total += conv(b.in_channels, b.mid_channels, 1) + bn * b.mid_channels
-                total += conv(b.mid_channels, b.mid_channels, b.kernel, b.mid_channels) + bn * b.mid_channels
-                total += se + conv(b.mid_channels, b.out_channels, 1) + bn * b.out_channels
-            elif b.mid_channels == b.in_channels:  # fused, no expansion: a single conv
-                total += conv(b.in_channels, b.out_channels, b.kernel) + bn * b.out_channels
-            else:
-                total += conv(b.in_channels, b.mid_channels, b.kernel) + bn * b.mid_channels
-                total += se + conv(b.mid_channels, b.out_channels, 1) + bn * b.out_channels
-        last = self.blocks[-1].out_channels
-        total += conv(last, self.head_channels, 1) + bn * self.head_channels
-        if self.num_classes:
-            total += self.head_channels * self.num_classes + self.num_classes
-        return total
+        return count_parameters(self.tensor_shapes())
 
 
 def round_channels(channels: float, multiplier: float, divisor: int = 8, round_limit: float = 0.9) -> int:
@@ -250,11 +328,3 @@ def plan_network(
         num_classes=num_classes,
         in_chans=in_chans,
     )
-
-
-def resolve(name: str, **overrides: object) -> NetworkPlan:
-    """``resolve("efficientnet_b3", num_classes=10)`` -> the scaled plan for that variant."""
-    from .variants import get_variant
-
-    canonical, variant = get_variant(name)
-    return plan_network(canonical, variant, **overrides)  # type: ignore[arg-type]

@@ -7,10 +7,11 @@ Coefficients: V1 from Tan & Le 2019 (B0-B7) and tensorflow/tpu ``efficientnet_bu
 
 from __future__ import annotations
 
-from difflib import get_close_matches
+from difflib import SequenceMatcher
+from heapq import nlargest
 
 from ..errors import UsageError
-from .spec import Family, Variant
+from .spec import Family, NetworkPlan, Variant, plan_network
 from .tables import V1_BASE, V2_BASE, V2_L, V2_M, V2_S, V2_XL
 
 #: EfficientNet (Tan & Le, ICML 2019)
@@ -82,9 +83,25 @@ def canonical_name(name: str) -> str:
         return key
     if key in ALIASES:
         return ALIASES[key]
-    close = get_close_matches(key, list(VARIANTS) + list(ALIASES), n=3)
-    hint = f" Did you mean {', '.join(ALIASES.get(c, c) for c in close)}?" if close else ""
+    close = suggestions(key)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(f"unknown model '{name}'.{hint} Valid models: {', '.join(VARIANTS)}")
+
+
+#: difflib ratio from which a variant is suggested for an unknown name
+SUGGEST_ABOVE = 0.4
+
+
+def suggestions(name: str, limit: int = 3) -> list[str]:
+    """Up to ``limit`` canonical names close to ``name``, each once, closest first.
+
+    Names are compared in their short form (``b99`` with ``b8``, ``v2b0`` with ``v2_b0``): the
+    shared ``efficientnet_`` prefix would make every name look alike, and short names are too
+    short for difflib's usual 0.6 cutoff (``b99`` and ``b8`` score 0.4), hence ``SUGGEST_ABOVE``.
+    """
+    key = short_name(name.strip().lower().replace("-", "_"))
+    scored = ((SequenceMatcher(None, key, short_name(variant)).ratio(), variant) for variant in VARIANTS)
+    return [variant for _, variant in nlargest(limit, (pair for pair in scored if pair[0] >= SUGGEST_ABOVE))]
 
 
 def get_variant(name: str) -> tuple[str, Variant]:
@@ -95,3 +112,9 @@ def get_variant(name: str) -> tuple[str, Variant]:
 def list_models() -> list[str]:
     """Every variant's canonical name, in family order (B0...L2, B0-small, Lite0-4, V2)."""
     return list(VARIANTS)
+
+
+def resolve(name: str, **overrides: object) -> NetworkPlan:
+    """``resolve("efficientnet_b3", num_classes=10)`` -> the scaled plan for that variant."""
+    canonical, variant = get_variant(name)
+    return plan_network(canonical, variant, **overrides)  # type: ignore[arg-type]

@@ -3,15 +3,23 @@
 The output carries everything needed to use it correctly (architecture, padding, BatchNorm
 epsilon, preprocessing, labels, reported accuracy) in its safetensors header, so
 ``--weights OUT.safetensors`` works in every task with no further flags. Conversion is
-strict: every source tensor must land on a parameter of the same shape.
+strict: every source tensor must land on a parameter of the same shape
+(``weights.conversion.convert_file``).
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ..errors import UsageError
+from ..models.variants import canonical_name
+from ..weights.sources import SOURCES
+
+if TYPE_CHECKING:
+    from ..weights.conversion import Conversion
 
 DESCRIPTION = (
     "Convert a checkpoint from lukemelas (efficientnet_pytorch), timm, torchvision or Keras "
@@ -19,13 +27,11 @@ DESCRIPTION = (
     "carries its architecture, padding, BatchNorm epsilon, preprocessing and labels."
 )
 
-SOURCES = ("lukemelas", "timm", "torchvision", "keras")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="checkpoint file (.pth/.pt/.bin/.safetensors, .keras/.h5)")
-    parser.add_argument("--from", dest="source", choices=SOURCES, default=None,
-                        help="layout of SRC (default: detected from its tensor names)")
+    parser.add_argument("--from", dest="source", choices=[name for name, s in SOURCES.items() if s.convertible],
+                        default=None, help="layout of SRC (default: detected from its tensor names)")
     parser.add_argument("--model", "-m", required=True,
                         help="variant the weights are for, e.g. efficientnet_b0, b3, lite0, v2_s")
     parser.add_argument("--output", "-o", required=True, metavar="OUT.safetensors", help="file to write")
@@ -39,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..models.variants import canonical_name
+    # torch only once the arguments are good: `effnet convert --help` stays fast
+    from ..weights.conversion import convert_file
 
     arch = canonical_name(args.model)
     src, out = Path(args.src).expanduser(), Path(args.output).expanduser()
@@ -51,87 +57,19 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() == src.resolve():
         raise UsageError("--output must not be the source file")
     labels = _read_labels(args.labels) if args.labels else None
-    result = convert_file(src, arch, source=args.source, entry_name=args.entry, labels=labels)
-    _write(result, out)
-    print(_summary(result, src, out))
+    conversion = convert_file(src, arch, source=args.source, entry_name=args.entry, labels=labels)
+    if conversion.guessed:
+        entry = conversion.entry
+        print(f"effnet convert: warning: no registered entry describes {src.name}: using {conversion.source}'s "
+              f"defaults (padding {entry.padding.value}, BatchNorm eps {entry.bn_eps:g}, ImageNet mean/std at "
+              f"{entry.preprocessing.size}px); pass --entry TAG if it was trained with another entry's settings",
+              file=sys.stderr)
+    conversion.write(out)
+    print(_summary(conversion, src, out))
     return 0
 
 
-def convert_file(
-    src: Path,
-    arch: str,
-    *,
-    source: str | None = None,
-    entry_name: str | None = None,
-    labels: tuple[str, ...] | None = None,
-) -> dict[str, Any]:
-    """Read, map and strictly check ``src``; return the tensors and the entry describing them."""
-    import torch
-
-    from ..models.network import build_model
-    from ..models.spec import resolve
-    from ..weights.convert import (
-        check_compatible,
-        classifier_rows,
-        convert_state_dict,
-        detect_source,
-        fill_batch_counters,
-        read_checkpoint,
-    )
-    from ..weights.loading import entry_for_file
-    from ..weights.registry import WeightsError, get_weights
-
-    state, metadata = read_checkpoint(src)
-    detected = _layout(state)
-    if source is not None and detected is not None and detected != source:
-        raise WeightsError(f"{src} has {detected}'s tensor names, not {source}'s; use --from {detected} "
-                           "(or leave --from out: the layout is detected)")
-    source = source or detect_source(state)
-    entry = entry_for_file(src, arch, state, metadata, source)  # type: ignore[arg-type]
-    if entry_name is not None:
-        chosen = get_weights(entry_name, arch)
-        entry = replace(chosen, file=str(src), url=None, sha256=None)
-    num_classes = classifier_rows(state) or entry.num_classes
-    if labels is not None and len(labels) != num_classes:
-        raise WeightsError(f"--labels has {len(labels)} names but the classifier has {num_classes} classes")
-    entry = replace(entry, num_classes=num_classes,
-                    labels=labels or ("imagenet1k" if num_classes == 1000 else entry.labels))
-    converted = convert_state_dict(state, source, resolve(arch, num_classes=num_classes))  # type: ignore[arg-type]
-    with torch.device("meta"):
-        model = build_model(arch, num_classes=num_classes, padding=entry.padding, bn_eps=entry.bn_eps)
-    expected = model.state_dict()
-    fill_batch_counters(converted, expected)
-    check_compatible(converted, expected, arch)
-    converted = {k: v.float() if v.is_floating_point() else v for k, v in converted.items()}
-    return {"state": converted, "entry": entry, "source": source,
-            "num_params": sum(p.numel() for p in model.parameters())}
-
-
-def _layout(state: dict[str, Any]) -> str | None:
-    """The layout ``detect_source`` recognises in ``state``, or None where it knows none."""
-    from ..weights.convert import detect_source
-    from ..weights.registry import WeightsError
-
-    try:
-        return detect_source(state)
-    except WeightsError:
-        return None
-
-
-def _write(result: dict[str, Any], out: Path) -> None:
-    from ..weights.convert import write_safetensors
-    from ..weights.loading import metadata_from_entry
-
-    entry = result["entry"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(result["state"], out, metadata_from_entry(
-        entry, source=result["source"], converted_from=Path(entry.file or "").name,
-        settings_from=entry.extra.get("settings_from", entry.name)))
-
-
 def _read_labels(path: str) -> tuple[str, ...]:
-    from ..errors import UsageError
-
     try:
         lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -139,24 +77,24 @@ def _read_labels(path: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in lines if line.strip())
 
 
-def _summary(result: dict[str, Any], src: Path, out: Path) -> str:
-    entry = result["entry"]
+def _summary(conversion: Conversion, src: Path, out: Path) -> str:
+    entry = conversion.entry
     pre = entry.preprocessing
     accuracy = f"; reported top-1 {entry.top1} ({entry.reported_by})" if entry.top1 is not None else ""
+    if "settings_from" in entry.extra:
+        described = f"checksum not registered: settings of {entry.extra['settings_from']}"
+    elif conversion.guessed:
+        described = f"no registered entry: {conversion.source} defaults"
+    else:
+        described = f"as {entry.name}"
     return "\n".join([
-        f"wrote {out}: {entry.arch}, {result['num_params']:,} parameters, {entry.num_classes} classes "
-        f"(from {result['source']} file {src.name}, {_described_as(entry)})",
+        f"wrote {out}: {entry.arch}, {conversion.num_params:,} parameters, {entry.num_classes} classes "
+        f"(from {conversion.source} file {src.name}, {described})",
         f"  padding {entry.padding.value}, BatchNorm eps {entry.bn_eps:g}",
         f"  preprocessing: {pre.size}px, {pre.crop_mode} (crop {pre.crop_fraction:.3f}), {pre.interpolation}, "
         f"mean {_triple(pre.mean)}, std {_triple(pre.std)}{accuracy}",
         f"  use it: effnet predict IMAGE --weights {out}",
     ])
-
-
-def _described_as(entry: Any) -> str:
-    if "settings_from" in entry.extra:
-        return f"checksum not registered: settings of {entry.extra['settings_from']}"
-    return f"as {entry.name}"
 
 
 def _triple(values: tuple[float, ...]) -> str:

@@ -1,11 +1,9 @@
 """``effnet info``: parameters and FLOPs of every variant, as the papers' tables count them.
 
-FLOPs are counted, not derived by hand: the model is built on PyTorch's ``meta`` device (no
-memory, no arithmetic) and one forward pass runs under ``torch.utils.flop_counter.
-FlopCounterMode``, so even L2 at 800x800 is counted in about a second. That counter reports
-2 FLOPs per multiply-add for convolutions and matrix products and ignores elementwise ops
-(activations, SE scaling, residual adds, BatchNorm); halving it gives the papers'
-convention, multiply-adds of the conv and FC layers.
+The counts come from ``models`` (parameters from the plan, multiply-adds counted on the meta
+device by ``models.counting``) and the reported accuracy from the weights registry; this
+module only puts them side by side. The rows stay here because they are presentation: the
+models room cannot know the registry's accuracy, and the registry has no business counting.
 """
 
 from __future__ import annotations
@@ -14,14 +12,14 @@ import argparse
 import csv
 import io
 import json
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._progress import progress
 from ..errors import UsageError
-from ..models.spec import NetworkPlan, resolve
-from ..models.variants import VARIANTS, canonical_name
-from ..weights.registry import DEFAULTS, WeightsEntry, list_weights
+from ..models.counting import count_macs
+from ..models.variants import canonical_name, list_models, resolve
+from ..weights.registry import reported_entry
 
 DESCRIPTION = (
     "Parameters and FLOPs (multiply-adds) of every EfficientNet variant at its eval resolution, "
@@ -36,35 +34,6 @@ CONVENTION = (
 )
 
 FORMATS = ("markdown", "csv", "json")
-
-
-def count_macs(plan: NetworkPlan, size: int | None = None) -> int:
-    """Multiply-adds of one image through ``plan`` at ``size`` (default: its eval resolution)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..models.network import EfficientNet
-
-    class _Uncounted(EfficientNet):
-        def _init_weights(self) -> None:
-            """Meta tensors hold no values; random init there only costs time (~2 s for B7)."""
-
-    size = size or plan.eval_resolution
-    with torch.device("meta"):
-        model = _Uncounted(plan).eval()
-        image = torch.empty(1, plan.in_chans, size, size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(image)
-    return counter.get_total_flops() // 2
-
-
-def reported_entry(arch: str) -> WeightsEntry | None:
-    """The weights whose reported accuracy describes ``arch``: its default, else the best one."""
-    entries = [e for e in list_weights(arch) if e.top1 is not None]
-    default = [e for e in entries if DEFAULTS.get(arch) == e.name]
-    if default:
-        return default[0]
-    return max(entries, key=lambda e: e.top1 or 0.0, default=None)
 
 
 def info_row(name: str, size: int | None = None) -> dict[str, Any]:
@@ -86,26 +55,16 @@ def info_row(name: str, size: int | None = None) -> dict[str, Any]:
     }
 
 
-def info_rows(models: Iterable[str] | None = None, size: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
-    names = [canonical_name(m) for m in models] if models else list(VARIANTS)
-    if not progress:
-        return [info_row(name, size) for name in names]
-    from rich.progress import Progress
-
+def info_rows(models: Iterable[str] | None = None, size: int | None = None,
+              show_progress: bool = True) -> list[dict[str, Any]]:
+    names = [canonical_name(m) for m in models] if models else list_models()
     rows = []
-    with Progress(transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task("counting FLOPs", total=len(names))
+    with progress(total=len(names), desc="counting FLOPs", unit="model", enabled=show_progress) as bar:
         for name in names:
-            bar.update(task, description=f"counting {name}")
+            bar.set_description(f"counting {name}")
             rows.append(info_row(name, size))
-            bar.advance(task)
+            bar.update()
     return rows
-
-
-def _stderr_console():  # noqa: ANN202 - rich Console
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 #: digits after the point per numeric column, so a column's numbers line up on the point
@@ -152,8 +111,8 @@ def to_json(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", help="comma-separated variants (default: all), e.g. b0,lite0,v2_s")
-    parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
+    parser.add_argument("--models", help="comma-separated variants, e.g. b0,lite0,v2_s (default: every variant)")
+    parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format")
     parser.add_argument("--size", type=int, help="count every model at this input size instead of its eval size")
 
 
@@ -161,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and not 32 <= args.size <= 4096:
         raise UsageError(f"--size must be between 32 and 4096, not {args.size}")
     models = [m for m in args.models.split(",") if m.strip()] if args.models else None
-    rows = info_rows(models, args.size, progress=sys.stderr.isatty())
+    rows = info_rows(models, args.size)
     if args.format == "markdown":
         print(f"{CONVENTION}\n\n{to_markdown(rows)}")
     else:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ..models.spec import resolve
-from ..models.variants import VARIANTS
+from ..models.variants import VARIANTS, list_models, resolve
+from ..options import add_options, check_json_destination, write_json
 from ..weights.registry import list_weights
 
 DESCRIPTION = "List every EfficientNet variant: parameters, input size, scaling, weights available here."
@@ -15,9 +14,8 @@ DESCRIPTION = "List every EfficientNet variant: parameters, input size, scaling,
 def model_rows() -> list[dict[str, object]]:
     """One row per variant, counted from the spec (no model is built)."""
     rows = []
-    for name, variant in VARIANTS.items():
-        plan = resolve(name)
-        entries = list_weights(name)
+    for name in list_models():
+        variant, plan, entries = VARIANTS[name], resolve(name), list_weights(name)
         rows.append({
             "model": name,
             "family": variant.family.name,
@@ -33,18 +31,15 @@ def model_rows() -> list[dict[str, object]]:
     return rows
 
 
-def list_models() -> list[str]:
-    return list(VARIANTS)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_options(parser, "json")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_json_destination(args.json)
     rows = model_rows()
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if args.json == "-":  # JSON on stdout replaces the table
+        write_json(args.json, rows)
         return 0
     header = f"{'model':<24}{'params':>14}{'size':>11}{'width':>7}{'depth':>7}{'dropout':>9}  weights here"
     print(header)
@@ -55,4 +50,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['model']:<24}{row['params']:>14,}{size:>11}{row['width']:>7}{row['depth']:>7}"
               f"{row['dropout']:>9}  {here}")
     print("\nsize: train/eval input resolution where they differ (V2). Params with 1000 classes.")
+    if args.json is not None:
+        write_json(args.json, rows)
     return 0

@@ -1,6 +1,5 @@
-"""Downloading weights into a user cache, verified by checksum, written atomically.
+"""Downloading weights into the user cache (``cache.py``), verified by checksum, written atomically.
 
-The cache is ``$EFFNET_CACHE`` if set, else ``$XDG_CACHE_HOME/effnet`` (``~/.cache/effnet``).
 ``EFFNET_OFFLINE=1`` forbids network access: only cached or embedded files are used.
 A file only ever appears in the cache under its final name once its checksum matched, so an
 interrupted or corrupt download never poisons later runs.
@@ -14,46 +13,38 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._files import staged
-from .registry import WeightsError, checksum_matches
+from .._progress import progress as progress_bar
+from ..errors import WeightsError
+from .cache import cached_weights
+from .entry import WeightsEntry, checksum_matches
 
-if TYPE_CHECKING:
-    from .registry import WeightsEntry
-
-CACHE_ENV = "EFFNET_CACHE"
 OFFLINE_ENV = "EFFNET_OFFLINE"
 
 Opener = Callable[..., Any]
 
 
-def cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "effnet"
-
-
-def cached_path(entry: "WeightsEntry") -> Path:
+def cached_path(entry: WeightsEntry) -> Path:
     """Where ``entry``'s file lives in the cache (whether or not it is there yet)."""
     if not entry.filename:
         raise WeightsError(f"weights '{entry.name}' have no URL or file name")
-    return cache_dir() / "weights" / entry.filename
+    return cached_weights(entry.filename)
 
 
 def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _how_to_get_it(entry: "WeightsEntry", dest: Path) -> str:
+def _how_to_get_it(entry: WeightsEntry, dest: Path) -> str:
     return (
         f"download {entry.url} on a machine with internet and pass the file with --weights FILE "
         f"(or copy it to {dest})"
     )
 
 
-def fetch(entry: "WeightsEntry", *, progress: bool = True, opener: Opener | None = None) -> Path:
+def fetch(entry: WeightsEntry, *, progress: bool = True, opener: Opener | None = None) -> Path:
     """The cached file of a URL entry, downloading it first when it is not there."""
     dest = cached_path(entry)
     if dest.is_file():
@@ -85,14 +76,12 @@ def download(
 ) -> Path:
     """Stream ``url`` to ``dest`` through a temporary file in the same folder, hashing as it
     goes; rename into place only when the checksum (full or prefix) matches."""
-    from tqdm import tqdm
-
     digest = hashlib.sha256()
     with staged(dest, suffix=".part") as tmp:
         with open(tmp, "wb") as out, (opener or urllib.request.urlopen)(url, timeout=60) as response:
             total = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=dest.name, disable=not progress, leave=False) as bar:
+            with progress_bar(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                              desc=dest.name, enabled=progress) as bar:
                 while block := response.read(chunk):
                     out.write(block)
                     digest.update(block)

@@ -1,16 +1,22 @@
-"""Shared by the parity tests: references with random but well-scaled weights, our twin of each."""
+"""Fixtures for the parity tests: seeded inputs, and our twin of a reference with random but
+well-scaled weights."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 from torch import nn
 
 from effnet.models.network import EfficientNet, build_model
-from effnet.models.spec import Padding, resolve
-from effnet.weights.convert import check_compatible, convert_state_dict, fill_batch_counters
+from effnet.models.spec import Padding
+from effnet.models.variants import resolve
+from effnet.weights.conversion import check_compatible, fill_batch_counters
+from effnet.weights.sources import convert_state_dict
 
 
-def calibrate(model: nn.Module, images: torch.Tensor, seed: int = 0) -> nn.Module:
+def _calibrate(model: nn.Module, images: torch.Tensor, seed: int = 0) -> nn.Module:
     """Random BatchNorm affines, then running statistics measured on ``images``.
 
     Random conv weights with BatchNorm's initial statistics (mean 0, variance 1) make
@@ -34,21 +40,35 @@ def calibrate(model: nn.Module, images: torch.Tensor, seed: int = 0) -> nn.Modul
     return model.eval()
 
 
-def ours_from(reference_state: dict[str, torch.Tensor], arch: str, source: str, padding: Padding,
-              bn_eps: float, num_classes: int = 1000) -> EfficientNet:
+def _ours_from(reference_state: dict[str, torch.Tensor], arch: str, source: str, padding: Padding,
+               bn_eps: float) -> EfficientNet:
     """Our model with a reference's tensors, converted and strictly checked."""
-    model = build_model(arch, num_classes=num_classes, padding=padding, bn_eps=bn_eps).eval()
-    plan = resolve(arch, num_classes=num_classes)
-    state = convert_state_dict(reference_state, source, plan)  # type: ignore[arg-type]
+    model = build_model(arch, padding=padding, bn_eps=bn_eps).eval()
+    state = convert_state_dict(reference_state, source, resolve(arch))
     fill_batch_counters(state, model.state_dict())
     check_compatible(state, model.state_dict(), arch)
     model.load_state_dict(state)
     return model
 
 
-def images(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
+def _images(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
+@pytest.fixture()
+def images() -> Callable[..., torch.Tensor]:
+    """``images(batch, height, width, seed=1)``: a seeded NCHW batch."""
+    return _images
+
+
+@pytest.fixture()
+def twin() -> Callable[..., EfficientNet]:
+    """``twin(reference, batch, arch, source, padding, bn_eps)``: calibrate the reference on
+    ``batch`` (in place), then build our model from its converted tensors."""
+
+    def make(reference: nn.Module, batch: torch.Tensor, arch: str, source: str, padding: Padding,
+             bn_eps: float) -> EfficientNet:
+        _calibrate(reference, batch)
+        return _ours_from(reference.state_dict(), arch, source, padding, bn_eps)
+
+    return make
