@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from effnet.data.transforms import Preprocessing
-from effnet.weights.convert import write_safetensors
+from effnet.weights.io import write_safetensors
 from effnet.weights.loading import create_model
 
 DIGITS_SIZE = 64

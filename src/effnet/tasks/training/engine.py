@@ -33,9 +33,9 @@ from ...data.augment import MixAugment, TrainAugment, normalize_batch, resize_ba
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ...errors import EffnetError, UsageError
 from ...models.network import EfficientNet
-from ...weights.convert import write_safetensors
-from ...weights.loading import create_model, metadata_from_entry
-from ...weights.registry import WeightsEntry
+from ...weights.entry import WeightsEntry
+from ...weights.io import metadata_from_entry, write_safetensors
+from ...weights.loading import create_model
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .config import Config, config_to_yaml
 from .data import ResumableSampler, ShardSampler, TrainData, build_data, make_loader
