@@ -124,3 +124,11 @@ def test_table_columns_stay_aligned_past_nine_ranks(capsys) -> None:
     assert len(rows) == 12
     assert rows[0].startswith("   1. ") and rows[9].startswith("  10. ")
     assert len({row.index("%") for row in rows}) == 1  # the probabilities form one column
+
+
+def test_a_full_weights_entry_name_needs_no_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/weights.md: `--weights efficientnet_lite1.tf_in1k` alone; the entry names its architecture."""
+    assert main(["predict", ESPRESSO, "--weights", "efficientnet_lite1.tf_in1k", "--json", "--topk", "1"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["model"] == "efficientnet_lite1"
+    assert document["results"][0]["predictions"][0]["index"] == 967

@@ -13,9 +13,7 @@ from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
 from ..errors import UsageError
 from ..models.network import EfficientNet
-from ..models.variants import canonical_name
-from ..weights.loading import create_model, looks_like_path
-from ..weights.registry import DEFAULT_MODEL
+from ..weights.loading import create_model
 from .base import Engine
 
 
@@ -37,8 +35,9 @@ class TorchEngine(Engine):
     ) -> "TorchEngine":
         """Model name and weights (entry, tag, ``default``, or a file) -> engine.
 
-        With only a file, the file's own metadata names the architecture; with neither,
-        the embedded default (EfficientNet-Lite0) is used. ``device``: a torch device string
+        Without a model name the weights name the architecture (a full entry name such as
+        ``efficientnet_lite1.tf_in1k``, or a file of ours); with neither, the embedded default
+        (EfficientNet-Lite0) is used. ``device``: a torch device string
         (``cpu``, ``cuda``, ``cuda:1``). ``threads``: torch's intra-op threads, process-wide
         (torch has no per-module setting). ``preprocessing``: fields of
         ``Preprocessing.with_overrides`` replacing what the weights entry says.
@@ -48,12 +47,9 @@ class TorchEngine(Engine):
             if threads < 1:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(threads)
-        arch = canonical_name(model) if model else None
-        if arch is None and (weights in (None, "default") or not looks_like_path(weights)):
-            arch = DEFAULT_MODEL
         if isinstance(weights, str) and weights.lower() in ("none", "random"):
             weights = None  # random init: for benchmarks and smoke tests, never for answers
-        net = create_model(arch, weights) if arch else _from_file(weights)
+        net = create_model(model, weights)
         entry = getattr(net, "pretrained_cfg", None)
         recipe = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
         labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
@@ -94,9 +90,3 @@ def _device(name: str) -> torch.device:
         raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
-
-def _from_file(weights: Any) -> EfficientNet:
-    from ..weights.loading import resolve_entry
-
-    entry = resolve_entry(weights, None)
-    return create_model(entry.arch, entry)
