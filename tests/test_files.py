@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from effnet._files import staged
+from effnet._files import check_writable, staged
+from effnet.errors import UsageError
 
 
 @pytest.mark.parametrize("durable", [False, True])
@@ -53,3 +54,45 @@ def test_the_written_file_has_the_mode_the_umask_gives(tmp_path: Path, umask: in
     finally:
         os.umask(previous)
     assert target.stat().st_mode & 0o777 == mode
+
+
+def test_a_new_file_in_a_new_folder_is_fine_and_nothing_is_created(tmp_path: Path) -> None:
+    assert check_writable(tmp_path / "new" / "deeper" / "model.onnx") is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_will_be_replaced(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_text("old")
+    assert check_writable(tmp_path / "model.onnx") is True
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_folder_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").mkdir()
+    with pytest.raises(UsageError, match=f"cannot write {tmp_path / 'model.onnx'}: it is a folder"):
+        check_writable(tmp_path / "model.onnx")
+
+
+def test_a_file_is_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    target = tmp_path / "notes.txt" / "sub" / "model.onnx"
+    with pytest.raises(UsageError, match=f"cannot write {target}: {tmp_path / 'notes.txt'} is a file, not a folder"):
+        check_writable(target)
+
+
+def test_a_folder_that_refuses_files_is_named_with_the_target(unwritable_folder: Path) -> None:
+    target = unwritable_folder / "model.onnx"
+    with pytest.raises(UsageError, match=f"cannot write {target}: cannot create files in {unwritable_folder}") as error:
+        check_writable(target)
+    assert ".probe" not in str(error.value) and ".tmp" not in str(error.value)
+
+
+def test_a_failed_write_names_the_destination_not_the_temporary(tmp_path: Path) -> None:
+    import errno
+
+    target = tmp_path / "model.onnx"
+    with pytest.raises(OSError) as caught:
+        with staged(target) as temporary:
+            raise OSError(errno.ENOSPC, "No space left on device", str(temporary))
+    assert caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

@@ -1,11 +1,13 @@
-"""Writing files so that a reader never sees half of one (a leaf module: no effnet imports).
+"""Writing files so that a reader never sees half of one (a leaf module: only ``errors`` of ours).
 
 Every effnet output (weights, checkpoints, ONNX files, reports, downloads) is staged in a
 temporary file beside its destination and renamed over it only once it is complete, so an
 interrupted or failed write leaves the old file, or none, never a truncated one. The file
 gets the permissions any other tool would give it (``0666`` less the umask, e.g. 0644):
 ``mkstemp`` creates 0600 files, which a server or container running as another user could
-not read.
+not read. A write that fails (a full disk) names the destination, never the hidden
+temporary file, and ``check_writable`` lets a long job refuse an unwritable destination
+before it starts rather than after.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UsageError
 
 
 def current_umask() -> int:
@@ -39,7 +43,12 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
     os.close(handle)
     temporary = Path(name)
     try:
-        yield temporary
+        try:
+            yield temporary
+        except OSError as error:
+            if error.filename is not None and Path(error.filename) == temporary:
+                error.filename = str(target)  # the user knows the destination, not our temp name
+            raise
         if durable:
             with open(temporary, "rb+") as written:
                 os.fsync(written.fileno())
@@ -52,3 +61,29 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
                 os.close(folder)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike) -> bool:
+    """Refuse a ``path`` that cannot be written as a file (it is a folder, a part of it is a
+    file, or its folder cannot be created or written to), naming ``path`` itself.
+
+    Returns whether a file is there now, which the write will replace. The folder is not
+    created here (a run that fails later leaves nothing behind); its nearest existing parent
+    is tried instead, with a probe file created and removed at once, which answers for
+    read-only mounts and access lists too, where permission bits do not.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot write {target}: it is a folder, not a file")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {target}: {folder} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=folder)
+    except OSError as error:
+        raise UsageError(f"cannot write {target}: cannot create files in {folder} ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
+    return target.exists()

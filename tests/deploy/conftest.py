@@ -141,27 +141,3 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # -- outputs that cannot be written ----------------------------------------------------------
-def _can_create_files_in(folder: Path) -> bool:
-    try:
-        (folder / ".effnet_probe").touch()
-    except OSError:
-        return False
-    (folder / ".effnet_probe").unlink()
-    return True
-
-
-@pytest.fixture
-def unwritable_folder(tmp_path: Path):
-    """A folder no file can be created in: a read-only one, or, where permission bits do not
-    stop this user (root), sysfs, which refuses new files to everyone."""
-    folder = tmp_path / "read_only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        if _can_create_files_in(folder):
-            folder = Path("/sys")
-            if not folder.is_dir() or _can_create_files_in(folder):
-                pytest.skip("no folder here refuses new files to this user")
-        yield folder
-    finally:
-        (tmp_path / "read_only").chmod(0o755)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .._files import staged
-from ..deploy.outputs import check_writable
+from .._files import check_writable
 from ..deploy.quantize.pipeline import quantize
 from ..deploy.quantize.recipe import AUTO_FLOAT_MACS, AUTO_MAX_FLOAT, METHODS, WEIGHT_KINDS
 from ..deploy.quantize.report import markdown

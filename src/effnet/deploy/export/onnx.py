@@ -48,7 +48,7 @@ from ...data.transforms import Preprocessing
 from ...errors import EffnetError, UsageError
 from ...runtime.onnx_metadata import FORMAT, INPUT_BGR, INPUT_FLOAT, INPUT_RGB, write_metadata
 from ...runtime.onnxruntime_engine import open_session
-from ..outputs import check_writable
+from ..._files import check_writable
 from .preprocessing_graph import IMAGE_NAME, INPUT_NAME, attach_preprocessing, preprocessing_graph
 
 DEFAULT_OPSET = 18

@@ -33,7 +33,7 @@ import onnx
 from ..._files import staged
 from ...data.labels import resolve_labels
 from ...errors import EffnetError, UsageError
-from ..outputs import check_writable
+from ..._files import check_writable
 from .onnx import DEFAULT_OPSET, NATIVE_SIZE, ExportResult, check_settings, export_network
 
 #: ONNX TensorProto element types -> Triton DataType names.

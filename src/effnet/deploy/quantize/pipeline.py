@@ -25,7 +25,7 @@ from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.onnx_metadata import write_metadata
 from ...runtime.onnxruntime_engine import open_session
-from ..outputs import check_writable
+from ..._files import check_writable
 from .calibration import calibrate, calibration_inputs, load_evaluation
 from .graph import Layer, find_layers, load_float_model, prepared_graph
 from .recipe import METHODS, QUANTIZED_OPS, SENSITIVITY_IMAGES, WEIGHT_KINDS, QuantizeError, Settings
