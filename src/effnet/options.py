@@ -107,7 +107,8 @@ OPTIONS: dict[str, Option] = {
         "default": "default",
         "help": "weights: an entry (efficientnet_b3.tv_in1k) or tag (tv_in1k), 'default' (the model's embedded or "
                 "best weights), a file (.safetensors from `effnet convert`/`train`, .pth from timm/lukemelas/"
-                "torchvision, .onnx from `effnet export`), or 'none' for random init"}),
+                "torchvision, .pdparams/.ckpt from PaddleClas/mindcv, .onnx from `effnet export`), or 'none' for "
+                "random init"}),
     "engine": Option(("--engine",), {
         "default": "auto", "metavar": "NAME",
         "help": "inference engine: auto (the engine an exported file needs, else torch), torch, onnxruntime; "
