@@ -113,7 +113,7 @@ def test_padding_and_eps_follow_how_each_source_evaluates() -> None:
             small = entry.arch == "efficientnet_b0_small"
             assert (entry.padding, entry.bn_eps) == (Padding.SYMMETRIC if small else Padding.TF_SAME_STATIC, 1e-3)
             pre = entry.preprocessing  # ResizeImage(resize_short=S + 32), bilinear; CropImage(S)
-            assert (round(pre.size / pre.crop_fraction), pre.interpolation) == (pre.size + 32, "bilinear")
+            assert (math.floor(pre.size / pre.crop_fraction), pre.interpolation) == (pre.size + 32, "bilinear")
         elif entry.source == "mindspore":
             # mindcv: MindSpore's pad_mode="same" and BatchNorm default eps below B5
             assert (entry.padding, entry.bn_eps) == (Padding.TF_SAME, 1e-5), entry.name

@@ -365,6 +365,8 @@ def _paddle_entries() -> list[WeightsEntry]:
     ]
 
 
+_MINDCV = "https://download.mindspore.cn/toolkits/mindcv/efficientnet/"
+_MINDCV_910V2 = "https://download-mindspore.osinfra.cn/toolkits/mindcv/efficientnet/"
 _MINDCV_TABLE = "mindcv configs/efficientnet/README.md results table"
 
 
@@ -373,12 +375,12 @@ def _mindcv_entries() -> list[WeightsEntry]:
     its configs (shorter side floor(S / 0.875), bicubic, centre crop S); mindcv lists no file
     for B2-B7. B0-B4 are built with MindSpore's BatchNorm eps (1e-5)."""
     rows = [
-        ("efficientnet_b0", "mindcv_in1k", "https://download.mindspore.cn/toolkits/mindcv/efficientnet/"
-         "efficientnet_b0-103ec70c.ckpt", 224, 76.89, 93.16, "Ascend 910 x8, graph mode"),
-        ("efficientnet_b0", "mindcv_910v2_in1k", "https://download-mindspore.osinfra.cn/toolkits/mindcv/efficientnet/"
-         "efficientnet_b0-f8d7aa2a-910v2.ckpt", 224, 76.88, 93.28, "Ascend 910* x8"),
-        ("efficientnet_b1", "mindcv_in1k", "https://download.mindspore.cn/toolkits/mindcv/efficientnet/"
-         "efficientnet_b1-f8c6b13f.ckpt", 240, 78.95, 94.34, "its B1 row from 5a8d5b1 to 1e3d281, dropped since"),
+        ("efficientnet_b0", "mindcv_in1k", f"{_MINDCV}efficientnet_b0-103ec70c.ckpt", 224, 76.89, 93.16,
+         "Ascend 910 x8, graph mode"),
+        ("efficientnet_b0", "mindcv_910v2_in1k", f"{_MINDCV_910V2}efficientnet_b0-f8d7aa2a-910v2.ckpt", 224, 76.88,
+         93.28, "Ascend 910* x8"),
+        ("efficientnet_b1", "mindcv_in1k", f"{_MINDCV}efficientnet_b1-f8c6b13f.ckpt", 240, 78.95, 94.34,
+         "its B1 row from 5a8d5b1 to 1e3d281, dropped since"),
     ]
     return [
         WeightsEntry(
