@@ -137,4 +137,3 @@ def create_model(
     model.load_state_dict(state, strict=not new_head)
     model.pretrained_cfg = entry
     return model
-
