@@ -3,7 +3,9 @@
 A command asks for the options it takes by name (``add_options(parser, "model", "weights",
 "engine")``) and so gets the same flags, help and checks as every other command. Defaults
 are shown by the CLI's help formatter, so no help string writes its own "(default: ...)".
-Adding a shared option is one ``Option`` line in ``OPTIONS``.
+Adding a shared option is one ``Option`` line in ``OPTIONS``. Options that only make sense
+together come as a named group (``add_options(parser, "preprocessing")``, ``GROUPS``), with
+one helper reading them back (``preprocessing_overrides``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def keyword_or_int(keyword: str, minimum: int, keyword_value: Any) -> Callable[[
     return parse
 
 
+def channel_values(text: str) -> tuple[float, ...]:
+    """An argparse ``type``: ``0.5`` or ``0.485,0.456,0.406`` (checked by ``Preprocessing.with_overrides``)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected one number or three comma-separated ones, not {text!r}") from None
+
+
 def json_destination(text: str) -> str:
     """``--json`` values: ``-`` (stdout) or a ``.json`` file, so that a misplaced image path is
     never taken for the output and overwritten."""
@@ -82,6 +92,12 @@ def _engine_choices() -> tuple[str, ...]:
     return engine_choices()
 
 
+def _interpolations() -> tuple[str, ...]:
+    from .data.transforms import INTERPOLATIONS  # numpy and Pillow: only for commands that preprocess
+
+    return INTERPOLATIONS
+
+
 OPTIONS: dict[str, Option] = {
     "model": Option(("--model", "-m"), {
         "default": None, "metavar": "NAME",
@@ -91,7 +107,8 @@ OPTIONS: dict[str, Option] = {
         "default": "default",
         "help": "weights: an entry (efficientnet_b3.tv_in1k) or tag (tv_in1k), 'default' (the model's embedded or "
                 "best weights), a file (.safetensors from `effnet convert`/`train`, .pth from timm/lukemelas/"
-                "torchvision, .onnx from `effnet export`), or 'none' for random init"}),
+                "torchvision, .pdparams/.ckpt from PaddleClas/mindcv, .onnx from `effnet export`), or 'none' for "
+                "random init"}),
     "engine": Option(("--engine",), {
         "default": "auto", "metavar": "NAME",
         "help": "inference engine: auto (the engine an exported file needs, else torch), torch, onnxruntime; "
@@ -109,14 +126,68 @@ OPTIONS: dict[str, Option] = {
 }
 
 
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options added together under one heading of ``--help``."""
+
+    title: str
+    description: str
+    options: dict[str, Option]
+
+
+#: ``Preprocessing.with_overrides`` field -> the option that sets it
+PREPROCESSING_FIELDS = {"size": "size", "crop_fraction": "crop_pct", "interpolation": "interpolation",
+                        "mean": "mean", "std": "std"}
+
+GROUPS: dict[str, OptionGroup] = {
+    "preprocessing": OptionGroup(
+        "preprocessing",
+        "replace what the weights or the exported file say\n(an ONNX file effnet did not write carries none: the "
+        "defaults are then a guess)",
+        {
+            "size": Option(("--size",), {
+                "type": positive_int, "metavar": "PIXELS",
+                "help": "side of the square network input. The weights' crop rule scales with it (a TF-style crop "
+                        "keeps its 32-pixel margin, a resize-then-crop its fraction) and a TF_SAME_STATIC "
+                        "network keeps its nominal padding: timm's test size (its --test-size / test_input_size)"}),
+            "crop_pct": Option(("--crop-pct",), {
+                "type": float, "metavar": "FRACTION",
+                "help": "share of the image's short side the centre crop keeps, e.g. 0.875"}),
+            "interpolation": Option(("--interpolation",), {"help": "resize filter"}),
+            "mean": Option(("--mean",), {
+                "type": channel_values, "metavar": "R,G,B",
+                "help": "per-channel mean on the 0-1 scale, e.g. 0.485,0.456,0.406 (one value: every channel)"}),
+            "std": Option(("--std",), {
+                "type": channel_values, "metavar": "R,G,B",
+                "help": "per-channel standard deviation on the 0-1 scale, e.g. 0.229,0.224,0.225"}),
+        },
+    ),
+}
+
+
 def add_options(parser: argparse.ArgumentParser | Any, *names: str, **changes: dict[str, Any]) -> None:
-    """Add the shared options ``names`` to ``parser``; ``changes[name]`` adjusts one (e.g. serve's
-    repeatable ``--model``)."""
+    """Add the shared options or option groups ``names`` to ``parser``; ``changes[name]`` adjusts
+    one option (e.g. serve's repeatable ``--model``)."""
     for name in names:
+        if name in GROUPS:
+            _add_group(parser, GROUPS[name])
+            continue
         extra = {"choices": _engine_choices()} if name == "engine" else {}
         action = OPTIONS[name].add(parser, **{**extra, **changes.get(name, {})})
         if name == "engine":  # the name before 0.2 (README changelog), kept working
             parser.add_argument("--backend", dest=action.dest, choices=action.choices, help=argparse.SUPPRESS)
+
+
+def _add_group(parser: argparse.ArgumentParser, group: OptionGroup) -> None:
+    section = parser.add_argument_group(group.title, group.description)
+    for name, option in group.options.items():
+        option.add(section, **({"choices": _interpolations()} if name == "interpolation" else {}))
+
+
+def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``Preprocessing.with_overrides`` fields the ``preprocessing`` options gave, or None."""
+    given = {field: getattr(args, option) for field, option in PREPROCESSING_FIELDS.items()}
+    return {field: value for field, value in given.items() if value is not None} or None
 
 
 def check_json_destination(destination: str | None) -> None:

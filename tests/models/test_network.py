@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effnet.models.layers import Conv2dSame, DropPath, create_conv2d
+from effnet.models.layers import Conv2dSame, Conv2dStaticSame, DropPath, create_conv2d
 from effnet.models.network import build_model
 from effnet.models.spec import Padding
+from effnet.models.variants import resolve
 
 
 def _tf_same_reference(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
@@ -33,6 +34,65 @@ def test_tf_same_padding_matches_definition_for_any_size(size: tuple[int, int], 
     assert isinstance(conv, Conv2dSame) == (stride > 1)
 
 
+def _static_same_reference(x: torch.Tensor, conv: torch.nn.Conv2d, nominal: int) -> torch.Tensor:
+    """PaddleClas's "SAME" from its definition: TF's (top, bottom) computed once at ``nominal``;
+    where they differ it pads ``top + stride`` on both sides and drops the first output row and
+    column (``ppcls/arch/backbone/model_zoo/efficientnet.py``, ``Conv2ds``)."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    total = max((-(-nominal // s) - 1) * s + k - nominal, 0)
+    top, bottom = total // 2, total - total // 2
+    if top == bottom:
+        return F.conv2d(F.pad(x, [top] * 4), conv.weight, None, s, 0, 1, conv.groups)
+    return F.conv2d(F.pad(x, [top + s] * 4), conv.weight, None, s, 0, 1, conv.groups)[:, :, 1:, 1:]
+
+
+@pytest.mark.parametrize("nominal", [224, 112, 15, 7])
+@pytest.mark.parametrize("size", [224, 225, 226, 15, 16, 7])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_static_same_padding_is_paddleclas_same(nominal: int, size: int, kernel: int) -> None:
+    """Frozen at ``nominal``: equal to TF "SAME" at inputs of the nominal parity, and to
+    PaddleClas's pad-and-crop at every input, with TF's output shape ``ceil(size / 2)``."""
+    conv = create_conv2d(4, 4, kernel, 2, groups=4, padding=Padding.TF_SAME_STATIC, input_size=nominal)
+    assert isinstance(conv, Conv2dStaticSame)
+    x = torch.randn(1, 4, size, size)
+    with torch.no_grad():
+        actual = conv(x)
+        assert actual.shape[-1] == -(-size // 2)
+        torch.testing.assert_close(actual, _static_same_reference(x, conv, nominal))
+        if size % 2 == nominal % 2:
+            torch.testing.assert_close(actual, _tf_same_reference(x, conv))
+
+
+def test_static_same_needs_the_nominal_size_of_a_strided_conv() -> None:
+    assert type(create_conv2d(4, 4, 3, 1, padding=Padding.TF_SAME_STATIC)) is torch.nn.Conv2d  # symmetric
+    with pytest.raises(ValueError, match="nominal input size"):
+        create_conv2d(4, 4, 3, 2, padding=Padding.TF_SAME_STATIC)
+
+
+@pytest.mark.parametrize("name,strided_inputs", [
+    # PaddleClas's ``inp_shape`` table, the input side of each stage: b0 [224, 112, 112, 56, 28, 14, 14, 7],
+    # b3 [300, 150, 150, 75, 38, 19, 19, 10]; the stem and stages 2, 3, 4 and 6 are strided.
+    ("efficientnet_b0", [224, 112, 56, 28, 14]),
+    ("efficientnet_b3", [300, 150, 75, 38, 19]),
+])
+def test_static_same_freezes_each_strided_conv_at_its_nominal_input(name: str, strided_inputs: list[int]) -> None:
+    with torch.device("meta"):
+        model = build_model(name, padding=Padding.TF_SAME_STATIC)
+    frozen = [m.input_size for m in model.modules() if isinstance(m, Conv2dStaticSame)]
+    assert frozen == strided_inputs
+    assert [b.input_size for b in resolve(name).blocks if b.stride > 1] == strided_inputs[1:]
+
+
+def test_static_same_equals_tf_same_at_sizes_of_the_nominal_parity_only() -> None:
+    static = build_model("efficientnet_b0", padding="tf_same_static", width_mult=0.25, depth_mult=0.25).eval()
+    dynamic = build_model("efficientnet_b0", padding="tf_same", width_mult=0.25, depth_mult=0.25).eval()
+    dynamic.load_state_dict(static.state_dict())
+    with torch.no_grad():
+        for size, equal in ((224, True), (256, True), (225, False), (240, False)):
+            x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+            assert torch.equal(static(x), dynamic(x)) == equal, size
+
+
 def test_tf_same_differs_from_symmetric_on_even_inputs() -> None:
     same = create_conv2d(3, 8, 3, 2, padding=Padding.TF_SAME)
     symmetric = create_conv2d(3, 8, 3, 2)
@@ -43,7 +103,7 @@ def test_tf_same_differs_from_symmetric_on_even_inputs() -> None:
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_lite0", "efficientnetv2_b0"])
-@pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
+@pytest.mark.parametrize("padding", ["symmetric", "tf_same", "tf_same_static"])
 def test_odd_and_non_square_inputs(name: str, padding: str) -> None:
     model = build_model(name, padding=padding, num_classes=7).eval()
     with torch.no_grad():

@@ -95,7 +95,7 @@ def test_class_map_and_usage_errors(tmp_path, photo_thumbnails, capsys):
 
 
 def test_fine_tuned_model_folders_named_by_its_classes(tmp_path, photo_thumbnails, capsys):
-    from effnet.weights.convert import write_safetensors
+    from effnet.weights.io import write_safetensors
     from effnet.weights.loading import create_model
 
     torch.manual_seed(0)
@@ -190,3 +190,19 @@ def test_preprocessing_options_reach_the_engine(tmp_path, photo_thumbnails, caps
                                                 "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
     code, _, err = _run([tmp_path, "--workers", "0", "--mean", "127.5"], capsys)
     assert code == 2 and err == "effnet: error: preprocessing mean is on the 0-1 scale (127.5 / 255 = 0.5)\n"
+
+
+
+def test_size_is_the_test_size_with_the_weights_crop_rule_scaled(tmp_path, photo_thumbnails, capsys):
+    """``--size`` is timm's test size (``--test-size``, ``test_input_size``): the weights' own recipe
+    at another resolution (``Preprocessing.with_size``): Lite0's TF crop keeps its 32-pixel margin,
+    S / (S + 32), where a fixed crop fraction would have kept 224 / 256."""
+    from effnet.weights.registry import get_weights
+
+    (tmp_path / "281").mkdir()
+    photo_thumbnails["chelsea"].save(tmp_path / "281" / "c.jpg")
+    code, out, _ = _run([tmp_path, "--workers", "0", "--size", "260", "--json"], capsys)
+    assert code == 0
+    recipe = get_weights("efficientnet_lite0.tf_in1k").preprocessing
+    assert json.loads(out)["preprocessing"] == json.loads(json.dumps(recipe.with_size(260).to_dict()))
+    assert json.loads(out)["preprocessing"]["crop_fraction"] == pytest.approx(260 / 292)

@@ -1,10 +1,18 @@
-"""Fixtures for the parity tests: seeded inputs, and our twin of a reference with random but
-well-scaled weights."""
+"""Fixtures for the parity tests: seeded inputs, our twin of a reference with random but
+well-scaled weights, and the checkpoints and logits PaddleClas and mindcv made
+(``fixtures/``, written by ``scripts/make_framework_fixtures.py``)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -72,3 +80,72 @@ def twin() -> Callable[..., EfficientNet]:
         return _ours_from(reference.state_dict(), arch, source, padding, bn_eps)
 
     return make
+
+
+# -- checkpoints made by the frameworks themselves --------------------------------------------
+FRAMEWORK_FIXTURES = Path(__file__).parent / "fixtures"
+#: a folder of more fixtures (``make_framework_fixtures.py --full``: full-size B0 and B3) to check too
+EXTRA_FIXTURES_ENV = "EFFNET_FRAMEWORK_FIXTURES"
+CHECKPOINT_SUFFIXES = {"paddle": ".pdparams", "mindspore": ".ckpt"}
+
+
+@dataclass(frozen=True)
+class FrameworkCase:
+    """One model a framework built: its checkpoint, settings, the two images and its logits."""
+
+    checkpoint: Path
+    settings: dict[str, Any]
+    images: dict[str, np.ndarray]
+    logits: dict[str, np.ndarray]
+    committed: bool
+
+    @property
+    def shape(self) -> dict[str, float]:
+        """The width/depth overrides of a reduced model (none for a full-size one)."""
+        if self.settings["width"] is None:
+            return {}
+        return {"width_mult": self.settings["width"], "depth_mult": self.settings["depth"]}
+
+    def inputs(self, which: str) -> torch.Tensor:
+        """The network input for image ``which`` (nominal, odd): ImageNet mean/std, as the script."""
+        mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+        image = self.images[which]
+        return torch.from_numpy(((image / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32))
+
+    def tolerance(self, which: str) -> float:
+        """1e-4 absolute for the committed models; relative to the largest logit above 1 for
+        full-size ones, whose random-weight logits reach 50 and round by more in float32."""
+        largest = float(np.abs(self.logits[which]).max())
+        return 1e-4 if self.committed else 1e-4 * max(1.0, largest)
+
+
+def _framework_case(npz: Path, committed: bool) -> FrameworkCase:
+    with np.load(npz) as archive:
+        settings = json.loads(str(archive["settings"]))
+        logits = {which: archive[f"logits_{which}"] for which in ("nominal", "odd")}
+    rng = np.random.RandomState(settings["image_seed"])  # the legacy generator: the same stream in any numpy
+    height, width = settings["odd_size"]
+    images = {"nominal": rng.randint(0, 256, (1, settings["size"], settings["size"], 3)).astype(np.uint8),
+              "odd": rng.randint(0, 256, (1, height, width, 3)).astype(np.uint8)}
+    digest = hashlib.sha256(b"".join(image.tobytes() for image in images.values())).hexdigest()
+    assert digest == settings["images_sha256"], f"{npz.name}: the images were not rebuilt as they were made"
+    checkpoint = npz.with_suffix(CHECKPOINT_SUFFIXES[settings["framework"]])
+    return FrameworkCase(checkpoint, settings, images, logits, committed)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``framework_case``: every fixture of the test module's ``FRAMEWORK`` (paddle_*, mindcv_*),
+    committed ones and those in ``$EFFNET_FRAMEWORK_FIXTURES``."""
+    if "framework_case" not in metafunc.fixturenames:
+        return
+    prefix = {"paddle": "paddle_", "mindspore": "mindcv_"}[metafunc.module.FRAMEWORK]
+    cases = [(path, True) for path in sorted(FRAMEWORK_FIXTURES.glob(f"{prefix}*.npz"))]
+    if os.environ.get(EXTRA_FIXTURES_ENV):
+        cases += [(path, False) for path in sorted(Path(os.environ[EXTRA_FIXTURES_ENV]).glob(f"{prefix}*.npz"))]
+    ids = [path.stem if committed else f"extra-{path.stem}" for path, committed in cases]
+    metafunc.parametrize("framework_case", cases, ids=ids, indirect=True)
+
+
+@pytest.fixture()
+def framework_case(request: pytest.FixtureRequest) -> FrameworkCase:
+    return _framework_case(*request.param)

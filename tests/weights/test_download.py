@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def test_downloads_once_into_the_cache_and_loads(cache: Path, lite0_url_entry) -
         raise AssertionError("the cached file must be used")
 
     assert download.fetch(lite0_url_entry, opener=no_network) == cached
+
+
+def test_an_entry_without_checksum_downloads_with_a_warning(cache: Path, lite0_url_entry) -> None:  # noqa: ANN001
+    """PaddleClas and mindcv publish no checksum: their entries download, say so once, and load."""
+    unverified = replace(lite0_url_entry, sha256=None)
+    with pytest.warns(download.UnverifiedDownloadWarning, match="no checksum is registered for "
+                                                                "'efficientnet_lite0.served'"):
+        cached = download.fetch(unverified, progress=False)
+    assert cached.read_bytes() == get_weights("efficientnet_lite0.tf_in1k").locate().read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cached file is used quietly
+        assert create_model("efficientnet_lite0", unverified).pretrained_cfg.sha256 is None
 
 
 def test_checksum_mismatch_saves_nothing(cache: Path, lite0_url_entry) -> None:  # noqa: ANN001

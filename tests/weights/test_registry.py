@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -17,6 +18,8 @@ from effnet.weights.registry import DEFAULTS, get_weights, list_weights
 from effnet.weights.sources import SOURCES
 
 URL_ENTRIES = [e for e in ENTRIES.values() if e.url]
+#: publishers that give no checksum (and name files without one): entries with sha256=None
+UNVERIFIED_SOURCES = {"paddle", "mindspore"}
 
 
 def test_every_entry_is_for_a_known_variant_and_source() -> None:
@@ -38,9 +41,26 @@ def test_the_well_known_checkpoints_are_registered() -> None:
     assert by_source["lukemelas"] >= b
     v2 = {f"efficientnetv2_{s}" for s in ("b0", "b1", "b2", "b3", "s", "m", "l", "xl")}
     assert by_source["timm"] >= b | {"efficientnet_b8", "efficientnet_l2"} | v2
+    assert by_source["paddle"] == b | {"efficientnet_b0_small"}  # issue 19: PaddleClas's zoo
+    assert by_source["mindspore"] == {"efficientnet_b0", "efficientnet_b1"}  # the files mindcv lists
 
 
-@pytest.mark.parametrize("entry", URL_ENTRIES, ids=lambda e: e.name)
+def test_entries_without_a_checksum_are_the_unverifiable_ones_and_never_a_default() -> None:
+    unverified = [e for e in ENTRIES.values() if not e.sha256]
+    assert unverified and {e.source for e in unverified} == UNVERIFIED_SOURCES
+    assert all(e.url and e.url.endswith((".pdparams", ".ckpt")) for e in unverified)
+    assert not {e.name for e in unverified} & set(DEFAULTS.values())
+    assert "efficientnet_b0_small" not in DEFAULTS  # its only weights are PaddleClas's
+
+
+def test_effnet_models_lists_them(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    known = {row["model"]: row["weights_known"] for row in json.loads(capsys.readouterr().out)}
+    assert "efficientnet_b0_small.paddle_in1k" in known["efficientnet_b0_small"]
+    assert {"efficientnet_b1.paddle_in1k", "efficientnet_b1.mindcv_in1k"} <= set(known["efficientnet_b1"])
+
+
+@pytest.mark.parametrize("entry", [e for e in URL_ENTRIES if e.sha256], ids=lambda e: e.name)
 def test_checksum_is_the_published_one(entry) -> None:  # noqa: ANN001
     """A full sha256 where one is published, else the prefix the file name carries; a full
     hash must start with the file name's prefix (torch.hub names files ``name-<sha256[:8]>``)."""
@@ -88,7 +108,18 @@ def test_torchvision_entries_match_torchvision_meta() -> None:
 def test_padding_and_eps_follow_how_each_source_evaluates() -> None:
     for entry in ENTRIES.values():
         tf_trained = entry.tag.startswith("tf_") or entry.source == "lukemelas"
-        if entry.source == "torchvision":
+        if entry.source == "paddle":
+            # PaddleClas: "SAME" frozen at the nominal size, B0-small "DYNAMIC" (symmetric); epsilon=1e-3
+            small = entry.arch == "efficientnet_b0_small"
+            assert (entry.padding, entry.bn_eps) == (Padding.SYMMETRIC if small else Padding.TF_SAME_STATIC, 1e-3)
+            pre = entry.preprocessing  # ResizeImage(resize_short=S + 32), bilinear; CropImage(S)
+            assert (math.floor(pre.size / pre.crop_fraction), pre.interpolation) == (pre.size + 32, "bilinear")
+        elif entry.source == "mindspore":
+            # mindcv: MindSpore's pad_mode="same" and BatchNorm default eps below B5
+            assert (entry.padding, entry.bn_eps) == (Padding.TF_SAME, 1e-5), entry.name
+            pre = entry.preprocessing  # Resize(floor(S / 0.875)), bicubic; CenterCrop(S)
+            assert (pre.crop_fraction, pre.interpolation) == (0.875, "bicubic"), entry.name
+        elif entry.source == "torchvision":
             # torchvision: B0-B4 built with BatchNorm2d's default eps, B5-B7 and V2 with 1e-3
             expected_eps = 1e-5 if entry.arch in {f"efficientnet_b{i}" for i in range(5)} else 1e-3
             assert (entry.padding, entry.bn_eps) == (Padding.SYMMETRIC, expected_eps), entry.name
@@ -110,8 +141,8 @@ def test_defaults() -> None:
         assert get_weights("default", arch).file.startswith("package:")  # works offline
     for arch, name in DEFAULTS.items():
         entry = ENTRIES[name]
-        assert entry.arch == arch
-        in1k_only = [e for e in list_weights(arch) if not e.extra_training_data and e.top1]
+        assert entry.arch == arch and entry.sha256
+        in1k_only = [e for e in list_weights(arch) if not e.extra_training_data and e.top1 and e.sha256]
         if in1k_only and not entry.file:
             assert not entry.extra_training_data
             assert entry.top1 == max(e.top1 for e in in1k_only)

@@ -10,12 +10,15 @@ from effnet.weights.sources import SOURCES, classifier_rows, detect_source
 
 #: (stem tensor, classifier tensor, classifier shape for 10 classes) as each ecosystem names them:
 #: efficientnet_pytorch ``_fc``, timm ``classifier``, torchvision ``classifier.1`` (after dropout),
-#: Keras's dense kernel ``predictions`` stored (in, out).
+#: Keras's dense kernel ``predictions`` stored (in, out), PaddleClas's ``_fc`` (in, out) too, mindcv's
+#: ``mlp_head``.
 LAYOUTS = {
     "lukemelas": ("_conv_stem.weight", "_fc.weight", (10, 1280)),
     "timm": ("conv_stem.weight", "classifier.weight", (10, 1280)),
     "torchvision": ("features.0.0.weight", "classifier.1.weight", (10, 1280)),
     "keras": ("stem_conv/0", "predictions/0", (1280, 10)),
+    "paddle": ("_ef._conv_stem._conv._conv._conv.weight", "_fc.weight", (1280, 10)),
+    "mindspore": ("features.0.weight", "mlp_head.weight", (10, 1280)),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -13,18 +13,24 @@ from .spec import BlockPlan
 
 @dataclass(frozen=True)
 class BlockOptions:
-    """What every block shares: activation, padding convention, BatchNorm settings."""
+    """What every block shares: activation, padding convention, BatchNorm settings; and the
+    nominal side of the input of the layer being built (``Padding.TF_SAME_STATIC`` needs it)."""
 
     activation: str
     padding: Padding = Padding.SYMMETRIC
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    input_size: int | None = None
 
     def norm(self, channels: int) -> nn.BatchNorm2d:
         return create_norm(channels, self.bn_eps, self.bn_momentum)
 
     def conv(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-        return create_conv2d(cin, cout, kernel, stride, groups, padding=self.padding)
+        return create_conv2d(cin, cout, kernel, stride, groups, padding=self.padding, input_size=self.input_size)
+
+    def at(self, input_size: int) -> BlockOptions:
+        """These options for a layer whose input is ``input_size`` pixels wide at the nominal resolution."""
+        return replace(self, input_size=input_size)
 
 
 class _Residual(nn.Module):
@@ -131,4 +137,6 @@ BLOCKS: dict[str, type[nn.Module]] = {
 
 
 def create_block(plan: BlockPlan, options: BlockOptions) -> nn.Module:
-    return BLOCKS[plan.kind](plan, options)
+    """The block ``plan`` describes. Its strided conv sees the block's input size (a 1x1
+    expansion before it keeps the size)."""
+    return BLOCKS[plan.kind](plan, options.at(plan.input_size))

@@ -1,4 +1,4 @@
-"""Building bricks: convolution with either padding convention, SE, DropPath, activations."""
+"""Building bricks: convolution with each padding convention, SE, DropPath, activations."""
 
 from __future__ import annotations
 
@@ -38,6 +38,35 @@ class Conv2dSame(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
+class Conv2dStaticSame(nn.Conv2d):
+    """A Conv2d padded like TensorFlow "SAME" at a nominal input size, for any input size
+    (PaddleClas's ``padding_type="SAME"``).
+
+    The top/left padding is the one TF "SAME" gives at ``input_size``; the bottom/right is
+    whatever it takes to output ``ceil(size / stride)`` like TF, so the output has TF's shape
+    and, at sizes of the nominal parity, TF's values. Only the bottom/right padding depends
+    on the input, as the same symbolic integers as ``Conv2dSame`` (exports stay dynamic).
+    For the strided convs of EfficientNet (3x3 and 5x5, stride 2) it is never negative.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, *, input_size: int,
+                 groups: int = 1, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel, stride, padding=0, groups=groups, bias=bias)
+        self.input_size = input_size
+        self.before = tuple(same_padding(input_size, k, s) // 2 for k, s in zip(self.kernel_size, self.stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        top, left = self.before
+        bottom = same_padding(height, self.kernel_size[0], self.stride[0]) - top
+        right = same_padding(width, self.kernel_size[1], self.stride[1]) - left
+        x = F.pad(x, [left, right, top, bottom])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, input_size={self.input_size}"
+
+
 def create_conv2d(
     in_channels: int,
     out_channels: int,
@@ -46,14 +75,21 @@ def create_conv2d(
     groups: int = 1,
     bias: bool = False,
     padding: Padding = Padding.SYMMETRIC,
+    input_size: int | None = None,
 ) -> nn.Conv2d:
-    """A conv whose padding follows ``padding``.
+    """A conv whose padding follows ``padding``; ``input_size`` is the nominal side of its
+    input, which ``Padding.TF_SAME_STATIC`` needs for strided convs.
 
-    With stride 1 and an odd kernel, TF "SAME" is exactly symmetric, so only strided
-    convolutions pay for dynamic padding.
+    With stride 1 and an odd kernel, TF "SAME" (static or not) is exactly symmetric, so only
+    strided convolutions pay for it.
     """
-    if padding == Padding.TF_SAME and stride > 1:
+    if stride > 1 and padding == Padding.TF_SAME:
         return Conv2dSame(in_channels, out_channels, kernel, stride, padding=0, groups=groups, bias=bias)
+    if stride > 1 and padding == Padding.TF_SAME_STATIC:
+        if input_size is None:
+            raise ValueError("Padding.TF_SAME_STATIC needs the nominal input size of a strided conv")
+        return Conv2dStaticSame(in_channels, out_channels, kernel, stride, groups=groups, bias=bias,
+                                input_size=input_size)
     return nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
 
 

@@ -64,7 +64,7 @@ class EfficientNet(nn.Module):
         self.grad_checkpointing = False
         options = BlockOptions(plan.activation, self.padding, bn_eps, bn_momentum)
 
-        self.conv_stem = options.conv(plan.in_chans, plan.stem_channels, 3, stride=2)
+        self.conv_stem = options.at(plan.resolution).conv(plan.in_chans, plan.stem_channels, 3, stride=2)
         self.bn1 = options.norm(plan.stem_channels)
         self.act1 = create_act(plan.activation)
         self.blocks = nn.Sequential(

@@ -23,10 +23,16 @@ class Padding(str, enum.Enum):
     TF_SAME: TensorFlow "SAME", decided per input size; for stride 2 on even inputs it pads
     one pixel less on the top/left than on the bottom/right. Weights trained in TF
     (the Lite packages, lukemelas, timm ``tf_*``, Keras) need it to reproduce their logits.
+    TF_SAME_STATIC: TF "SAME" frozen at the network's nominal resolution, as PaddleClas pads:
+    each strided conv keeps the top/left padding it has at the plan's ``resolution`` whatever
+    the input, and pads the bottom/right so that it still outputs ``ceil(size / stride)``.
+    Equal to TF_SAME at the nominal size (and whenever every strided layer's input has the
+    parity it has there); needed to reproduce PaddleClas's logits at other sizes.
     """
 
     SYMMETRIC = "symmetric"
     TF_SAME = "tf_same"
+    TF_SAME_STATIC = "tf_same_static"
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,9 @@ class BlockPlan:
     stride: int
     se_channels: int
     drop_path_rate: float
+    #: side of the block's input at the plan's ``resolution`` (``Padding.TF_SAME_STATIC`` pads
+    #: the block's strided conv for it)
+    input_size: int
 
     @property
     def has_residual(self) -> bool:
@@ -252,6 +261,12 @@ def round_repeats(repeats: int, multiplier: float) -> int:
     return int(math.ceil(multiplier * repeats))
 
 
+def _strided(size: int, stride: int) -> int:
+    """Output side of a strided conv: ``ceil(size / stride)`` with either padding convention
+    (odd kernels padded symmetrically, or TF "SAME")."""
+    return -(-size // stride)
+
+
 def plan_network(
     name: str,
     variant: Variant,
@@ -291,10 +306,12 @@ def plan_network(
     rate = family.drop_path_rate if drop_path_rate is None else drop_path_rate
     blocks: list[BlockPlan] = []
     in_channels = stem
+    size = _strided(variant.resolution, 2)  # after the stem
     for stage_index, stage, repeats in rows:
         out_channels = width(stage.out_channels)
         for i in range(repeats):
             se_ratio = stage.se_ratio if family.use_se else 0.0
+            stride = stage.stride if i == 0 else 1
             blocks.append(
                 BlockPlan(
                     stage=stage_index,
@@ -304,12 +321,14 @@ def plan_network(
                     out_channels=out_channels,
                     mid_channels=in_channels * stage.expand_ratio,
                     kernel=stage.kernel,
-                    stride=stage.stride if i == 0 else 1,
+                    stride=stride,
                     se_channels=max(1, int(in_channels * se_ratio)) if se_ratio else 0,
                     drop_path_rate=rate * len(blocks) / total_blocks,
+                    input_size=size,
                 )
             )
             in_channels = out_channels
+            size = _strided(size, stride)
 
     return NetworkPlan(
         name=name,

@@ -1,4 +1,5 @@
-"""``effnet convert``: a checkpoint from lukemelas, timm, torchvision or Keras -> our safetensors.
+"""``effnet convert``: a checkpoint from lukemelas, timm, torchvision, Keras, PaddleClas or mindcv
+-> our safetensors.
 
 The output carries everything needed to use it correctly (architecture, padding, BatchNorm
 epsilon, preprocessing, labels, reported accuracy) in its safetensors header, so
@@ -22,14 +23,16 @@ if TYPE_CHECKING:
     from ..weights.conversion import Conversion
 
 DESCRIPTION = (
-    "Convert a checkpoint from lukemelas (efficientnet_pytorch), timm, torchvision or Keras "
-    "(.keras/.h5 of keras.applications EfficientNet/EfficientNetV2) into a .safetensors file that "
-    "carries its architecture, padding, BatchNorm epsilon, preprocessing and labels."
+    "Convert a checkpoint from lukemelas (efficientnet_pytorch), timm, torchvision, Keras "
+    "(.keras/.h5 of keras.applications EfficientNet/EfficientNetV2), PaddleClas (.pdparams) or "
+    "MindSpore's mindcv (.ckpt) into a .safetensors file that carries its architecture, padding, "
+    "BatchNorm epsilon, preprocessing and labels. No other framework is needed, and nothing in "
+    "the file is executed."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="checkpoint file (.pth/.pt/.bin/.safetensors, .keras/.h5)")
+    parser.add_argument("src", metavar="SRC", help="checkpoint file (.pth/.pt/.bin/.safetensors, .keras/.h5, .pdparams, .ckpt)")
     parser.add_argument("--from", dest="source", choices=[name for name, s in SOURCES.items() if s.convertible],
                         default=None, help="layout of SRC (default: detected from its tensor names)")
     parser.add_argument("--model", "-m", required=True,

@@ -7,9 +7,8 @@ import sys
 from typing import Any
 
 from ..data.datasets import EvalSet, LabelResolver, load_eval_set, read_class_map
-from ..data.transforms import INTERPOLATIONS
 from ..errors import UsageError
-from ..options import OPTIONS, add_options, check_json_destination, positive_int, write_json
+from ..options import OPTIONS, add_options, check_json_destination, positive_int, preprocessing_overrides, write_json
 from ..runtime import Engine, open_engine
 from ..runtime.distributed import DistContext
 from ..runtime.evaluation import EvalReport, default_workers, evaluate
@@ -47,37 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "working size (e.g. >= 1536 px short side for Lite0) is decoded DCT-reduced to >= 3x: "
                              "faster, and it changes the input less than re-saving the JPEG would")
     add_options(parser, "no_progress")
-    _add_preprocessing_options(parser)
-
-
-def _add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
-    """``--size --crop-pct --interpolation --mean --std``, as predict has them (to move to effnet.options)."""
-    group = parser.add_argument_group(
-        "preprocessing", "replace what the weights or the exported file say\n(an ONNX file effnet did not write "
-                         "carries none: the defaults are then a guess)")
-    group.add_argument("--size", type=positive_int, metavar="PIXELS", help="side of the square network input")
-    group.add_argument("--crop-pct", type=float, metavar="FRACTION",
-                       help="share of the image's short side the centre crop keeps, e.g. 0.875")
-    group.add_argument("--interpolation", choices=INTERPOLATIONS, help="resize filter")
-    group.add_argument("--mean", type=_channel_values, metavar="R,G,B",
-                       help="per-channel mean on the 0-1 scale, e.g. 0.485,0.456,0.406 (one value: every channel)")
-    group.add_argument("--std", type=_channel_values, metavar="R,G,B",
-                       help="per-channel standard deviation on the 0-1 scale, e.g. 0.229,0.224,0.225")
-
-
-def _channel_values(text: str) -> tuple[float, ...]:
-    """An argparse ``type``: ``0.5`` or ``0.485,0.456,0.406`` (checked by ``Preprocessing.with_overrides``)."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected one number or three comma-separated ones, not {text!r}") from None
-
-
-def _preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The ``Preprocessing.with_overrides`` fields given on the command line, or None."""
-    given = {"size": args.size, "crop_fraction": args.crop_pct, "interpolation": args.interpolation,
-             "mean": args.mean, "std": args.std}
-    return {key: value for key, value in given.items() if value is not None} or None
+    add_options(parser, "preprocessing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     context = DistContext.from_env("cuda" if str(args.device).startswith("cuda") else "cpu")
     try:
         engine = open_engine(args.engine, args.model, args.weights, device=context.local_device(args.device),
-                             threads=args.threads, preprocessing=_preprocessing_overrides(args))
+                             threads=args.threads, preprocessing=preprocessing_overrides(args))
         resolver = LabelResolver(
             num_classes=engine.num_classes, class_names=engine.labels,
             class_map=read_class_map(args.class_map) if args.class_map else None,

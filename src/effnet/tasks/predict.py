@@ -10,9 +10,8 @@ from dataclasses import asdict
 from typing import Any
 
 from ..data.images import IMAGE_SUFFIXES, ImageError, find_images
-from ..data.transforms import INTERPOLATIONS
 from ..errors import UsageError
-from ..options import add_options, check_json_destination, positive_int, write_json
+from ..options import add_options, check_json_destination, positive_int, preprocessing_overrides, write_json
 from ..runtime.predictor import Prediction, Predictor
 
 DESCRIPTION = "Classify images and print the top-k classes with names and probabilities."
@@ -27,37 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass")
     add_options(parser, "json", json={"help": "print one JSON document instead of tables (no PATH, or '-'), "
                                               "or write it to PATH (a .json file) as well as the tables"})
-    _add_preprocessing_options(parser)
-
-
-def _add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
-    """``--size --crop-pct --interpolation --mean --std``, as eval has them (to move to effnet.options)."""
-    group = parser.add_argument_group(
-        "preprocessing", "replace what the weights or the exported file say\n(an ONNX file effnet did not write "
-                         "carries none: the defaults are then a guess)")
-    group.add_argument("--size", type=positive_int, metavar="PIXELS", help="side of the square network input")
-    group.add_argument("--crop-pct", type=float, metavar="FRACTION",
-                       help="share of the image's short side the centre crop keeps, e.g. 0.875")
-    group.add_argument("--interpolation", choices=INTERPOLATIONS, help="resize filter")
-    group.add_argument("--mean", type=_channel_values, metavar="R,G,B",
-                       help="per-channel mean on the 0-1 scale, e.g. 0.485,0.456,0.406 (one value: every channel)")
-    group.add_argument("--std", type=_channel_values, metavar="R,G,B",
-                       help="per-channel standard deviation on the 0-1 scale, e.g. 0.229,0.224,0.225")
-
-
-def _channel_values(text: str) -> tuple[float, ...]:
-    """An argparse ``type``: ``0.5`` or ``0.485,0.456,0.406`` (checked by ``Preprocessing.with_overrides``)."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected one number or three comma-separated ones, not {text!r}") from None
-
-
-def _preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The ``Preprocessing.with_overrides`` fields given on the command line, or None."""
-    given = {"size": args.size, "crop_fraction": args.crop_pct, "interpolation": args.interpolation,
-             "mean": args.mean, "std": args.std}
-    return {key: value for key, value in given.items() if value is not None} or None
+    add_options(parser, "preprocessing")
 
 
 def expand_folders(arguments: Sequence[str]) -> list[str]:
@@ -79,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     check_json_destination(args.json)
     paths = expand_folders(args.images)
     predictor = Predictor(args.model, args.weights, engine=args.engine, topk=args.topk, batch_size=args.batch_size,
-                          device=args.device, threads=args.threads, preprocessing=_preprocessing_overrides(args))
+                          device=args.device, threads=args.threads, preprocessing=preprocessing_overrides(args))
     tables = args.json != "-"
     failures = 0
     records: list[dict[str, Any]] = []

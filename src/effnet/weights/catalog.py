@@ -8,6 +8,14 @@ Entry names are ``<arch>.<tag>``. Tags say where the tensors come from:
 - ``ra_in1k``, ``ra2_in1k``, ``ft_in1k``: trained in PyTorch by timm; symmetric padding, eps 1e-5.
 - ``tv_in1k``, ``tv2_in1k``: torchvision's ``IMAGENET1K_V1`` / ``IMAGENET1K_V2``.
 - ``lukemelas_in1k``: lukemelas/EfficientNet-PyTorch (TF AutoAugment checkpoints).
+- ``paddle_in1k``: PaddleClas (``.pdparams``); B0 and B0-small trained by PaddleClas, B1-B7
+  converted from the TF checkpoints; TF "same" frozen at the nominal size (B0-small
+  symmetric), eps 1e-3.
+- ``mindcv_in1k``, ``mindcv_910v2_in1k``: mindcv (MindSpore ``.ckpt``), trained on Ascend;
+  TF "same", eps 1e-5.
+
+Entries with ``sha256=None`` (PaddleClas, mindcv: their publishers give no checksum and the
+files were never fetched here) download unverified and are never a model's default.
 
 Lookups (by name, tag, ``default``, checksum) are in ``registry.py``.
 """
@@ -20,6 +28,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, TF_LITE_MEAN, TF_LITE
 from ..models.spec import Padding
 from ..models.variants import short_name
 from .entry import WeightsEntry
+from .sources import mindspore, paddle
 
 #: timm's IMAGENET_INCEPTION_MEAN/STD: inputs scaled to [-1, 1].
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -329,6 +338,59 @@ def _lukemelas_entries() -> list[WeightsEntry]:
     ]
 
 
+_PADDLE = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/"
+_PADDLE_TABLE = "PaddleClas docs/zh_CN/models/ImageNet1k/EfficientNet.md, 1.2 模型指标 (Top1/Top5)"
+
+
+def _paddle_entries() -> list[WeightsEntry]:
+    """PaddleClas's ``MODEL_URLS`` (``ppcls/arch/backbone/model_zoo/efficientnet.py``) with the
+    eval pipeline of its configs (``ppcls/configs/ImageNet/EfficientNet/*.yaml``): the shorter
+    side resized to S + 32 (bilinear), the centre S cropped, ImageNet mean/std. The sizes are
+    its benchmark table's; B0-small has no config and is benchmarked at B0's 224."""
+    rows = [
+        ("efficientnet_b0", "EfficientNetB0", 224, 77.4, 93.3), ("efficientnet_b1", "EfficientNetB1", 240, 79.2, 94.4),
+        ("efficientnet_b2", "EfficientNetB2", 260, 79.9, 94.7), ("efficientnet_b3", "EfficientNetB3", 300, 81.2, 95.4),
+        ("efficientnet_b4", "EfficientNetB4", 380, 82.9, 96.2), ("efficientnet_b5", "EfficientNetB5", 456, 83.6, 96.7),
+        ("efficientnet_b6", "EfficientNetB6", 528, 84.0, 96.9), ("efficientnet_b7", "EfficientNetB7", 600, 84.3, 96.9),
+        ("efficientnet_b0_small", "EfficientNetB0_small", 224, 75.8, 92.6),
+    ]
+    return [
+        WeightsEntry(
+            name=f"{arch}.paddle_in1k", arch=arch, source="paddle", url=f"{_PADDLE}{theirs}_pretrained.pdparams",
+            padding=Padding.SYMMETRIC if arch == "efficientnet_b0_small" else Padding.TF_SAME_STATIC, bn_eps=1e-3,
+            preprocessing=paddle.preprocessing(size), top1=top1, top5=top5,
+            reported_by=f"{_PADDLE_TABLE}, {theirs}",
+        )
+        for arch, theirs, size, top1, top5 in rows
+    ]
+
+
+_MINDCV = "https://download.mindspore.cn/toolkits/mindcv/efficientnet/"
+_MINDCV_910V2 = "https://download-mindspore.osinfra.cn/toolkits/mindcv/efficientnet/"
+_MINDCV_TABLE = "mindcv configs/efficientnet/README.md results table"
+
+
+def _mindcv_entries() -> list[WeightsEntry]:
+    """mindcv's ``default_cfgs`` (``mindcv/models/efficientnet.py``) with the eval transform of
+    its configs (shorter side floor(S / 0.875), bicubic, centre crop S); mindcv lists no file
+    for B2-B7. B0-B4 are built with MindSpore's BatchNorm eps (1e-5)."""
+    rows = [
+        ("efficientnet_b0", "mindcv_in1k", f"{_MINDCV}efficientnet_b0-103ec70c.ckpt", 224, 76.89, 93.16,
+         "Ascend 910 x8, graph mode"),
+        ("efficientnet_b0", "mindcv_910v2_in1k", f"{_MINDCV_910V2}efficientnet_b0-f8d7aa2a-910v2.ckpt", 224, 76.88,
+         93.28, "Ascend 910* x8"),
+        ("efficientnet_b1", "mindcv_in1k", f"{_MINDCV}efficientnet_b1-f8c6b13f.ckpt", 240, 78.95, 94.34,
+         "its B1 row from 5a8d5b1 to 1e3d281, dropped since"),
+    ]
+    return [
+        WeightsEntry(
+            name=f"{arch}.{tag}", arch=arch, source="mindspore", url=url, padding=Padding.TF_SAME, bn_eps=1e-5,
+            preprocessing=mindspore.preprocessing(size), top1=top1, top5=top5, reported_by=f"{_MINDCV_TABLE} ({where})",
+        )
+        for arch, tag, url, size, top1, top5, where in rows
+    ]
+
+
 ENTRIES: dict[str, WeightsEntry] = {
     e.name: e
     for e in (
@@ -338,5 +400,7 @@ ENTRIES: dict[str, WeightsEntry] = {
         *_timm_entries(),
         *_torchvision_entries(),
         *_lukemelas_entries(),
+        *_paddle_entries(),
+        *_mindcv_entries(),
     )
 }

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from ..data.transforms import Preprocessing
 from ..errors import WeightsError, WeightsMismatchError, WrongArchitectureError
 from ..models.variants import list_models, resolve
 from .entry import WeightsEntry, sha256_of
@@ -123,16 +122,16 @@ def entry_for_file(path: Path, arch: str | None, state: Mapping[str, torch.Tenso
     if known is not None and known.source == layout.name:
         return replace(known, file=str(path), url=None)
     template = template_for(arch, layout.name)
-    num_classes = classifier_rows(state) or 1000
+    num_classes = layout.classifier_rows(state) or 1000
     if template is not None and template.num_classes == num_classes:
         # Same layout as a registered checkpoint but not that file: take its settings, not its accuracy.
         return replace(template, name=f"{arch}.file", file=str(path), sha256=None, url=None, top1=None, top5=None,
                        reported_by="", extra={"settings_from": template.name})
+    settings = layout.bare_settings(resolve(arch, num_classes=num_classes))
     return WeightsEntry(
-        name=f"{arch}.file", arch=arch, source=layout.name, file=str(path),
-        preprocessing=Preprocessing(size=resolve(arch).eval_resolution), num_classes=num_classes,
-        labels="imagenet1k" if num_classes == 1000 else (), padding=layout.padding, bn_eps=layout.bn_eps,
-        extra={"defaults_of": layout.name},  # a guess: callers tell the user how to say better
+        name=f"{arch}.file", arch=arch, source=layout.name, file=str(path), preprocessing=settings.preprocessing,
+        num_classes=num_classes, labels="imagenet1k" if num_classes == 1000 else (), padding=settings.padding,
+        bn_eps=settings.bn_eps, extra={"defaults_of": layout.name},  # a guess: callers tell the user how to say better
     )
 
 
@@ -183,7 +182,7 @@ def convert_file(
     if entry_name is not None:
         chosen = get_weights(entry_name, arch)
         entry = replace(chosen, file=str(src), url=None, sha256=None)
-    num_classes = classifier_rows(state) or entry.num_classes
+    num_classes = classifier_rows(state, source) or entry.num_classes
     if labels is not None and len(labels) != num_classes:
         raise WeightsError(f"--labels has {len(labels)} names but the classifier has {num_classes} classes")
     entry = replace(entry, num_classes=num_classes,

@@ -2,7 +2,9 @@
 
 ``EFFNET_OFFLINE=1`` forbids network access: only cached or embedded files are used.
 A file only ever appears in the cache under its final name once its checksum matched, so an
-interrupted or corrupt download never poisons later runs.
+interrupted or corrupt download never poisons later runs. An entry without a checksum
+(its publisher gives none) is downloaded whole and atomically too, with a warning that it
+could not be verified; such entries are never a default (``registry.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,10 @@ from .entry import WeightsEntry, checksum_matches
 OFFLINE_ENV = "EFFNET_OFFLINE"
 
 Opener = Callable[..., Any]
+
+
+class UnverifiedDownloadWarning(UserWarning):
+    """A file was downloaded for an entry that has no checksum to verify it with."""
 
 
 def cached_path(entry: WeightsEntry) -> Path:
@@ -55,6 +62,9 @@ def fetch(entry: WeightsEntry, *, progress: bool = True, opener: Opener | None =
         raise WeightsError(
             f"weights '{entry.name}' are not cached and {OFFLINE_ENV} is set; {_how_to_get_it(entry, dest)}"
         )
+    if not entry.sha256:
+        warnings.warn(f"no checksum is registered for '{entry.name}': {entry.url} is downloaded unverified",
+                      UnverifiedDownloadWarning, stacklevel=2)
     try:
         download(entry.url, dest, entry.sha256, progress=progress, opener=opener)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:

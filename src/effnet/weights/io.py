@@ -1,9 +1,12 @@
 """Reading checkpoints safely, and the one safetensors header writer and reader.
 
 Files are tensors, never code: ``.safetensors``, torch files opened with ``weights_only=True``,
-and Keras files (``.keras``, ``.h5``) read with h5py alone, without Keras or TensorFlow (their
-tensors are kept as ``<layer name>/<index>`` until ``sources/keras.py`` maps them). Anything
-else is a one-line ``WeightsError``.
+Keras files (``.keras``, ``.h5``) read with h5py alone, without Keras or TensorFlow (their
+tensors are kept as ``<layer name>/<index>`` until ``sources/keras.py`` maps them), Paddle
+``.pdparams`` through an allow-list unpickler (``pdparams.py``) and MindSpore ``.ckpt``
+through a protobuf decoder (``mindspore_ckpt.py``), neither framework needed. Anything else
+is a one-line ``WeightsError``. The suffix picks the reader, and the content where a suffix
+is shared: a ``.ckpt`` is PyTorch (Lightning) or MindSpore, told apart by its first byte.
 
 Our own safetensors carry their weights entry in the header (``metadata_from_entry``, written
 by ``effnet convert`` and ``effnet train``); ``entry_from_metadata`` reads it back.
@@ -32,6 +35,9 @@ from ..errors import UnknownWeightsError, UsageError, WeightsError
 from ..models.spec import Padding
 from ..models.variants import canonical_name
 from .entry import WeightsEntry
+from .mindspore_ckpt import FIRST_BYTE as MINDSPORE_FIRST_BYTE
+from .mindspore_ckpt import read_mindspore_ckpt
+from .pdparams import read_pdparams
 from .sources import StateDict
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -39,8 +45,8 @@ KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 # -- reading files safely -----------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
-    """Tensors and string metadata from ``.safetensors``, a torch file or a Keras file,
-    never unpickling code.
+    """Tensors and string metadata from ``.safetensors``, a torch, Keras, Paddle or MindSpore
+    file, never unpickling code.
 
     Torch files are opened with ``weights_only=True``; common wrappers
     (``{"state_dict": ...}``, ``{"model": ...}``, ``{"state_dict_ema": ...}``) are unwrapped.
@@ -55,8 +61,11 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
             f"{path}: an ONNX model, not PyTorch weights; pass the .safetensors/.pth it was exported from "
             "(predict, eval and serve run .onnx files directly)"
         )
-    if path.suffix.lower() in KERAS_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in KERAS_SUFFIXES:
         return read_keras(path)
+    if suffix == ".pdparams":
+        return read_pdparams(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -68,9 +77,10 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
             raise WeightsError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
     with path.open("rb") as handle:
         magic = handle.read(4)
+    if suffix == ".ckpt" and magic[:1] == MINDSPORE_FIRST_BYTE:
+        return read_mindspore_ckpt(path)
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
-        raise WeightsError(f"{path}: not a PyTorch checkpoint, safetensors or Keras file (a .pth/.pt is a zip "
-                           f"archive or a pickle; this file starts with {magic!r})")
+        raise WeightsError(f"{path}: {_unknown_format(suffix)}; this file starts with {magic!r}")
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols would precede our one line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -83,6 +93,14 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from None
     return unwrap_state_dict(obj, str(path)), {}
+
+
+def _unknown_format(suffix: str) -> str:
+    """What a file of this suffix should have been."""
+    if suffix == ".ckpt":
+        return ("neither a PyTorch checkpoint (a zip archive or a pickle) nor a MindSpore one (protobuf, "
+                "starting with 0x0a)")
+    return "not a PyTorch checkpoint, safetensors or Keras file (a .pth/.pt is a zip archive or a pickle)"
 
 
 def _refused(path: Path, message: str) -> str:

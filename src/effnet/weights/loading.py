@@ -16,7 +16,6 @@ import torch
 
 from ..errors import WeightsError, WrongArchitectureError
 from ..models.network import EfficientNet, build_model
-from ..models.spec import NetworkPlan
 from ..models.variants import canonical_name, resolve
 from .conversion import check_fits, entry_for_file, fill_batch_counters
 from .download import fetch
@@ -25,7 +24,7 @@ from .io import read_checkpoint
 from .registry import DEFAULT_MODEL, arch_for, get_weights
 from .sources import convert_state_dict
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras", ".pdparams")
 
 
 def looks_like_path(weights: str | Path) -> bool:
@@ -115,20 +114,21 @@ def create_model(
         entry = resolve_entry(weights, arch)
         raw = load_entry_state(entry)
     arch = entry.arch
-    state = convert_state_dict(raw, entry.source, build_plan(entry))
+    new_head = num_classes is not None and num_classes != entry.num_classes
+    options = {"padding": entry.padding, "bn_eps": entry.bn_eps} | entry.extra.get("shape", {}) | kwargs
+    head = num_classes if new_head else entry.num_classes
+    # Checked against the plan before anything is built: a file that does not fit (or a
+    # crafted header claiming a huge width) costs no memory. The same plan places the blocks
+    # of the file's layout, so a custom width or depth is converted for what it is.
+    plan = resolve(arch, num_classes=head, in_chans=in_chans,
+                   **{key: options[key] for key in ("width_mult", "depth_mult") if key in options})
+    state = convert_state_dict(raw, entry.source, plan)
     if "conv_stem.weight" in state:
         state["conv_stem.weight"] = adapt_input_conv(state["conv_stem.weight"], in_chans)
-    new_head = num_classes is not None and num_classes != entry.num_classes
     features_only = bool(kwargs.get("features_only"))
     dropped = ("conv_head.", "bn2.", "classifier.") if features_only else ("classifier.",)
     if new_head or features_only:
         state = {k: v for k, v in state.items() if not k.startswith(dropped)}
-    options = {"padding": entry.padding, "bn_eps": entry.bn_eps} | entry.extra.get("shape", {}) | kwargs
-    head = num_classes if new_head else entry.num_classes
-    # Checked against the plan before anything is built: a file that does not fit (or a
-    # crafted header claiming a huge width) costs no memory.
-    plan = resolve(arch, num_classes=head, in_chans=in_chans,
-                   **{key: options[key] for key in ("width_mult", "depth_mult") if key in options})
     expected = {k: v for k, v in plan.tensor_shapes().items() if not (features_only and k.startswith(dropped))}
     fill_batch_counters(state, expected)
     check_fits(state, expected, arch, ignore=("classifier.",) if new_head else (), raw=raw, source=entry.source,
@@ -137,8 +137,3 @@ def create_model(
     model.load_state_dict(state, strict=not new_head)
     model.pretrained_cfg = entry
     return model
-
-
-def build_plan(entry: WeightsEntry) -> NetworkPlan:
-    """The plan the entry's tensors were made for (used by converters to place blocks)."""
-    return resolve(entry.arch, num_classes=entry.num_classes, **entry.extra.get("shape", {}))

@@ -16,7 +16,11 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 def _defaults() -> dict[str, str]:
     """What ``weights="default"`` means: the embedded weights where there are some, else the
-    ImageNet-1k-only entry with the best reported top-1 (extra-data weights are opt-in)."""
+    ImageNet-1k-only entry with the best reported top-1 (extra-data weights are opt-in).
+
+    Only entries with a checksum qualify: a default is downloaded without the user naming it,
+    so it must be verifiable. Entries without one (PaddleClas, mindcv) are used when named.
+    """
     defaults = {
         "efficientnet_lite0": "efficientnet_lite0.tf_in1k",
         "efficientnet_lite1": "efficientnet_lite1.tf_in1k",
@@ -24,7 +28,7 @@ def _defaults() -> dict[str, str]:
     }
     best: dict[str, WeightsEntry] = {}
     for entry in ENTRIES.values():
-        if entry.arch in defaults or entry.top1 is None:
+        if entry.arch in defaults or entry.top1 is None or not entry.sha256:
             continue
         current = best.get(entry.arch)
         if current is None or (current.extra_training_data, -(current.top1 or 0)) > (

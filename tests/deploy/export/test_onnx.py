@@ -101,6 +101,26 @@ def test_export_network_takes_a_built_module_and_leaves_it_alone(tmp_path: Path)
     assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() < 1e-4
 
 
+def test_static_same_padding_exports_with_dynamic_sizes(tmp_path: Path) -> None:
+    """PaddleClas's frozen "SAME" (``tf_same_static``): the top/left pads are constants and the
+    bottom/right ones follow the input, so the dynamic-size graph matches torch at odd sizes
+    too (``export_network`` checks 225x261 itself), where dynamic TF "same" gives other logits."""
+    torch.manual_seed(0)
+    shape = {"width_mult": 0.25, "depth_mult": 0.25, "num_classes": 5}
+    net = build_model("efficientnet_b0", padding="tf_same_static", **shape).eval()
+    result = export_network(net, tmp_path / "static.onnx")
+    assert read_metadata(result.path)["padding"] == "tf_same_static"
+    assert [check["shape"][2:] for check in result.checks] == [[224, 224], [225, 261]]
+    dynamic = build_model("efficientnet_b0", padding="tf_same", **shape).eval()
+    dynamic.load_state_dict(net.state_dict())
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 97, 130, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected, other = net(x).numpy(), dynamic(x).numpy()
+    actual = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(actual - expected).max() < 1e-4 < np.abs(actual - other).max()
+
+
 def test_export_friendly_swaps_relu6_for_the_same_values() -> None:
     torch.manual_seed(0)
     net = build_model("efficientnet_lite0", width_mult=0.25, num_classes=5).eval()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ...errors import WeightsError
-from . import effnet, keras, lukemelas, timm, torchvision
+from . import effnet, keras, lukemelas, mindspore, paddle, timm, torchvision
 from .base import Source, StateDict
 
 if TYPE_CHECKING:
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from ...models.spec import NetworkPlan
 
 SOURCES: dict[str, Source] = {source.name: source for source in (
-    effnet.SOURCE, lukemelas.SOURCE, timm.SOURCE, torchvision.SOURCE, keras.SOURCE,
+    effnet.SOURCE, lukemelas.SOURCE, timm.SOURCE, torchvision.SOURCE, keras.SOURCE, paddle.SOURCE, mindspore.SOURCE,
 )}
+
 
 def get_source(name: str) -> Source:
     if name not in SOURCES:
@@ -45,9 +46,14 @@ def detect_source(state: Mapping[str, object]) -> str:
 
 
 def classifier_rows(state: Mapping[str, torch.Tensor], source: str | None = None) -> int | None:
-    """Number of classes of a checkpoint's classifier: in ``source``'s layout, or in whichever
-    layout has one."""
-    candidates = [get_source(source)] if source else list(SOURCES.values())
+    """Number of classes of a checkpoint's classifier: in ``source``'s layout, else in the
+    layout its tensor names show first (PaddleClas's ``_fc.weight`` is lukemelas's name with
+    the axes swapped), then in whichever layout has one."""
+    if source:
+        candidates = [get_source(source)]
+    else:
+        detected = find_source(state)
+        candidates = sorted(SOURCES.values(), key=lambda s: s is not detected)
     return next((rows for rows in (s.classifier_rows(state) for s in candidates) if rows is not None), None)
 
 

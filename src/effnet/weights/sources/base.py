@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from ...data.transforms import Preprocessing
 from ...models.spec import NetworkPlan, Padding
 
 if TYPE_CHECKING:
@@ -23,6 +24,14 @@ StateDict = dict[str, "torch.Tensor"]
 Converter = Callable[[Mapping[str, "torch.Tensor"], NetworkPlan], StateDict]
 #: (path, arch, tensors, file metadata) -> the entry describing a file no registry entry knows
 FileDescriber = Callable[[Path, str, Mapping[str, "torch.Tensor"], Mapping[str, str]], "WeightsEntry"]
+
+
+class FileSettings(NamedTuple):
+    """What a bare file (no header, no registry entry) of a source was trained and evaluated with."""
+
+    padding: Padding
+    bn_eps: float
+    preprocessing: Preprocessing
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,20 @@ class Source:
     describe_file: FileDescriber | None = None
     #: offered by ``effnet convert --from`` (our own files need no conversion)
     convertible: bool = True
+    #: where a bare file's settings depend on the variant (PaddleClas's B0-small pads otherwise,
+    #: MindSpore's B5-B7 use another eps) or the ecosystem has its own eval recipe: them, by plan
+    settings_for: Callable[[NetworkPlan], FileSettings] | None = None
 
     def detects(self, state: Mapping[str, object]) -> bool:
         return any(marker in state for marker in self.markers)
+
+    def bare_settings(self, plan: NetworkPlan) -> FileSettings:
+        """What a bare file of this source for ``plan`` was trained with: ``settings_for`` when
+        the source has it, else ``padding``, ``bn_eps`` and the usual ImageNet recipe at the
+        plan's eval size."""
+        if self.settings_for is not None:
+            return self.settings_for(plan)
+        return FileSettings(self.padding, self.bn_eps, Preprocessing(size=plan.eval_resolution))
 
     def classifier_rows(self, state: Mapping[str, "torch.Tensor"]) -> int | None:
         """Number of classes of a checkpoint in this layout, or None without a classifier."""
