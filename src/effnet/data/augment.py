@@ -25,9 +25,8 @@ bounds kornia accepts (brightness 2, solarize threshold 1, solarize addition 0.5
 
 from __future__ import annotations
 
-from typing import Literal
-
 import math
+from typing import Literal
 
 import kornia.augmentation as K
 import numpy as np
