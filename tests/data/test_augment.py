@@ -1,13 +1,27 @@
-"""Training augmentation: shapes and ranges, per-image policies, MixUp/CutMix targets."""
+"""Training augmentation: shapes and ranges, per-image policies, RandAugment's scales,
+TrivialAugmentWide, random erasing, MixUp/CutMix targets."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+from kornia.augmentation.auto import RandAugment, TrivialAugment
 from kornia.geometry.transform import resize
 
-from effnet.data.augment import MixAugment, TrainAugment, image_to_tensor, normalize_batch, resize_batch
+from effnet.data.augment import (
+    FIXED_POLICY_M,
+    KORNIA_RAND_AUGMENT,
+    MixAugment,
+    TrainAugment,
+    image_to_tensor,
+    normalize_batch,
+    rand_augment_policy,
+    resize_batch,
+    trivial_augment_wide_policy,
+)
 
 
 def photo_batch() -> torch.Tensor:
@@ -101,3 +115,99 @@ def test_image_to_tensor_layout() -> None:
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     assert torch.equal(image_to_tensor(rgb)[:, 1, 2], torch.from_numpy(rgb[1, 2]))
     assert image_to_tensor(rgb[:, :, 0]).shape == (1, 2, 3)
+
+
+# -- RandAugment on TensorFlow's levels ----------------------------------------------------------------
+def small_photo() -> torch.Tensor:
+    return resize(photo_batch()[:1].float() / 255, (48, 48))
+
+
+@pytest.mark.parametrize("level", [1.0, 2.5, 5.0, 9.0])
+def test_tf_level_is_kornias_magnitude_times_three(level: float) -> None:
+    """kornia 0.9's RandAugment sets an operation to low + (high - low) * m / 30 (its forward_parameters);
+    TF's to level / 10 of the range. Each operation at level L equals kornia's own at m = 3 L."""
+    image = small_photo()
+    ours = rand_augment_policy(level)
+    for index, operation in enumerate(KORNIA_RAND_AUGMENT):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            expected = RandAugment(1, 3 * level, policy=[operation])(image)
+            torch.manual_seed(seed)
+            got = RandAugment(1, FIXED_POLICY_M, policy=[ours[index]])(image)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-4, msg=str(operation))
+
+
+def test_tf_level_10_is_every_range_at_its_top_and_past_it_grows_as_tf() -> None:
+    """Level 10 (V2-S) is kornia's m = 30, which kornia's RandAugment refuses; past 10 (V2-M 15,
+    V2-L 20) TF's code keeps growing linearly and kornia's bounded ranges stop at their bound."""
+    with pytest.raises(ValueError):
+        RandAugment(2, 30)
+    top = {name: (low, high) for [(name, low, high)] in KORNIA_RAND_AUGMENT}
+    at_10 = {name: (low, high) for [(name, low, high)] in rand_augment_policy(10)}
+    for name, (low, high) in top.items():
+        if low == -high:
+            assert at_10[name][1] * FIXED_POLICY_M / 30 == pytest.approx(high)  # (0, max) scaled by m / 30
+        elif name == "posterize":
+            assert at_10[name] == (low, low)  # kornia's posterize runs backwards: 4 bits at the top
+        elif name not in ("auto_contrast", "equalize", "invert"):
+            assert at_10[name] == pytest.approx((high, high))
+    at_20 = {name: (low, high) for [(name, low, high)] in rand_augment_policy(20)}
+    assert at_20["rotate"][1] * FIXED_POLICY_M / 30 == pytest.approx(60.0)  # TF: 30 degrees per 10 levels
+    assert at_20["color"] == pytest.approx((3.7, 3.7))  # TF: 0.1 + 1.8 * level / 10
+    assert (at_20["brightness"], at_20["solarize"], at_20["solarize_add"], at_20["posterize"]) == (
+        (2.0, 2.0), (1.0, 1.0), (0.5, 0.5), (0.0, 0.0))
+
+
+def test_train_augment_reads_the_magnitude_on_its_scale() -> None:
+    kornia_scale = TrainAugment(32, rand_augment_magnitude=15)
+    tf_scale = TrainAugment(32, rand_augment_magnitude=10, rand_augment_scale="tf")
+    assert kornia_scale.policy.m == 15
+    assert tf_scale.policy.m == FIXED_POLICY_M
+    image = photo_batch()[:1]
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out = tf_scale(image)
+        assert out.shape == (1, 3, 32, 32) and 0.0 <= out.min() and out.max() <= 1.0
+
+
+# -- TrivialAugmentWide and random erasing ----------------------------------------------------------------
+def test_trivial_augment_wide_uses_torchvisions_strengths() -> None:
+    """torchvision's TrivialAugmentWide: shear factor up to 0.99, translate up to 32 px, rotate up
+    to 135 degrees, enhancement factors 1 +- 0.99, posterize down to 2 bits, identity among them."""
+    policy = {name: (low, high) for [(name, low, high)] in trivial_augment_wide_policy(224)}
+    assert math.tan(math.radians(policy["shear_x"][1] * 180)) == pytest.approx(0.99)  # kornia: angle / 180
+    assert policy["translate_y"][1] * 224 == pytest.approx(32)
+    assert policy["rotate"] == (-135.0, 135.0) and policy["posterize"] == (2.0, 8.0)
+    assert policy["contrast"] == (0.01, 1.99)
+    assert len(trivial_augment_wide_policy(224)) == 14
+    image = small_photo()
+    identity = TrivialAugment([trivial_augment_wide_policy(48)[0]])
+    torch.testing.assert_close(identity(image), image)
+
+
+def test_trivial_augment_wide_picks_an_operation_per_image() -> None:
+    torch.manual_seed(0)
+    image = photo_batch()[:1].repeat(8, 1, 1, 1)
+    out = TrainAugment(64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, auto_augment="ta_wide")(image)
+    assert len({tuple(x.flatten()[::97].tolist()) for x in out}) >= 4
+
+
+def test_random_erasing_fills_a_box_with_the_mean() -> None:
+    """torchvision erases after Normalize with 0: the box is the mean colour, 0 once normalized."""
+    torch.manual_seed(0)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    image = photo_batch()[:, :, 100:164, 200:264]
+    plain = TrainAugment(64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0)
+    erasing = TrainAugment(64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, random_erase=1.0,
+                           erase_fill=mean)
+    before, after = normalize_batch(plain(image), mean, std), normalize_batch(erasing(image), mean, std)
+    changed = (before != after).any(dim=1)
+    for i in range(len(image)):
+        rows, cols = changed[i].nonzero(as_tuple=True)
+        assert len(rows) > 0
+        box = after[i, :, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        torch.testing.assert_close(box, torch.zeros_like(box), atol=1e-6, rtol=0)
+        outside = torch.ones_like(changed[i])
+        outside[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = False
+        assert torch.equal(before[i][:, outside], after[i][:, outside])
+    assert TrainAugment(64).erase is None

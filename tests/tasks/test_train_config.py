@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,11 @@ def test_every_shipped_recipe_validates_and_round_trips(name: str) -> None:
 
 def test_the_required_recipes_ship() -> None:
     shipped = set(shipped_configs())
-    assert {"efficientnet_b0_imagenet_sgd.yaml", "efficientnet_b0_imagenet_paper.yaml",
-            "efficientnetv2_s_imagenet_progressive.yaml", "digits_finetune_lite0.yaml"} <= shipped
+    assert {"mindspore_efficientnet_b0.yaml", "efficientnet_b0_imagenet_paper.yaml",
+            "efficientnetv2_s_imagenet_progressive.yaml", "digits_finetune_lite0.yaml",
+            "torchvision_efficientnetv2_s.yaml"} <= shipped
+    assert {f"paddleclas_efficientnet_b{k}.yaml" for k in range(8)} <= shipped
+    assert {f"efficientnetv2_{k}_imagenet_progressive.yaml" for k in "sml"} <= shipped
     assert any(name.startswith("digits_scratch_") for name in shipped)
 
 
@@ -89,17 +93,6 @@ def test_differences_name_what_changed(tmp_path: Path) -> None:
     assert config_differences(load_config(path), load_config(path, ["train.epochs=20"])) == ["train.epochs: 10 -> 20"]
 
 
-def test_mindspore_recipe_matches_the_mindspore_parameter_table() -> None:
-    """shared/reference/mindspore-efficientnet.md: momentum 0.9, max_lr 0.1, min_lr 1e-5, cosine,
-    smooth_factor 0.1, batch 64, 300 epochs, keep_checkpoint_max 10, resize 224."""
-    config = load_config("efficientnet_b0_imagenet_sgd")
-    assert (config.optim.name, config.optim.momentum, config.optim.lr) == ("sgd", 0.9, 0.1)
-    assert (config.schedule.name, config.schedule.min_lr) == ("cosine", 1e-5)
-    assert (config.train.label_smoothing, config.train.batch_size, config.train.epochs) == (0.1, 64, 300)
-    assert config.train.keep_checkpoints == 10
-    assert config.data.image_size == 224
-
-
 def test_paper_recipe_matches_efficientnet_v1() -> None:
     """Tan & Le 2019, section 5.2: RMSProp decay 0.9 momentum 0.9, BN momentum 0.99, weight decay
     1e-5, lr 0.256 for batch 4096 (0.016 per 256) decayed 0.97 every 2.4 epochs, AutoAugment,
@@ -117,19 +110,27 @@ def test_paper_recipe_matches_efficientnet_v1() -> None:
     assert config.model.drop_rate is None  # the variant's own dropout (B0 0.2 ... B7 0.5)
 
 
-def test_v2_progressive_recipe_follows_table_6() -> None:
-    """Tan & Le 2021, Table 6 (V2-S): size 128 -> 300, RandAugment 5 -> 15, mixup 0 -> 0,
-    dropout 0.1 -> 0.3, 4 stages over 350 epochs; evaluation at 384 (Table 7 / automl configs)."""
+def test_v2_progressive_stages_split_the_epochs_evenly() -> None:
+    """4 stages over 350 epochs (V2 paper, section 4.3): 87.5 epochs each; stage k of M is
+    first + (last - first) * k / (M - 1). The values themselves: tests/tasks/test_recipes.py."""
     config = load_config("efficientnetv2_s_imagenet_progressive")
     assert config.progressive is not None
-    assert (config.progressive.stages, config.train.epochs) == (4, 350)
-    assert config.data.eval_size == 384
-    first = stage_for_epoch(config, 0, 300)
-    last = stage_for_epoch(config, config.train.epochs - 1, 300)
-    assert (first.image_size, first.rand_augment_magnitude, first.drop_rate, first.mixup_alpha) == (128, 5, 0.1, 0)
-    assert (last.image_size, last.rand_augment_magnitude, last.drop_rate, last.mixup_alpha) == (300, 15, 0.3, 0)
-    assert stage_for_epoch(config, 87, 300).index == 0  # 350 epochs / 4 stages: 87.5 each
+    assert stage_for_epoch(config, 87, 300).index == 0
     second = stage_for_epoch(config, 88, 300)
     assert second.index == 1
     assert second.image_size == round(128 + (300 - 128) / 3)
-    assert second.drop_rate == pytest.approx(0.1 + 0.2 / 3)
+    assert second.drop_rate == pytest.approx(0.1 + 0.1 / 3)
+    assert second.rand_augment_magnitude == pytest.approx(5 + 5 / 3)
+
+
+def test_eval_resize_size_gives_exactly_that_resize() -> None:
+    """The pipeline resizes the shorter side to floor(size / crop_fraction) (data/transforms.py):
+    the fraction from eval_resize_size must land on it for every size, float rounding or not."""
+    from effnet.tasks.training.config import DataConfig
+
+    for size in range(8, 700, 7):
+        for resize in range(size, size + 80, 3):
+            fraction = DataConfig(eval_size=size, eval_resize_size=resize).crop_fraction(size)
+            assert math.floor(size / fraction) == resize, (size, resize)
+    assert DataConfig(eval_crop_fraction=0.9).crop_fraction(224) == 0.9
+    assert DataConfig().crop_fraction(224) is None

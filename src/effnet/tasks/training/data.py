@@ -3,7 +3,8 @@
 Determinism is what makes ``--resume`` exact and multi-process runs comparable:
 
 - the order of an epoch is ``DistributedSampler``'s seeded permutation (seed + epoch), the
-  same for any number of processes, and a resumed epoch skips the samples already seen;
+  same for any number of processes, and a resumed epoch skips the samples already seen
+  (with repeated augmentation too: torchvision's ``RASampler`` order from the same seed);
 - per-image augmentation (image folders) runs under a generator seeded by
   (seed, epoch, index), so an image gets the same crop whatever worker, process or resume
   point handles it;
@@ -14,6 +15,7 @@ Determinism is what makes ``--resume`` exact and multi-process runs comparable:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,18 +80,41 @@ class SeededSamples(Dataset):
 
 
 class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` whose epoch can start after the first ``start`` samples."""
+    """``DistributedSampler`` whose epoch can start after the first ``start`` samples.
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+    ``repeats`` > 1 is repeated augmentation as torchvision's ``RASampler`` (from DeiT) does
+    it: the epoch's permutation with every index ``repeats`` times in a row, dealt round-robin
+    to the processes (so the copies of an image land on different processes, each augmenting
+    its own), and cut to ``len(dataset) // 256 * 256 / processes`` samples each, so an epoch
+    stays about one pass of images (each seen ``repeats`` times, on ``1 / repeats`` of them).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True,
+                 repeats: int = 1) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.start = 0
+        self.repeats = repeats
+        if repeats > 1:
+            self.total_size = math.ceil(len(dataset) * repeats / num_replicas) * num_replicas
+            self.num_samples = len(dataset) // 256 * 256 // num_replicas
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         super().set_epoch(epoch)
         self.start = start
 
+    def _repeated(self) -> list[int]:
+        count = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            order = torch.randperm(count, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(count))
+        indices = [index for index in order for _ in range(self.repeats)]
+        indices += indices[: self.total_size - len(indices)]
+        return indices[self.rank : self.total_size : self.num_replicas][: self.num_samples]
+
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.start, None)
+        epoch = self._repeated() if self.repeats > 1 else super().__iter__()
+        return itertools.islice(iter(epoch), self.start, None)
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -39,6 +39,7 @@ from ...weights.loading import create_model
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .config import Config, config_to_yaml
 from .data import ResumableSampler, ShardSampler, TrainData, build_data, make_loader
+from .losses import build_loss
 from ...runtime.distributed import DistContext
 from .metrics import MetricsLog, plot_curves
 from .optim import build_optimizer, build_scheduler, ema_multi_avg_fn, param_groups
@@ -171,7 +172,8 @@ class Trainer:
         self.data: TrainData = build_data(config, self.eval_preprocessing)
 
         world = self.dist.world_size
-        self.sampler = ResumableSampler(self.data.train, world, self.dist.rank, train.seed)
+        self.sampler = ResumableSampler(self.data.train, world, self.dist.rank, train.seed,
+                                        repeats=config.data.aug_repeats)
         micro_batches = self.sampler.num_samples // train.batch_size
         self.accumulate = config.optim.accumulate_steps
         self.steps_per_epoch = micro_batches // self.accumulate
@@ -185,13 +187,14 @@ class Trainer:
         self.lr = config.optim.lr * (self.global_batch / reference if reference else 1.0)
 
         groups = param_groups(self.model, config.optim.weight_decay,
-                              no_decay_bn_bias=config.optim.no_decay_bn_bias, layer_decay=config.optim.layer_decay)
+                              no_decay_bn_bias=config.optim.no_decay_bn_bias, layer_decay=config.optim.layer_decay,
+                              norm_weight_decay=config.optim.norm_weight_decay)
         self.optimizer = build_optimizer(groups, config.optim, self.lr, self.device,
                                          grad_scaling=train.amp == "fp16")
         self.scheduler = build_scheduler(self.optimizer, config.schedule, self.steps_per_epoch, train.epochs)
         self.amp_dtype = AMP_DTYPES.get(train.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.amp == "fp16")
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+        self.criterion = build_loss(train)
 
         self.wrapped: nn.Module = self.model
         if self.dist.enabled:
@@ -239,7 +242,7 @@ class Trainer:
     def _build_model(self) -> EfficientNet:
         spec = self.config.model
         options: dict[str, Any] = {"global_pool": spec.global_pool}
-        for key in ("drop_rate", "drop_path_rate", "width_mult", "depth_mult", "bn_momentum"):
+        for key in ("drop_rate", "drop_path_rate", "width_mult", "depth_mult", "bn_momentum", "bn_eps", "padding"):
             value = getattr(spec, key)
             if value is not None:
                 options[key] = value
@@ -264,8 +267,8 @@ class Trainer:
             interpolation=data.interpolation, mean=IMAGENET_MEAN, std=IMAGENET_STD
         )
         preprocessing = base.with_size(self.eval_size)
-        if data.eval_crop_fraction is not None:
-            preprocessing = replace(preprocessing, crop_fraction=data.eval_crop_fraction)
+        if data.crop_fraction(self.eval_size) is not None:
+            preprocessing = replace(preprocessing, crop_fraction=data.crop_fraction(self.eval_size))
         if data.source == "digits":
             preprocessing = replace(preprocessing, crop_mode="resize")
         return preprocessing
@@ -275,6 +278,7 @@ class Trainer:
         return TrainAugment(
             stage.image_size, augment.crop_scale, augment.crop_ratio, augment.hflip, augment.auto_augment,
             augment.rand_augment_ops, stage.rand_augment_magnitude, data.interpolation,
+            rand_augment_scale=augment.rand_augment_scale, random_erase=augment.random_erase, erase_fill=self.mean,
         )
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -513,7 +517,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and self.step_in_epoch % self.config.train.ema_every_steps == 0:
             self.ema.update_parameters(self.model)
         self.global_step += 1
         self.step_in_epoch += 1
