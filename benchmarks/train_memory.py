@@ -82,7 +82,7 @@ def main() -> None:
         print(json.dumps(measure(name, flag == "1", args.batch_size, args.size, args.threads, args.steps)))
         return
 
-    from effnet.tasks.bench import header_lines, machine_info
+    from effnet.tasks.bench.machine import header_lines, machine_info
 
     print("\n".join(header_lines(machine_info())))
     print(f"training step, {args.size}x{args.size}, batch {args.batch_size}, channels_last fp32, "

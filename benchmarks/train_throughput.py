@@ -145,7 +145,7 @@ def main() -> None:
 
     import torch
 
-    from effnet.tasks.bench import header_lines, machine_info
+    from effnet.tasks.bench.machine import header_lines, machine_info
 
     names = list(CANDIDATES)
     cuda = args.device.startswith("cuda")

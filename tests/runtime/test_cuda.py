@@ -73,12 +73,12 @@ def test_bench_cuda_backends_run_and_report_the_gpu(tmp_path: Path, capsys: pyte
 
 
 def test_cuda_graph_replays_the_same_logits_as_eager() -> None:
-    from effnet.tasks.bench import BACKENDS, BenchConfig
+    from effnet.tasks.bench.runners import RUNNERS
 
     model = TorchEngine.load("lite0").model
     torch.manual_seed(0)
-    eager = BACKENDS["cuda-fp16"].prepare(model, BenchConfig(batch_size=2), 224)()
+    eager = RUNNERS["cuda-fp16"].prepare(model, 2, 224)()
     torch.manual_seed(0)
-    replayed = BACKENDS["cuda-graph"].prepare(model, BenchConfig(batch_size=2), 224)()
+    replayed = RUNNERS["cuda-graph"].prepare(model, 2, 224)()
     assert torch.equal(eager.argmax(1), replayed.argmax(1))
     assert (eager.float() - replayed.float()).abs().max().item() < 1e-2

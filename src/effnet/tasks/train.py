@@ -14,7 +14,7 @@ DESCRIPTION = """Train or fine-tune an EfficientNet from a YAML recipe.
 
 examples:
   effnet train --config digits_finetune_lite0.yaml
-  effnet train --config efficientnet_b0_imagenet_sgd.yaml data.train_dir=/data/train data.val_dir=/data/val
+  effnet train --config mindspore_efficientnet_b0.yaml data.train_dir=/data/train data.val_dir=/data/val
   effnet train --config my.yaml train.epochs=30 optim.lr=0.05 --output runs/try2
   effnet train --output runs/try2 --resume            # continue exactly where it stopped
   effnet train --resume runs/try2/checkpoints/checkpoint-00000400.pt   # from that checkpoint

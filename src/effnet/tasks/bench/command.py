@@ -16,7 +16,7 @@ from typing import Any
 
 from ..._progress import progress, shown
 from ...data.images import find_images
-from ...deploy.outputs import check_writable
+from ..._files import check_writable
 from ...errors import EffnetError, UsageError
 from ...models.variants import canonical_name, short_name
 from ...options import add_options, check_json_destination, positive_int, positive_int_list, write_json
