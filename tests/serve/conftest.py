@@ -21,10 +21,10 @@ def lite0() -> Predictor:
 
 
 @pytest.fixture(scope="session")
-def photo_files(photos: dict[str, np.ndarray]) -> dict[str, bytes]:
+def photo_files(acceptance_photos: dict[str, np.ndarray]) -> dict[str, bytes]:
     """Encoded photos with distinct answers (a mixed-up reply shows), in JPEG and PNG."""
-    files = {f"{name}.jpg": encode(array) for name, array in photos.items()}
-    files["coffee.png"] = encode(photos["coffee"], "PNG")
+    files = {f"{name}.jpg": encode(array) for name, array in acceptance_photos.items()}
+    files["coffee.png"] = encode(acceptance_photos["coffee"], "PNG")
     return files
 
 

@@ -9,6 +9,7 @@ stopped at any step, by a crash, ``kill -9`` or Ctrl-C, and continued to the sam
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import signal
@@ -99,6 +100,28 @@ def channel_stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]
     return tuple(values[i % len(values)] for i in range(channels))
 
 
+def run_narrow_strided_convs_in_fp32(model: nn.Module) -> None:
+    """For CPU bf16 training: a strided conv whose input is narrower than its stride runs in fp32.
+
+    oneDNN's bf16 backward-weights kernel (``jit_bf16:avx512_core[_bf16]``, used for bf16 on
+    every AVX-512 CPU, never on AVX2-only ones, where ATen's kernels run) leaves weight-gradient
+    entries unwritten when the input is narrower than the stride (a 1x1 map into a stride-2
+    conv: B0's last stride-2 stages at <= 16 px). They keep recycled heap bytes: stale
+    activations, inf or NaN, so the loss went NaN depending on which tests ran before and on
+    the thread count. Those convs see 1-2 px maps, so running them in fp32 costs nothing.
+    """
+
+    def guarded(conv: nn.Conv2d, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and (x.shape[-2] < conv.stride[0] or x.shape[-1] < conv.stride[1]):
+            with torch.autocast("cpu", enabled=False):
+                return forward(x.float())
+        return forward(x)
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and max(module.stride) > 1:
+            module.forward = functools.partial(guarded, module, module.forward)
+
+
 def set_train_mode(model: nn.Module, freeze_bn_stats: bool) -> None:
     """``model.train()``, keeping BatchNorm on its running statistics when asked."""
     model.train()
@@ -162,6 +185,8 @@ class Trainer:
 
         seed_everything(train.seed)
         self.model = self._build_model()
+        if train.amp == "bf16" and self.device.type == "cpu":
+            run_narrow_strided_convs_in_fp32(self.model)
         self.plan = self.model.plan
         self.base_size = config.data.image_size or self.plan.resolution
         final_size = config.progressive.image_size[1] if config.progressive else self.base_size
