@@ -71,7 +71,7 @@ def test_an_engine_refuses_an_option_it_cannot_take(tmp_path: Path, tiny_classif
     onnx_file = str(tiny_classifier(tmp_path / "tiny.onnx"))
     assert main(["serve", "--weights", onnx_file, "--device", "cuda", "--port", "0"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "effnet: error: the onnxruntime engine runs on the CPU here, not on cuda")
+        "effnet: error: --device cuda: the onnxruntime engine runs on the CPU only (--engine torch runs on a GPU)")
 
 
 class Loaded(Exception):
