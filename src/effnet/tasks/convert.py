@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._files import check_writable
 from ..errors import UsageError
 from ..models.variants import canonical_name
 from ..weights.sources import SOURCES
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--from; Keras files take their normalization from the file)")
     parser.add_argument("--labels", default=None, metavar="FILE",
                         help="class names, one per line (for a classifier that is not ImageNet-1k)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    parser.add_argument("--force", action="store_true", help=argparse.SUPPRESS)  # before 0.2: writers now replace
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     src, out = Path(args.src).expanduser(), Path(args.output).expanduser()
     if out.suffix != ".safetensors":
         raise UsageError(f"--output must end in .safetensors, not '{out.name}'")
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} exists; pass --force to overwrite it")
     if out.resolve() == src.resolve():
         raise UsageError("--output must not be the source file")
     labels = _read_labels(args.labels) if args.labels else None
@@ -67,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
               f"defaults (padding {entry.padding.value}, BatchNorm eps {entry.bn_eps:g}, ImageNet mean/std at "
               f"{entry.preprocessing.size}px); pass --entry TAG if it was trained with another entry's settings",
               file=sys.stderr)
+    replaced = check_writable(out)  # like every writer: checked first, replaced and said so
     conversion.write(out)
+    if replaced:
+        print(f"replaced {out}")
     print(_summary(conversion, src, out))
     return 0
 
