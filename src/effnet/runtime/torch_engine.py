@@ -61,6 +61,23 @@ class TorchEngine(Engine):
             labels=labels, model=net, device=target, channels_last=channels_last,
         )
 
+    @classmethod
+    def from_module(cls, net: EfficientNet, device: str = "cpu", threads: int | None = None,
+                    channels_last: bool = True) -> "TorchEngine":
+        """An engine over a module already built (a scaled plan no variant name describes, a
+        benchmark's random weights), placed as ``load`` places a model."""
+        target = _device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        entry = getattr(net, "pretrained_cfg", None)
+        recipe = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
+        labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
+        net = net.eval().to(target)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return cls(name="torch", arch=net.plan.name, preprocessing=recipe, labels=labels, model=net, device=target,
+                   channels_last=channels_last)
+
     @property
     def device_type(self) -> str:
         return self.device.type

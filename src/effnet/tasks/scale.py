@@ -254,28 +254,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _torch_engine(net: Any, device: str, threads: int | None) -> Any:
-    """``net`` behind the torch engine, placed as ``TorchEngine.load`` places a model (channels_last).
-
-    A local adapter until ``runtime.torch_engine`` has ``TorchEngine.from_module`` (asked
-    for): scale times modules built from plans that no variant name describes.
-    """
-    import torch
-
-    from ..data.labels import resolve_labels
-    from ..data.transforms import Preprocessing
+    """``net`` behind the torch engine (channels_last, as predict runs it)."""
     from ..runtime.torch_engine import TorchEngine
 
-    try:
-        target = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device {device}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA device is available here")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    net = net.eval().to(target, memory_format=torch.channels_last)
-    return TorchEngine(name="torch", arch=net.plan.name, preprocessing=Preprocessing(size=net.plan.eval_resolution),
-                       labels=resolve_labels("imagenet1k", net.num_classes), model=net, device=target)
+    return TorchEngine.from_module(net, device, threads)
 
 
 def _latency_fits(probe: LatencyProbe, at: Callable[[float], Scaled], seconds: float) -> Callable[[float], bool]:
