@@ -42,41 +42,29 @@ class TorchEngine(Engine):
         (torch has no per-module setting). ``preprocessing``: fields of
         ``Preprocessing.with_overrides`` replacing what the weights entry says.
         """
+        _device(device)  # a bad device fails before the model is built
+        if isinstance(weights, str) and weights.lower() in ("none", "random"):
+            weights = None  # random init: for benchmarks and smoke tests, never for answers
+        return cls.from_module(create_model(model, weights), device, threads, channels_last, preprocessing)
+
+    @classmethod
+    def from_module(cls, net: EfficientNet, device: str = "cpu", threads: int | None = None,
+                    channels_last: bool = True, preprocessing: Mapping[str, Any] | None = None) -> "TorchEngine":
+        """An engine over a module already built (what ``load`` builds, a scaled plan no variant
+        name describes, a benchmark's random weights); arguments as for ``load``."""
         target = _device(device)
         if threads is not None:
             if threads < 1:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(threads)
-        if isinstance(weights, str) and weights.lower() in ("none", "random"):
-            weights = None  # random init: for benchmarks and smoke tests, never for answers
-        net = create_model(model, weights)
         entry = getattr(net, "pretrained_cfg", None)
         recipe = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
         labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
         net = net.eval().to(target)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        return cls(
-            name="torch", arch=net.plan.name, preprocessing=recipe.with_overrides(**(preprocessing or {})),
-            labels=labels, model=net, device=target, channels_last=channels_last,
-        )
-
-    @classmethod
-    def from_module(cls, net: EfficientNet, device: str = "cpu", threads: int | None = None,
-                    channels_last: bool = True) -> "TorchEngine":
-        """An engine over a module already built (a scaled plan no variant name describes, a
-        benchmark's random weights), placed as ``load`` places a model."""
-        target = _device(device)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        entry = getattr(net, "pretrained_cfg", None)
-        recipe = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
-        labels = resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes)
-        net = net.eval().to(target)
-        if channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        return cls(name="torch", arch=net.plan.name, preprocessing=recipe, labels=labels, model=net, device=target,
-                   channels_last=channels_last)
+        return cls(name="torch", arch=net.plan.name, preprocessing=recipe.with_overrides(**(preprocessing or {})),
+                   labels=labels, model=net, device=target, channels_last=channels_last)
 
     @property
     def device_type(self) -> str:
