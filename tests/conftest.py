@@ -10,6 +10,7 @@ another fixture of the same name with another type:
 - ``lite0_predictor``: ``Predictor("efficientnet_lite0")`` on the torch engine with the embedded
   ImageNet weights (``.engine`` is the ``TorchEngine``, ``.engine.model`` the module). Shared by
   the session: never change its settings.
+- ``_private_cache`` (autouse): ``$EFFNET_CACHE`` is a folder of the session's own.
 - ``tiny_classifier``: a builder of hand-made ONNX classifiers (see ``TinyClassifier``).
 """
 
@@ -37,6 +38,15 @@ REFERENCE = Path(__file__).parent / "reference"
 def read_reference(name: str) -> list[dict[str, str]]:
     with open(REFERENCE / name) as handle:
         return list(csv.DictReader(line for line in handle if not line.startswith("#")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One cache folder for the session (and the CLI runs it starts), never the user's own:
+    ``--engine auto`` exports each model once into it, as it would for a user."""
+    import os
+
+    os.environ["EFFNET_CACHE"] = str(tmp_path_factory.mktemp("effnet-cache"))
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "serve": "effnet.serve.command",
     "export": "effnet.tasks.export",
     "quantize": "effnet.tasks.quantize",
+    "cache": "effnet.tasks.cache",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -43,6 +44,7 @@ SUMMARIES: dict[str, str] = {
     "serve": "HTTP server with dynamic batching, a web page and metrics",
     "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
     "quantize": "int8 ONNX with calibration images, sensitive layers kept float, accuracy/speed report",
+    "cache": "list or clear the compiled engines --engine auto keeps (one export per model and weights)",
 }
 
 

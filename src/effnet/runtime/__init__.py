@@ -4,6 +4,11 @@ Every engine is an ``Engine`` (``engine(batch) -> logits``) that also says which
 preprocessing and labels its weights expect. Engines are imported only when opened, so the
 ONNX path never imports torch. Adding an engine is one module (a class with a ``load``
 classmethod) plus one ``EngineSpec`` line below.
+
+``auto`` (the default) runs a file on the engine that reads it (``.onnx`` -> onnxruntime);
+for weights, it is ``AUTO_LOADER``: on a CPU, onnxruntime on an export made once and kept in
+the compiled-engine cache (``deploy.cache``), else torch. The loader is named here by string
+and imported only when used, as every engine is, so this floor does not import ``deploy``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from ..errors import UsageError
 from .base import Engine
 
 AUTO = "auto"
+#: ``load(model, weights, **options) -> Engine`` for ``auto`` when the weights are not a file
+#: an engine runs as it is.
+AUTO_LOADER = "effnet.deploy.cache:load_auto"
 
 
 @dataclass(frozen=True)
@@ -86,16 +94,21 @@ def _file_engine(weights: Any) -> str | None:
 
 def resolve_engine(name: str | None, weights: Any) -> str:
     """``auto``: the engine that runs the weights file as it is (an ``.onnx`` file runs on
-    onnxruntime), else torch. An explicit engine that cannot read the file is told what to
-    do instead of failing deep inside a loader."""
+    onnxruntime), else ``auto`` itself (``AUTO_LOADER`` decides when it opens). An explicit
+    engine that cannot read the file is told what to do instead of failing deep inside a loader."""
     name = canonical_engine(name)
     file_engine = _file_engine(weights)
     if name == AUTO:
-        return file_engine or "torch"
+        return file_engine or AUTO
     if file_engine is not None and name != file_engine:
         raise UsageError(f"{weights} runs on the {file_engine} engine: pass --engine {file_engine} "
                          "(or leave --engine out)")
     return name
+
+
+def auto_choice(device: str | None) -> str:
+    """The engine ``auto`` runs weights on: onnxruntime (a cached export) on a CPU, torch on a GPU."""
+    return "onnxruntime" if device in (None, "cpu") else "torch"
 
 
 def open_engine(name: str | None, model: str | None, weights: Any = "default", **options: Any) -> Engine:
@@ -106,8 +119,11 @@ def open_engine(name: str | None, model: str | None, weights: Any = "default", *
     """
     chosen = resolve_engine(name, weights)
     given = {key: value for key, value in options.items() if value is not None}
+    if chosen == AUTO:
+        module, _, attribute = AUTO_LOADER.partition(":")
+        return getattr(importlib.import_module(module), attribute)(model, weights, **given)
     return ENGINES[chosen].load(model, weights, **given)
 
 
-__all__ = ["AUTO", "ENGINES", "Engine", "EngineSpec", "canonical_engine", "engine_choices", "open_engine",
+__all__ = ["AUTO", "AUTO_LOADER", "auto_choice", "ENGINES", "Engine", "EngineSpec", "canonical_engine", "engine_choices", "open_engine",
            "resolve_engine"]

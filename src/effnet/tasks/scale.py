@@ -35,7 +35,7 @@ from ..models.counting import count_macs
 from ..models.spec import NetworkPlan, plan_network
 from ..models.variants import VARIANTS, get_variant, resolve
 from ..options import add_options
-from ..runtime import open_engine, resolve_engine
+from ..runtime import AUTO, auto_choice, open_engine, resolve_engine
 from ..runtime.timing import time_calls
 
 DESCRIPTION = (
@@ -299,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.target_latency:
         limit = parse_latency(args.target_latency)
         engine = resolve_engine(args.engine, None)
+        engine = auto_choice(args.device) if engine == AUTO else engine
         with tempfile.TemporaryDirectory(prefix="effnet-scale-") as folder:
             engines = PlanEngines(engine, Path(folder), args.device, args.threads)
             probe = LatencyProbe(engines.forward, at(0.0).plan, rounds=args.rounds, budget=args.budget)

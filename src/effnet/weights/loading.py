@@ -21,16 +21,8 @@ from .conversion import check_fits, entry_for_file, fill_batch_counters
 from .download import fetch
 from .entry import WeightsEntry, verify_checksum
 from .io import read_checkpoint
-from .registry import DEFAULT_MODEL, arch_for, get_weights
+from .registry import DEFAULT_MODEL, arch_for, get_weights, looks_like_path
 from .sources import convert_state_dict
-
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras", ".pdparams")
-
-
-def looks_like_path(weights: str | Path) -> bool:
-    text = str(weights)
-    return isinstance(weights, Path) or "/" in text or "\\" in text or text.lower().endswith((*CHECKPOINT_SUFFIXES, ".onnx"))
-
 
 def resolve_entry(weights: str | Path | WeightsEntry, arch: str | None) -> WeightsEntry:
     """A registry entry (by name/tag/``default``) or the entry for a local file.

@@ -6,12 +6,22 @@ command picks weights by the same rules.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import UnknownWeightsError, WeightsError, WrongArchitectureError
 from ..models.variants import canonical_name
 from .catalog import ENTRIES
 from .entry import WeightsEntry, checksum_matches
 
 DEFAULT_MODEL = "efficientnet_lite0"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras", ".pdparams")
+
+
+def looks_like_path(weights: object) -> bool:
+    """Whether ``--weights`` names a file rather than an entry, tag or ``default`` (torch-free,
+    so the compiled-engine cache can key a file without loading it)."""
+    text = str(weights)
+    return isinstance(weights, Path) or "/" in text or "\\" in text or text.lower().endswith((*CHECKPOINT_SUFFIXES, ".onnx"))
 
 
 def _defaults() -> dict[str, str]:
