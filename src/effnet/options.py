@@ -111,8 +111,9 @@ OPTIONS: dict[str, Option] = {
                 "random init"}),
     "engine": Option(("--engine",), {
         "default": "auto", "metavar": "NAME",
-        "help": "inference engine: auto (the engine an exported file needs, else torch), torch, onnxruntime; "
-                "`effnet bench --help` lists them all"}),
+        "help": "inference engine: auto (an exported file on the engine it needs; weights on a CPU: onnxruntime on "
+                "an export made once and cached, see `effnet cache`; on a GPU: torch), torch (the reference), "
+                "onnxruntime; `effnet bench --help` lists them all"}),
     "device": Option(("--device",), {
         "default": None, "help": "torch device, e.g. cpu, cuda, cuda:1 (default: cpu; torch engine only)"}),
     "threads": Option(("--threads",), {

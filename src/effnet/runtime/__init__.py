@@ -63,7 +63,7 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
                "pip install torch"),
     EngineSpec("onnxruntime", "effnet.runtime.onnxruntime_engine:OnnxRuntimeEngine",
                "ONNX Runtime on an .onnx file from `effnet export` (no torch needed)", ("onnxruntime",),
-               "pip install 'effnet[onnx]'", suffixes=(".onnx",)),
+               "pip install onnxruntime", suffixes=(".onnx",)),
 )}
 
 #: Other names users type for an engine.

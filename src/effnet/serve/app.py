@@ -138,11 +138,34 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
     command with a one-line error instead of a server that answers 503 forever.
     """
     settings = settings or ServeSettings()
+    metrics = ServeMetrics()
+    server = ServerState(settings, metrics, model_services(predictors, settings, metrics),
+                         DecodePool(settings.preprocess_threads))
+    app = FastAPIOffline(
+        title="effnet", version=__version__, lifespan=server.lifespan, redoc_url=None,
+        description="EfficientNet image classification with dynamic batching. The page at / classifies "
+                    "a dropped image; POST /v1/predict does the same for programs.",
+    )
+    app.state.settings = settings
+    app.state.services = server.services
+    app.state.metrics = metrics
+    error_response = add_error_handlers(app, metrics)
+    protected = [Depends(api_key_check(settings.api_key))] if settings.api_key else []
+    add_predict_route(app, server, protected)
+    add_info_routes(app, server, protected)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(LastResort, answer=error_response)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outside: it counts LastResort's answers too
+    return app
+
+
+def model_services(predictors: Mapping[str, Predictor] | Predictor, settings: ServeSettings,
+                   metrics: ServeMetrics) -> dict[str, ModelService]:
+    """One batcher per served model, its queue and settings watched by the metrics."""
     if isinstance(predictors, Predictor):
         predictors = {predictors.arch: predictors}
     if not predictors:
         raise UsageError("no model to serve")
-    metrics = ServeMetrics()
     services: dict[str, ModelService] = {}
     for name, predictor in predictors.items():
         predictor = copy.copy(predictor)  # shares the loaded engine; the pixel limit is the server's
@@ -158,40 +181,79 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
             "max_batch": str(settings.max_batch), "max_wait_ms": str(settings.max_wait_ms),
             "workers": str(settings.workers),
         })
-    default_model = next(iter(services))
-    decoding = DecodePool(settings.preprocess_threads)
-    ready = False
+    return services
+
+
+@dataclass
+class ServerState:
+    """What the routes share: the settings, the models, the decode pool, and readiness."""
+
+    settings: ServeSettings
+    metrics: ServeMetrics
+    services: dict[str, ModelService]
+    decoding: DecodePool
+    ready: bool = False
+
+    @property
+    def default_model(self) -> str:
+        return next(iter(self.services))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal ready
-        decoding.start()
-        for service in services.values():
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self.decoding.start()
+        for service in self.services.values():
             await service.batcher.start()
             await service.batcher.warm_up(service.predictor.engine.example_input())
-        ready = True
-        metrics.ready.set(1)
-        log.info("ready: %s", ", ".join(f"{s.name} ({s.engine})" for s in services.values()))
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info("ready: %s", ", ".join(f"{s.name} ({s.engine})" for s in self.services.values()))
         try:
             yield
         finally:
             # uvicorn calls this once open connections are done; finish what is queued anyway
-            ready = False
-            metrics.ready.set(0)
-            for service in services.values():
+            self.ready = False
+            self.metrics.ready.set(0)
+            for service in self.services.values():
                 await service.batcher.close()
-            decoding.shutdown()
+            self.decoding.shutdown()
 
-    app = FastAPIOffline(
-        title="effnet", version=__version__, lifespan=lifespan, redoc_url=None,
-        description="EfficientNet image classification with dynamic batching. The page at / classifies "
-                    "a dropped image; POST /v1/predict does the same for programs.",
-    )
-    app.state.settings = settings
-    app.state.services = services
-    app.state.metrics = metrics
+    def resolve_model(self, name: str | None) -> ModelService:
+        if name is None:
+            return self.services[self.default_model]
+        if name in self.services:
+            return self.services[name]
+        try:
+            canonical = canonical_name(name)
+        except UsageError:
+            canonical = None
+        if canonical in self.services:
+            return self.services[canonical]  # type: ignore[index]
+        raise ServeError(404, "unknown_model",
+                         f"model '{name}' is not served here; served: {', '.join(self.services)}")
 
-    # -- errors: always JSON, one line, counted --------------------------------------------
+    def image_arrays(self, decoded: list[Any], budget: PixelBudget) -> dict[int, np.ndarray]:
+        """The decoded images by position; per-image errors are counted (and answered in their
+        place), a bug or an exceeded budget ends the request, and so does no image at all."""
+        failures = [outcome for outcome in decoded if isinstance(outcome, BaseException)]
+        bug = next((failure for failure in failures if not isinstance(failure, ServeError)), None)
+        if bug is not None:
+            raise bug  # not the client's data: a 500
+        if budget.exceeded:  # the request as a whole is too much: one 413 for it
+            raise next(failure for failure in failures if failure.code == "too_many_pixels_in_request")
+        for failure in failures:
+            self.metrics.image_errors.labels(code=failure.code).inc()
+        if len(failures) == len(decoded):
+            first = failures[0]
+            if len(failures) == 1:
+                raise first
+            reasons = "; ".join(failure.message for failure in failures)
+            raise ServeError(first.status, first.code, f"no image could be read: {reasons}")
+        return {index: array for index, array in enumerate(decoded) if not isinstance(array, BaseException)}
+
+
+def add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> Callable[..., JSONResponse]:
+    """Every error is JSON, one line, counted; returns the answer-maker for the middleware."""
+
     def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
         metrics.errors.labels(code=code).inc()
         body = {"error": {"status": status, "code": code, "message": message}}
@@ -214,7 +276,11 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         )
         return error_response(422, "invalid_parameter", problems)
 
-    # -- security ---------------------------------------------------------------------------
+    return error_response
+
+
+def api_key_check(api_key: str) -> Callable[..., None]:
+    """A dependency that lets a request through only with the server's key (header or bearer)."""
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's --api-key")
     bearer_key = HTTPBearer(auto_error=False, description="Authorization: Bearer <the server's --api-key>")
 
@@ -222,27 +288,16 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         key: str | None = Security(header_key),
         credentials: HTTPAuthorizationCredentials | None = Security(bearer_key),
     ) -> None:
-        assert settings.api_key is not None
         given = key if key is not None else (credentials.credentials if credentials else None)
-        if given is None or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
             raise ServeError(401, "unauthorized", "missing or wrong API key: send it as 'X-API-Key: KEY' or "
                              "'Authorization: Bearer KEY'", {"WWW-Authenticate": "Bearer"})
 
-    protected = [Depends(require_key)] if settings.api_key else []
+    return require_key
 
-    # -- routes -----------------------------------------------------------------------------
-    def resolve_model(name: str | None) -> ModelService:
-        if name is None:
-            return services[default_model]
-        if name in services:
-            return services[name]
-        try:
-            canonical = canonical_name(name)
-        except UsageError:
-            canonical = None
-        if canonical in services:
-            return services[canonical]  # type: ignore[index]
-        raise ServeError(404, "unknown_model", f"model '{name}' is not served here; served: {', '.join(services)}")
+
+def add_predict_route(app: FastAPI, server: ServerState, protected: list[Any]) -> None:
+    settings = server.settings
 
     @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True,
               dependencies=protected, openapi_extra=PREDICT_BODY, summary="Classify images",
@@ -254,10 +309,10 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
     async def predict(
         request: Request,
         topk: int = Query(5, ge=1, description="classes to return per image"),
-        model: str | None = Query(None, description=f"served model name or alias (default: {default_model})"),
+        model: str | None = Query(None, description=f"served model name or alias (default: {server.default_model})"),
     ) -> PredictResponse:
         started = time.perf_counter()
-        service = resolve_model(model)
+        service = server.resolve_model(model)
         num_classes = service.predictor.engine.num_classes
         if topk > num_classes:
             raise ServeError(422, "invalid_parameter", f"topk: must be between 1 and {num_classes}")
@@ -270,9 +325,9 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         with ticket:
             decode_started = time.perf_counter()
             budget = PixelBudget(settings.max_request_pixels)
-            decoded = await decoding.map(functools.partial(decode, service.predictor, budget), images)
+            decoded = await server.decoding.map(functools.partial(decode, service.predictor, budget), images)
             preprocess_ms = 1000 * (time.perf_counter() - decode_started)
-            arrays = image_arrays(decoded, budget)
+            arrays = server.image_arrays(decoded, budget)
             outcomes = dict(zip(arrays, await asyncio.gather(*(ticket.submit(a) for a in arrays.values()))))
         ranked = dict(zip(outcomes, top_k(np.stack([o.output for o in outcomes.values()]),
                                           service.predictor.engine.labels, topk)))
@@ -293,29 +348,14 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
         )
         return PredictResponse(model=service.name, backend=service.engine, topk=topk, results=results, timing=timing)
 
-    def image_arrays(decoded: list[Any], budget: PixelBudget) -> dict[int, np.ndarray]:
-        """The decoded images by position; per-image errors are counted (and answered in their
-        place), a bug or an exceeded budget ends the request, and so does no image at all."""
-        failures = [outcome for outcome in decoded if isinstance(outcome, BaseException)]
-        bug = next((failure for failure in failures if not isinstance(failure, ServeError)), None)
-        if bug is not None:
-            raise bug  # not the client's data: a 500
-        if budget.exceeded:  # the request as a whole is too much: one 413 for it
-            raise next(failure for failure in failures if failure.code == "too_many_pixels_in_request")
-        for failure in failures:
-            metrics.image_errors.labels(code=failure.code).inc()
-        if len(failures) == len(decoded):
-            first = failures[0]
-            if len(failures) == 1:
-                raise first
-            reasons = "; ".join(failure.message for failure in failures)
-            raise ServeError(first.status, first.code, f"no image could be read: {reasons}")
-        return {index: array for index, array in enumerate(decoded) if not isinstance(array, BaseException)}
+
+def add_info_routes(app: FastAPI, server: ServerState, protected: list[Any]) -> None:
+    """The model list, the probes, metrics and the page."""
 
     @app.get("/v1/models", response_model=ModelList, dependencies=protected, responses=error_responses(401),
              summary="Served models and their settings")
     async def models() -> ModelList:
-        return ModelList(default=default_model, models=[s.info(settings) for s in services.values()])
+        return ModelList(default=server.default_model, models=[s.info(server.settings) for s in server.services.values()])
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -324,15 +364,15 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
     @app.get("/readyz", summary="Readiness: models loaded and accepting work",
              responses=error_responses(503))
     async def readyz() -> dict[str, Any]:
-        if not (ready and all(s.batcher.running for s in services.values())):
+        if not (server.ready and all(s.batcher.running for s in server.services.values())):
             raise ServeError(503, "not_ready", "models are loading or the server is shutting down",
                              {"Retry-After": "1"})
-        return {"status": "ready", "models": list(services)}
+        return {"status": "ready", "models": list(server.services)}
 
     @app.get("/metrics", dependencies=protected, include_in_schema=True, response_class=Response,
              summary="Prometheus metrics (text exposition format)")
     async def metrics_endpoint(request: Request) -> Response:
-        body, content_type = metrics.render(request.headers.get("accept", ""))
+        body, content_type = server.metrics.render(request.headers.get("accept", ""))
         return Response(body, headers={"Content-Type": content_type})
 
     @app.get("/", include_in_schema=False)
@@ -341,10 +381,6 @@ def create_app(predictors: Mapping[str, Predictor] | Predictor, settings: ServeS
 
     for path, endpoint in (("/healthz", healthz), ("/readyz", readyz), ("/", page)):  # probes may use HEAD
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(LastResort, answer=error_response)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outside: it counts LastResort's answers too
-    return app
 
 
 class LastResort:

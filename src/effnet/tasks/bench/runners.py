@@ -111,7 +111,7 @@ class Runner:
         reason = ENGINES[self.engine].missing()
         if reason is None and self.source in (ONNX_EXPORT, ONNX_INT8):
             absent = [package for package in EXPORT_PACKAGES if importlib.util.find_spec(package) is None]
-            reason = f"{', '.join(absent)} not installed (pip install 'effnet[onnx]')" if absent else None
+            reason = f"{', '.join(absent)} not installed (pip install onnx onnxruntime onnxscript)" if absent else None
         if reason is None and self.device == "cuda":
             import torch
 

@@ -170,8 +170,6 @@ class Trainer:
         self.output = Path(output)
         self.run_name = run_name
         train = config.train
-        if train.threads:
-            torch.set_num_threads(train.threads)
         cuda = train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
         if cuda and not torch.cuda.is_available():
             raise EffnetError("train.device is cuda but no CUDA device is available")
@@ -182,6 +180,8 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.output / "checkpoints", train.keep_checkpoints)
         self.metrics = MetricsLog(self.output, enabled=self.dist.is_main)
         self._check_output(resume)
+        if train.threads:  # process-wide: only once the run is sure to start
+            torch.set_num_threads(train.threads)
 
         seed_everything(train.seed)
         self.model = self._build_model()
