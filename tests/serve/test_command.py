@@ -79,9 +79,9 @@ class Loaded(Exception):
 
 
 @pytest.mark.parametrize("argv, engine, options", [
-    ([], "torch", {"device": None, "threads": None}),
-    (["--device", "cpu", "--threads", "3", "--workers", "2"], "torch", {"device": "cpu", "threads": 3}),
-    (["--workers", "2"], "torch", {"device": None, "threads": max(1, len(os.sched_getaffinity(0)) // 2)}),
+    ([], "auto", {"device": None, "threads": None}),
+    (["--device", "cpu", "--threads", "3", "--workers", "2"], "auto", {"device": "cpu", "threads": 3}),
+    (["--workers", "2"], "auto", {"device": None, "threads": max(1, len(os.sched_getaffinity(0)) // 2)}),
     (["--weights", "m.onnx", "--backend", "onnx"], "onnxruntime", {"device": None, "threads": None}),
 ])
 def test_engine_options_reach_the_predictor(argv: list[str], engine: str, options: dict,
@@ -113,7 +113,7 @@ def test_loading_line_names_the_weights_file_it_loads(tmp_path: Path, capsys: py
     missing = tmp_path / "mine.safetensors"
     assert main(["serve", "--weights", str(missing), "--port", "0"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"effnet serve: loading {missing} (torch)"  # not "the default model"
+    assert err[0] == f"effnet serve: loading {missing} (auto)"  # not "the default model"
     assert err[-1] == f"effnet: error: {missing}: weights file not found"
 
 

@@ -36,10 +36,10 @@ def test_the_command_reports_what_the_library_computes(tmp_path, photo_tree, lit
     assert result["predictions"] == report.predictions
     assert (result["Top_1_Accuracy"], result["Top_5_Accuracy"]) == (report.top1, report.top5)
     assert (result["images"], result["evaluated"], result["skipped"]) == (6, 6, 0)
-    assert (result["model"], result["engine"], result["weights"]) == ("efficientnet_lite0", "torch",
+    assert (result["model"], result["engine"], result["weights"]) == ("efficientnet_lite0", "onnxruntime",
                                                                        "efficientnet_lite0.tf_in1k")
     assert f"Top_1: {report.top1:.5f}" in out and "Top_5_Accuracy" in out and "skipped  0" in out
-    assert "(weights efficientnet_lite0.tf_in1k, torch engine)" in out
+    assert "(weights efficientnet_lite0.tf_in1k, onnxruntime engine)" in out
 
 
 def test_corrupt_images_are_counted_listed_and_skipped(tmp_path, photo_thumbnails, capsys):

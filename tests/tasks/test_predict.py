@@ -22,7 +22,7 @@ def test_cli_predicts_bundled_photos_as_json(capsys: pytest.CaptureFixture[str])
     assert code == 0
     document = json.loads(capsys.readouterr().out)
     (result,) = document["results"]
-    assert (document["model"], document["engine"]) == ("efficientnet_lite0", "torch")
+    assert (document["model"], document["engine"]) == ("efficientnet_lite0", "onnxruntime")  # engine auto
     assert result["predictions"][0]["index"] == 967 and len(result["predictions"]) == 2
 
 

@@ -204,8 +204,12 @@ def build(model: str | None, weights: Any, size: int | None, root: Path | None =
             if entry is not None:
                 return entry  # another process built it while we waited
             return _build_into(folder, key, model, weights, size)
-    # the weights are not on this machine yet: the export downloads them, then they have a key
-    return _build_into(folder, None, model, weights, size)
+    # the weights are not on this machine yet: fetch them first (a download that cannot
+    # happen is the same one-line error as on torch), then they have a key
+    from ..weights.loading import entry_path, resolve_entry
+
+    entry_path(resolve_entry(weights, model))
+    return build(model, weights, size, root)
 
 
 def _build_into(folder: Path, key: CacheKey | None, model: str | None, weights: Any, size: int | None) -> CacheEntry:
