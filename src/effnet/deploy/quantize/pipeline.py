@@ -27,8 +27,8 @@ from ...runtime.onnx_metadata import write_metadata
 from ...runtime.onnxruntime_engine import open_session
 from ..._files import check_writable
 from .calibration import calibrate, calibration_inputs, load_evaluation
-from .graph import Layer, find_layers, load_float_model, prepared_graph
-from .recipe import METHODS, QUANTIZED_OPS, SENSITIVITY_IMAGES, WEIGHT_KINDS, QuantizeError, Settings
+from .graph import Layer, feeding_layers, find_layers, load_float_model, prepared_graph
+from .recipe import METHODS, QUANTIZED_OPS, SEARCH_IMAGES, SENSITIVITY_IMAGES, WEIGHT_KINDS, QuantizeError, Settings
 from .report import build_report, int8_op_counts, run_fields
 from .scales import CorrectedGraphs, cpu_has_vnni, gemm_weights_for, weight_overrides
 from .sensitivity import FloatChoice, choose_float_layers, sensitivity
@@ -149,18 +149,24 @@ def quantize_in(work: Path, source: Path, float_model: Any, size: int, inputs: n
     measured) and the chosen int8 file."""
     prepared_path, prepared = prepared_graph(float_model, size, work, source)
     layers = find_layers(prepared)
-    probe_inputs = inputs[np.linspace(0, len(inputs) - 1, min(SENSITIVITY_IMAGES, len(inputs))).round().astype(int)]
     corrected = CorrectedGraphs.measure(prepared, prepared_path, inputs, settings, work)
     all_nodes = {name for layer in layers for name in layer.nodes}
     cache = work / "ranges.json"
     calibrate(corrected(set()), inputs, settings, cache, progress=progress)
-    reference = run_batches(session(prepared_path), probe_inputs)
     overrides = weight_overrides(prepared, settings)  # bias correction leaves the weights alone
+    probe_inputs = spread(inputs, SENSITIVITY_IMAGES)
     sensitivity(lambda layer: corrected(all_nodes - set(layer.nodes)), work, cache, settings, layers, probe_inputs,
-                reference, progress=progress, overrides=overrides)
-    choice = choose_float_layers(corrected, work, cache, settings, layers, keep_float, probe_inputs, reference,
-                                 overrides=overrides, progress=progress)
+                run_batches(session(prepared_path), probe_inputs), progress=progress, overrides=overrides)
+    search_inputs = spread(inputs, SEARCH_IMAGES)
+    choice = choose_float_layers(corrected, work, cache, settings, layers, keep_float, search_inputs,
+                                 run_batches(session(prepared_path), search_inputs), overrides=overrides,
+                                 feeders=feeding_layers(prepared, layers), progress=progress)
     return layers, choice
+
+
+def spread(inputs: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` of ``inputs``, spread evenly over them (a folder's neighbours are alike)."""
+    return inputs[np.linspace(0, len(inputs) - 1, min(count, len(inputs))).round().astype(int)]
 
 
 def quantization_metadata(settings: Settings, images: int, choice: FloatChoice, source: Path,
