@@ -186,3 +186,43 @@ def test_lite0_real_weights_agree_on_photos(lite0_dynamic: Path, tmp_path: Path,
     assert report["relative_logits_error"] < 0.05
     assert report["int8_ops"]["QLinearConv"] >= 45  # of Lite0's 49 convolutions
     assert report["size_mb"]["int8"] < 0.3 * report["size_mb"]["fp32"]
+
+
+def float_weights_onnxruntime_runs(path: Path) -> set[str]:
+    """Float weight initializers that a float ``Conv``/``Gemm`` still reads once onnxruntime has
+    applied its basic graph rewrites (where ``WeightBiasQuantization`` re-quantizes float layers)."""
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path.with_suffix(".basic.onnx"))
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(options.optimized_model_filepath).graph
+    floats = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    return {node.input[1] for node in graph.node if node.op_type in ("Conv", "Gemm") and node.input[1] in floats}
+
+
+def test_layers_kept_float_run_float_in_onnxruntime(tiny_workspace: dict[str, Path], tmp_path: Path) -> None:
+    """conv_c and conv_b, the most sensitive layers, each sit between int8 tensors: kept float
+    alone, onnxruntime would quantize its weights per-tensor (for conv_b, crushing all but its
+    x1000 channel). So with one float layer allowed both stay int8 with per-channel weights and
+    the classifier (its output is the graph's) is the one kept float; with two, the pair is
+    float together (test_sensitive_layers_kept_float). Whatever is reported float is float in
+    the graph onnxruntime runs."""
+    result = quantize(tiny_workspace["model"], tiny_workspace["calib"], tmp_path / "one.int8.onnx", keep_float=1,
+                      speed=False)
+    assert result.report["float_layers"] == ["classifier"]
+    assert result.report["keep_float"]["trials"][1:3] == [
+        {"float_layers": [name], "relative_error": None, "outcome": "runs int8"} for name in ("conv_c", "conv_b")]
+    assert float_weights_onnxruntime_runs(result.path) == {"w_fc"}
+
+
+def test_auto_search_never_gets_worse(tiny_workspace: dict[str, Path], tmp_path: Path) -> None:
+    """Each float layer the auto search keeps lowers the error; what it rejects is reported."""
+    report = quantize(tiny_workspace["model"], tiny_workspace["calib"], tmp_path / "auto.int8.onnx",
+                      speed=False).report
+    curve = [point["relative_error"] for point in report["keep_float"]["curve"]]
+    assert len(curve) == report["keep_float"]["chosen"] + 1
+    assert all(later < earlier for earlier, later in zip(curve, curve[1:]))
+    assert {trial["outcome"] for trial in report["keep_float"]["trials"]} <= {"kept", "no gain", "runs int8"}
+    kept = {row["layer"] for row in report["sensitivity"] if row["kept_float"]}
+    assert float_weights_onnxruntime_runs(tmp_path / "auto.int8.onnx") == {f"w_{name[5:]}" if name != "classifier"
+                                                                            else "w_fc" for name in kept}
