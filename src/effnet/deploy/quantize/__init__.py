@@ -24,8 +24,15 @@ The recipe, and why (measured with ``benchmarks/quantize_bench.py``; docs/deploy
 - SiLU (``Sigmoid`` + ``Mul``) and the squeeze-excitation multiply stay float by default
   (the benchmark measures B0 with them int8 too).
 - Sensitivity analysis: every layer (a conv or the classifier, with its activation) is
-  quantized alone and the logits error it causes under the int8 kernels is measured; the few
-  most sensitive stay float (``--keep-float``).
+  quantized alone and the logits error it causes under the int8 kernels is measured; then
+  float layers are added one at a time, most sensitive first, each kept only when the whole
+  int8 model gets closer to float (``--keep-float``; ``sensitivity.choose_float_layers``).
+  A layer between two int8 layers cannot stay float in onnxruntime: its
+  ``WeightBiasQuantization`` rewrite quantizes such a layer's weights per-tensor at load time
+  (``graph.requantized_by_onnxruntime``), which is what made the old search non-monotonic
+  (Lite0: 0, 1, 2 float layers gave errors 0.0059, 0.23, 0.0033 in the issue; 0.0064,
+  0.0060, 0.0037, then 0.060 with a third layer here). Such layers are only kept float
+  together with the layer that feeds them (the stem and the first depthwise conv).
 
 The model's own preprocessing (from the ONNX metadata) prepares the calibration images, and
 the output gets the same metadata plus how it was quantized, so ``effnet predict --engine
