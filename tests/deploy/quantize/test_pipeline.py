@@ -222,8 +222,9 @@ def test_layers_kept_float_run_float_in_onnxruntime(tiny_workspace: dict[str, Pa
     result = quantize(tiny_workspace["model"], tiny_workspace["calib"], tmp_path / "one.int8.onnx", keep_float=1,
                       speed=False)
     assert result.report["float_layers"] == ["classifier"]
-    assert result.report["keep_float"]["trials"][1:3] == [
-        {"float_layers": [name], "relative_error": None, "outcome": "runs int8"} for name in ("conv_c", "conv_b")]
+    tried_alone = result.report["keep_float"]["trials"][1:3]
+    assert sorted(trial["float_layers"][0] for trial in tried_alone) == ["conv_b", "conv_c"]
+    assert all(trial["outcome"] == "runs int8" and trial["relative_error"] is None for trial in tried_alone)
     assert float_weights_onnxruntime_runs(result.path) == {"w_fc"}
 
 

@@ -8,11 +8,13 @@ The recipe, and why (measured with ``benchmarks/quantize_bench.py``; docs/deploy
   ``vpmaddubsw``, whose 16-bit sums saturate: with 8-bit weights Lite0 agreed with fp32 on
   71% of the photos under the int8 kernels. The usual fix, 7-bit weights, costs half of every
   channel's resolution (89.6% agreement); uint8 weights (onnxruntime's u8u8 kernels, no
-  saturation) are accurate but slower than fp32 at a fixed size. There, the weights of
+  saturation) are accurate but slower than fp32 at a fixed size. So the weights of
   GEMM-backed layers (regular and 1x1 convs, the classifier) get per-channel scales bounded
   by the largest pair of weights the kernel adds in 16 bits (``s8-safe``,
   ``scales.pair_safe_scales``): no saturation, about 102 of 127 levels per channel, int8
-  speed. Depthwise convs keep 8 bits.
+  speed. Depthwise convs keep 8 bits. This is the default on every CPU, VNNI or not: the
+  file may run on another CPU than the one that built it, and on Lite0 it agreed with fp32
+  as often as plain 8-bit weights on a VNNI CPU (``recipe.AUTO_GEMM_WEIGHTS``).
 - Exports have a dynamic spatial size, so TF-"same" pads are computed at run time and each
   ``Pad`` ran as dequantize / float pad / quantize (about half of Lite0's int8 time). The
   size is pinned to the preprocessing's and the shape arithmetic folded

@@ -263,19 +263,21 @@ def requantized_by_onnxruntime(model: Any, float_nodes: set[str]) -> list[str]:
     return requantized
 
 
-def feeding_layers(model: Any, layers: list[Layer]) -> dict[str, Layer]:
+def neighbour_layers(model: Any, layers: list[Layer]) -> dict[str, list[Layer]]:
     """Layer name -> the layer whose output it reads directly (the stem for the first
-    depthwise conv); layers that read the image or another op's output have none.
+    depthwise conv), then the layers that read its output directly.
 
     A layer between two int8 ones cannot stay float in onnxruntime
-    (``requantized_by_onnxruntime``), but it can together with the layer that feeds it.
+    (``requantized_by_onnxruntime``), but it can together with a neighbour: the one that
+    feeds it (its input is then float) or one that reads it (its output is then not quantized).
     """
     owner = {node: layer for layer in layers for node in layer.nodes}
     producers = {output: node.name for node in model.graph.node for output in node.output}
     inputs = {node.name: node.input[0] for node in model.graph.node}
-    feeders = {}
+    neighbours: dict[str, list[Layer]] = {layer.name: [] for layer in layers}
     for layer in layers:
         source = owner.get(producers.get(inputs[layer.nodes[0]], ""))
-        if source is not None:
-            feeders[layer.name] = source
-    return feeders
+        if source is not None and source is not layer:
+            neighbours[layer.name].insert(0, source)
+            neighbours[source.name].append(layer)
+    return neighbours

@@ -8,6 +8,7 @@ calibration images, against the float graph's logits.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,60 +98,73 @@ class FloatChoice:
 def choose_float_layers(graph_for: Callable[[set[str]], Path], workdir: Path, cache: Path, settings: Settings,
                         layers: Sequence[Layer], keep_float: int | str, inputs: np.ndarray, reference: np.ndarray,
                         overrides: dict[str, list[dict[str, Any]]] | None = None,
-                        feeders: dict[str, Layer] | None = None, progress: bool = False) -> FloatChoice:
+                        neighbours: dict[str, list[Layer]] | None = None, progress: bool = False) -> FloatChoice:
     """Grow the set of float layers one at a time, most sensitive first, from none.
 
     A layer joins only when the int8 model with it float is really float there (onnxruntime
     would otherwise re-quantize it per-tensor, see ``requantized_by_onnxruntime``) and, for
     ``"auto"``, when it stays in the budget and cuts the logits error on ``inputs`` by
     ``AUTO_MIN_GAIN``; so adding float layers never makes the chosen file worse. A layer that
-    cannot stay float alone is tried again with the layer that feeds it (``feeders``,
-    ``graph.feeding_layers``: the first depthwise conv with the stem), and every pass starts
-    again from the most sensitive.
+    cannot stay float alone is tried with each neighbour (``neighbours``,
+    ``graph.neighbour_layers``: the first depthwise conv with the stem), the better pair
+    counting, and every pass starts again from the most sensitive.
     ``graph_for(float_nodes)``: the float graph to quantize when those nodes stay float.
     Marks the chosen layers ``kept_float``.
     """
     auto = keep_float == "auto"
-    feeders = feeders or {}
+    neighbours = neighbours or {}
     target = AUTO_MAX_FLOAT if auto else int(keep_float)
     pool = float_candidates(layers, keep_float)
     kept: list[Layer] = []
     trials: list[Trial] = []
     bar = progress_bar(total=None, desc="choosing float layers", unit="try", enabled=progress and target > 0)
 
-    def build(chosen: list[Layer], name: str) -> tuple[Path, float | None]:
+    files = itertools.count()
+
+    def build(chosen: list[Layer]) -> tuple[Path, float | None]:
         """The int8 file with ``chosen`` float, and its error (None when onnxruntime would not keep them float)."""
         nodes = {node for layer in chosen for node in layer.nodes}
-        path = workdir / name
+        path = workdir / f"int8_{next(files)}.onnx"
         quantize_model(graph_for(nodes), path, cache, settings, nodes_to_exclude=sorted(nodes), overrides=overrides)
         bar.update()
         if requantized_by_onnxruntime(onnx.load(str(path)), nodes):
             return path, None
         return path, relative_error(run_batches(session(path), inputs), reference)
 
-    best_path, best_error = build([], "int8_0.onnx")
+    def names(chosen: Sequence[Layer]) -> list[str]:
+        return [layer.name for layer in chosen]
+
+    best_path, best_error = build([])
     trials.append(Trial([], best_error, "kept"))
     while len(kept) < target:
         for layer in [layer for layer in pool if layer not in kept]:
             if auto and not within_float_budget([*kept, layer], layers):
                 continue
-            pool.remove(layer)  # tried once: with the layers kept so far, and its feeder
+            pool.remove(layer)  # tried once: alone, then with each neighbour when alone it runs int8
             added = [layer]
-            path, error = build([*kept, layer], f"int8_{len(trials)}.onnx")
-            feeder = feeders.get(layer.name)
-            if error is None and feeder is not None and feeder not in kept and len(kept) + 2 <= target \
-                    and (not auto or within_float_budget([*kept, feeder, layer], layers)):
-                trials.append(Trial([chosen.name for chosen in (*kept, layer)], None, "runs int8"))
-                added = [feeder, layer]
-                path, error = build([*kept, *added], f"int8_{len(trials)}.onnx")
-            names = [chosen.name for chosen in (*kept, *added)]
+            path, error = build([*kept, layer])
             if error is None:
-                trials.append(Trial(names, None, "runs int8"))
+                trials.append(Trial(names([*kept, layer]), None, "runs int8"))
+                for partner in neighbours.get(layer.name, []):
+                    pair = [partner, layer]
+                    if partner in kept or len(kept) + 2 > target or (
+                            auto and not within_float_budget([*kept, *pair], layers)):
+                        continue
+                    pair_path, pair_error = build([*kept, *pair])
+                    if pair_error is None:
+                        trials.append(Trial(names([*kept, *pair]), None, "runs int8"))
+                    elif error is None or pair_error < error:
+                        if error is not None:
+                            trials.append(Trial(names([*kept, *added]), error, "no gain"))
+                        added, path, error = pair, pair_path, pair_error
+                    else:
+                        trials.append(Trial(names([*kept, *pair]), pair_error, "no gain"))
+            if error is None:
                 continue
             if auto and error > (1 - AUTO_MIN_GAIN) * best_error:
-                trials.append(Trial(names, error, "no gain"))
+                trials.append(Trial(names([*kept, *added]), error, "no gain"))
                 continue
-            trials.append(Trial(names, error, "kept"))
+            trials.append(Trial(names([*kept, *added]), error, "kept"))
             kept += [chosen for chosen in added if chosen not in kept]
             best_path, best_error = path, error
             break
