@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gemm-weights", choices=("auto",) + WEIGHT_KINDS, default="auto",
                         help="weights of the GEMM layers (1x1/full convs, classifier): s8 8-bit, s7 7-bit, "
                              "u8 uint8 (slow u8u8 kernels), s8-safe 8-bit scaled so onnxruntime's AVX2 kernels "
-                             "cannot saturate; auto: s8-safe on every CPU (a file built with s8 on a VNNI CPU saturates "
-                             "on AVX2-only ones)")
+                             "cannot saturate; auto: s8-safe on every CPU (a file built with s8 on a VNNI CPU "
+                             "saturates on AVX2-only ones)")
     parser.add_argument("--size", type=int, default=None,
                         help="input height and width the int8 file is built for (it is fixed there; "
                              "default: the model's preprocessing size)")
