@@ -11,7 +11,7 @@ from pathlib import Path
 from .._files import staged
 from .._files import check_writable
 from ..deploy.quantize.pipeline import quantize
-from ..deploy.quantize.recipe import AUTO_FLOAT_MACS, AUTO_MAX_FLOAT, METHODS, WEIGHT_KINDS
+from ..deploy.quantize.recipe import AUTO_FLOAT_MACS, AUTO_MAX_FLOAT, AUTO_MIN_GAIN, METHODS, WEIGHT_KINDS
 from ..deploy.quantize.report import markdown
 from ..errors import UsageError
 from ..options import add_options, keyword_or_int, positive_int
@@ -35,13 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                         help="one weight scale per output channel")
     parser.add_argument("--keep-float", type=keyword_or_int("auto", 0, "auto"), default="auto", metavar="K|auto",
-                        help=f"keep the K most sensitive layers float; auto: 0-{AUTO_MAX_FLOAT} layers holding at "
-                             f"most {100 * AUTO_FLOAT_MACS:g}%% of the multiply-adds and of the weights, whichever "
-                             "count is closest to float")
+                        help=f"keep the K most sensitive layers float (of those onnxruntime really runs float); "
+                             f"auto: up to {AUTO_MAX_FLOAT} layers holding at most {100 * AUTO_FLOAT_MACS:g}%% of the "
+                             f"multiply-adds and of the weights, each kept only if it cuts the error by "
+                             f"{100 * AUTO_MIN_GAIN:g}%%")
     parser.add_argument("--gemm-weights", choices=("auto",) + WEIGHT_KINDS, default="auto",
                         help="weights of the GEMM layers (1x1/full convs, classifier): s8 8-bit, s7 7-bit, "
                              "u8 uint8 (slow u8u8 kernels), s8-safe 8-bit scaled so onnxruntime's AVX2 kernels "
-                             "cannot saturate; auto: s8 with VNNI, s8-safe without")
+                             "cannot saturate; auto: s8-safe on every CPU (a file built with s8 on a VNNI CPU "
+                             "saturates on AVX2-only ones)")
     parser.add_argument("--size", type=int, default=None,
                         help="input height and width the int8 file is built for (it is fixed there; "
                              "default: the model's preprocessing size)")

@@ -41,7 +41,10 @@ def test_markdown_shows_what_the_report_says() -> None:
                   "int8": {"latency_bs1_ms": 2.0, "throughput_bs16_img_s": 150.0},
                   "speedup": {"latency_bs1_ms": 2.0, "throughput_bs16_img_s": 1.5},
                   "fp32_graph": "the float model as given"},
-        "keep_float": {"chosen": 1},
+        "keep_float": {"chosen": 1, "trials": [
+            {"float_layers": [], "relative_error": 0.3, "outcome": "kept"},
+            {"float_layers": ["conv_a"], "relative_error": None, "outcome": "runs int8"},
+            {"float_layers": ["conv_b"], "relative_error": 0.1, "outcome": "kept"}]},
         "sensitivity": [{"layer": "conv_b", "kind": "expand 1x1", "relative_error": 0.5, "kept_float": True},
                         {"layer": "conv_a", "kind": "stem 3x3", "relative_error": 0.01, "kept_float": False}],
     }
@@ -53,3 +56,4 @@ def test_markdown_shows_what_the_report_says() -> None:
     assert "| latency batch 1 (2 threads) | 4.0 ms | 2.0 ms | 2.00x speed |" in text
     assert "| throughput batch 16 (2 threads) | 100.0 img/s | 150.0 img/s | 1.50x speed |" in text
     assert "| conv_b | expand 1x1 | 0.5000 | float |" in text and "| conv_a | stem 3x3 | 0.0100 | int8 |" in text
+    assert text.endswith("| none | 0.3000 | kept |\n| conv_a |  | runs int8 |\n| conv_b | 0.1000 | kept |")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effnet.deploy.quantize.graph import Layer
-from effnet.deploy.quantize.recipe import AUTO_MAX_FLOAT
+from effnet.deploy.quantize.recipe import AUTO_CANDIDATES
 from effnet.deploy.quantize.sensitivity import float_candidates, relative_error, within_float_budget
 
 
@@ -23,14 +23,13 @@ def test_float_budget_counts_multiply_adds_and_weights() -> None:
 
 
 def test_candidates_are_the_most_sensitive_that_fit() -> None:
-    # 100 layers of 1% each: the budget (5%) holds 5, the search tries at most AUTO_MAX_FLOAT
+    # 100 layers of 1% each but one of 10%: auto tries the AUTO_CANDIDATES most sensitive that fit alone
     layers = [Layer(f"l{i}", "conv", [f"n{i}"], macs=1, weights=1, error=float(i)) for i in range(100)]
-    order, counts = float_candidates(layers, "auto")
-    assert [layer.name for layer in order] == [f"l{i}" for i in range(99, 99 - AUTO_MAX_FLOAT, -1)]
-    assert counts == list(range(AUTO_MAX_FLOAT + 1))
-    order, counts = float_candidates(layers, 7)  # a number: exactly that many, budget or not
-    assert counts == [7] and order[0].name == "l99"
-    assert float_candidates(layers[:3], 7)[1] == [3]
+    layers[98].macs = 12
+    order = float_candidates(layers, "auto")
+    assert [layer.name for layer in order] == ["l99"] + [f"l{i}" for i in range(97, 98 - AUTO_CANDIDATES, -1)]
+    assert len(float_candidates(layers, 7)) == 100  # a number: any layer, budget or not, most sensitive first
+    assert float_candidates(layers, 7)[1].name == "l98"
 
 
 def test_relative_error_is_zero_for_exact_and_one_for_the_mean() -> None:

@@ -215,3 +215,69 @@ def find_layers(model: Any) -> list[Layer]:
         weights = int(np.prod(initializers[first.input[1]].dims)) if first.input[1] in initializers else 0
         layers.append(Layer(*describe_layer(first, initializers), group, macs.get(group[0], 0), weights))
     return layers
+
+
+def requantized_by_onnxruntime(model: Any, float_nodes: set[str]) -> list[str]:
+    """The nodes of a QDQ graph meant to stay float that onnxruntime will run in int8 anyway.
+
+    onnxruntime's ``WeightBiasQuantization`` transformer (basic optimization level, so on in
+    every session) takes a ``Conv``/``Gemm`` with float weights whose input comes from a
+    per-tensor ``DequantizeLinear`` and whose output reaches a ``QuantizeLinear`` through
+    ``Relu``/``Clip`` only, and quantizes its weights to int8 with **one scale for the whole
+    tensor**, then fuses it into a ``QLinearConv``. A layer "kept float" between two int8
+    layers is exactly that, so it ran with per-tensor weights and no bias correction: far
+    worse than int8 with our per-channel weights. On Lite0 keeping ``blocks.1.0.conv_dw``
+    float raised the logits error from 0.0037 to 0.060 (its emulated QDQ graph: 0.0037),
+    and keeping the first depthwise conv float without the stem was the issue's 0.23.
+    This mirrors the transformer's conditions (onnxruntime
+    ``core/optimizer/qdq_transformer/weight_bias_quantization.cc``) on the graph as written.
+    """
+    producers = {output: node for node in model.graph.node for output in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    initializers = {init.name: init for init in model.graph.initializer}
+
+    def scalar(name: str) -> bool:
+        return name in initializers and int(np.prod(initializers[name].dims)) == 1
+
+    def reaches_quantize(node: Any) -> bool:
+        while len(node.output) == 1 and len(consumers.get(node.output[0], [])) == 1:
+            node = consumers[node.output[0]][0]
+            if node.op_type == "QuantizeLinear":
+                return True
+            if node.op_type not in ("Relu", "Clip"):
+                return False
+        return False
+
+    requantized = []
+    for node in model.graph.node:
+        if node.name not in float_nodes or node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            continue
+        weight = initializers.get(node.input[1])
+        source = producers.get(node.input[0])
+        if (weight is not None and weight.data_type == onnx.TensorProto.FLOAT and source is not None
+                and source.op_type == "DequantizeLinear" and scalar(source.input[1]) and reaches_quantize(node)):
+            requantized.append(node.name)
+    return requantized
+
+
+def neighbour_layers(model: Any, layers: list[Layer]) -> dict[str, list[Layer]]:
+    """Layer name -> the layer whose output it reads directly (the stem for the first
+    depthwise conv), then the layers that read its output directly.
+
+    A layer between two int8 ones cannot stay float in onnxruntime
+    (``requantized_by_onnxruntime``), but it can together with a neighbour: the one that
+    feeds it (its input is then float) or one that reads it (its output is then not quantized).
+    """
+    owner = {node: layer for layer in layers for node in layer.nodes}
+    producers = {output: node.name for node in model.graph.node for output in node.output}
+    inputs = {node.name: node.input[0] for node in model.graph.node}
+    neighbours: dict[str, list[Layer]] = {layer.name: [] for layer in layers}
+    for layer in layers:
+        source = owner.get(producers.get(inputs[layer.nodes[0]], ""))
+        if source is not None and source is not layer:
+            neighbours[layer.name].insert(0, source)
+            neighbours[source.name].append(layer)
+    return neighbours

@@ -27,8 +27,8 @@ from ...runtime.onnx_metadata import write_metadata
 from ...runtime.onnxruntime_engine import open_session
 from ..._files import check_writable
 from .calibration import calibrate, calibration_inputs, load_evaluation
-from .graph import Layer, find_layers, load_float_model, prepared_graph
-from .recipe import METHODS, QUANTIZED_OPS, SENSITIVITY_IMAGES, WEIGHT_KINDS, QuantizeError, Settings
+from .graph import Layer, find_layers, load_float_model, neighbour_layers, prepared_graph
+from .recipe import METHODS, QUANTIZED_OPS, SEARCH_IMAGES, SENSITIVITY_IMAGES, WEIGHT_KINDS, QuantizeError, Settings
 from .report import build_report, int8_op_counts, run_fields
 from .scales import CorrectedGraphs, cpu_has_vnni, gemm_weights_for, weight_overrides
 from .sensitivity import FloatChoice, choose_float_layers, sensitivity
@@ -69,8 +69,8 @@ def quantize(
     ``keep_float``: how many of the most sensitive layers stay float, or ``"auto"``: the count
     (0 to ``AUTO_MAX_FLOAT``, within ``AUTO_FLOAT_MACS`` of the multiply-adds and weights)
     whose int8 model is closest to float on the sensitivity images.
-    ``gemm_weights``: a ``WEIGHT_KINDS`` entry for GEMM-backed layers; ``"auto"``: ``s8`` on
-    CPUs with VNNI, ``AVX2_GEMM_WEIGHTS`` on those without.
+    ``gemm_weights``: a ``WEIGHT_KINDS`` entry for GEMM-backed layers; ``"auto"``:
+    ``AUTO_GEMM_WEIGHTS`` (``s8-safe``), right on CPUs with and without VNNI.
     ``op_types``: ops that get int8 inputs/outputs (the SiLU/SE ops stay float by default).
     ``size``: the input size the int8 file is built for (default: the preprocessing's).
     ``eval_dir``/``eval_labels``: the images to compare fp32 and int8 on (default: the
@@ -90,7 +90,7 @@ def quantize(
     inputs, used, failures = calibration_inputs(calib, num_images, preprocessing, progress)
     say(f"calibration: {len(used)} images from {calib}" + (f", {len(failures)} unreadable skipped" if failures else ""))
     vnni = cpu_has_vnni()
-    settings = Settings(method=method, per_channel=per_channel, gemm_weights=gemm_weights_for(gemm_weights, vnni),
+    settings = Settings(method=method, per_channel=per_channel, gemm_weights=gemm_weights_for(gemm_weights),
                         bias_correction=bias_correction, op_types=tuple(op_types))
     with tempfile.TemporaryDirectory(prefix="effnet-quantize-") as temporary:
         work = Path(temporary)
@@ -149,18 +149,24 @@ def quantize_in(work: Path, source: Path, float_model: Any, size: int, inputs: n
     measured) and the chosen int8 file."""
     prepared_path, prepared = prepared_graph(float_model, size, work, source)
     layers = find_layers(prepared)
-    probe_inputs = inputs[np.linspace(0, len(inputs) - 1, min(SENSITIVITY_IMAGES, len(inputs))).round().astype(int)]
     corrected = CorrectedGraphs.measure(prepared, prepared_path, inputs, settings, work)
     all_nodes = {name for layer in layers for name in layer.nodes}
     cache = work / "ranges.json"
     calibrate(corrected(set()), inputs, settings, cache, progress=progress)
-    reference = run_batches(session(prepared_path), probe_inputs)
     overrides = weight_overrides(prepared, settings)  # bias correction leaves the weights alone
+    probe_inputs = spread(inputs, SENSITIVITY_IMAGES)
     sensitivity(lambda layer: corrected(all_nodes - set(layer.nodes)), work, cache, settings, layers, probe_inputs,
-                reference, progress=progress, overrides=overrides)
-    choice = choose_float_layers(corrected, work, cache, settings, layers, keep_float, probe_inputs, reference,
-                                 overrides=overrides, progress=progress)
+                run_batches(session(prepared_path), probe_inputs), progress=progress, overrides=overrides)
+    search_inputs = spread(inputs, SEARCH_IMAGES)
+    choice = choose_float_layers(corrected, work, cache, settings, layers, keep_float, search_inputs,
+                                 run_batches(session(prepared_path), search_inputs), overrides=overrides,
+                                 neighbours=neighbour_layers(prepared, layers), progress=progress)
     return layers, choice
+
+
+def spread(inputs: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` of ``inputs``, spread evenly over them (a folder's neighbours are alike)."""
+    return inputs[np.linspace(0, len(inputs) - 1, min(count, len(inputs))).round().astype(int)]
 
 
 def quantization_metadata(settings: Settings, images: int, choice: FloatChoice, source: Path,

@@ -137,7 +137,8 @@ def run_fields(model: Path, output: Path, arch: str, calib: Any, settings: Setti
             **asdict(settings), "op_types": list(settings.op_types), "cpu_vnni": vnni},
         "calibration": {"folder": str(calib), "images": used, "skipped": len(failures), "skipped_files": failures},
         "keep_float": {"requested": keep_float, "chosen": choice.count,
-                       "trials": [{"float_layers": c, "relative_error": e} for c, e in choice.trials]},
+                       "curve": [{"float_layers": c, "relative_error": e} for c, e in choice.curve],
+                       "trials": [asdict(trial) for trial in choice.trials]},
         "float_layers": [layer.name for layer in choice.float_layers],
         "sensitivity": [{"layer": layer.name, "kind": layer.kind, "relative_error": layer.error, "macs": layer.macs,
                          "weights": layer.weights, "kept_float": layer.kept_float} for layer in ranked],
@@ -170,4 +171,9 @@ def markdown(report: dict[str, Any], sensitive_rows: int = 8) -> str:
     for row in report["sensitivity"][:sensitive_rows]:
         lines.append(f"| {row['layer']} | {row['kind']} | {row['relative_error']:.4f} | "
                      f"{'float' if row['kept_float'] else 'int8'} |")
+    lines += ["", "Keep-float trials (relative logits error of the whole int8 model):", "",
+              "| float layers | relative error | outcome |", "|---|---:|---|"]
+    for trial in report["keep_float"]["trials"]:
+        error = "" if trial["relative_error"] is None else f"{trial['relative_error']:.4f}"
+        lines.append(f"| {', '.join(trial['float_layers']) or 'none'} | {error} | {trial['outcome']} |")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
-from .recipe import AVX2_GEMM_WEIGHTS, BATCH_SIZE, Settings
+from .recipe import AUTO_GEMM_WEIGHTS, BATCH_SIZE, Settings
 
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}
@@ -77,7 +77,8 @@ def gemm_weight_names(model: Any) -> set[str]:
 
 
 def cpu_has_vnni() -> bool:
-    """Whether onnxruntime's int8 GEMM can use VNNI (no 16-bit saturation) on this CPU."""
+    """Whether onnxruntime's int8 GEMM can use VNNI (no 16-bit saturation) on this CPU (the
+    report says where a file was built; the weights no longer depend on it)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -85,12 +86,10 @@ def cpu_has_vnni() -> bool:
     return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def gemm_weights_for(requested: str, vnni: bool) -> str:
-    """The GEMM weight kind a run uses: ``requested``, or for ``auto`` plain ``s8`` where the
-    CPU has VNNI (no saturation) and ``AVX2_GEMM_WEIGHTS`` where it does not."""
-    if requested != "auto":
-        return requested
-    return "s8" if vnni else AVX2_GEMM_WEIGHTS
+def gemm_weights_for(requested: str) -> str:
+    """The GEMM weight kind a run uses: ``requested``, or ``AUTO_GEMM_WEIGHTS`` for ``auto``
+    (whatever CPU quantizes: the file must not saturate on the CPU that runs it)."""
+    return AUTO_GEMM_WEIGHTS if requested == "auto" else requested
 
 
 def weight_overrides(model: Any, settings: Settings) -> dict[str, list[dict[str, Any]]]:
