@@ -20,8 +20,8 @@ Compilation settings, and why (measured on a 2-core AVX512-VNNI/BF16 EPYC):
 
 int8 needs calibration images, which a runtime engine has no place for (and ``deploy``'s
 calibration code sits a floor above ``runtime``): an int8 file is made once by
-``deploy.quantize.openvino.quantize_openvino`` (``effnet bench``'s ``openvino-int8`` row
-makes one the same way) and this engine runs it. ``--precision int8`` on a float file says so.
+``deploy.quantize.openvino.quantize_openvino`` (``effnet quantize --engine openvino``;
+``effnet bench``'s ``openvino-int8`` row makes one the same way) and this engine runs it. ``--precision int8`` on a float file says so.
 """
 
 from __future__ import annotations
@@ -210,8 +210,8 @@ def _precision(path: Any, metadata: Mapping[str, Any], precision: str | None, co
         raise UsageError(f"{path} is quantized to int8: --precision {precision} needs a float file ({source})")
     if precision == "int8" and not quantized:
         raise UsageError(f"--precision int8 runs a file quantized for OpenVINO, and {path} is float: make one with "
-                         "`effnet bench --backends openvino-int8 --calib DIR` or deploy.quantize.openvino."
-                         "quantize_openvino(model.onnx, DIR, model.int8.xml), then --weights model.int8.xml")
+                         "`effnet quantize model.onnx --engine openvino --calib DIR -o model.int8.xml`, then "
+                         "--weights model.int8.xml")
     if precision == "bf16" and not native_bf16(core):
         raise UsageError("--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so OpenVINO would "
                          "compute in fp32; use --precision fp32 or int8")
