@@ -56,11 +56,11 @@ class BenchResult:
     repeats: int
     first_call: float
     top1: float | None = None
-    #: The share of the run's photos on which this backend's top-1 is torch fp32's (None: not compared).
-    agreement: float | None = None
     #: The first backend of the run at the same model, batch and threads, and its p50 over ours.
     baseline: str | None = None
     speedup: float | None = None
+    #: The share of the run's photos on which this backend's top-1 is torch fp32's (None: not compared).
+    agreement: float | None = None
 
     @classmethod
     def from_timing(cls, configuration: Configuration, size: int, threads: int, timing: Timing,
@@ -69,7 +69,7 @@ class BenchResult:
         batch_size = configuration.batch_size
         return cls(configuration.model, configuration.runner, batch_size, threads, size, timing.p50,
                    timing.percentile(90), timing.percentile(99), timing.mean, batch_size / timing.mean,
-                   len(timing.samples), timing.first_call, top1, agreement)
+                   len(timing.samples), timing.first_call, top1, agreement=agreement)
 
     def row(self) -> dict[str, Any]:
         """Flat, unit-suffixed record for CSV/JSON."""
