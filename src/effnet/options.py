@@ -113,12 +113,17 @@ OPTIONS: dict[str, Option] = {
         "default": "auto", "metavar": "NAME",
         "help": "inference engine: auto (an exported file on the engine it needs; weights on a CPU: onnxruntime on "
                 "an export made once and cached, see `effnet cache`; on a GPU: torch), torch (the reference), "
-                "onnxruntime; `effnet bench --help` lists them all"}),
+                "onnxruntime, openvino; `effnet bench --help` lists them all"}),
     "device": Option(("--device",), {
         "default": None, "help": "torch device, e.g. cpu, cuda, cuda:1 (default: cpu; torch engine only)"}),
     "threads": Option(("--threads",), {
         "type": positive_int, "default": None, "metavar": "N",
         "help": "CPU threads inside one forward pass (default: the engine's own, one per core)"}),
+    "precision": Option(("--precision",), {
+        "choices": ("fp32", "bf16", "int8"), "default": None,
+        "help": "what the network computes in: fp32 (torch's answers; the default), bf16 (torch, or openvino on CPUs "
+                "with native bf16), int8 (openvino, on a file quantized for it); bf16 and int8 trade agreement for "
+                "speed: `effnet bench` measures both"}),
     "json": Option(("--json",), {
         "type": json_destination, "nargs": "?", "const": "-", "default": None, "metavar": "PATH",
         "help": "also write the results as JSON to PATH (a .json file), or to stdout with '-' or no PATH"}),

@@ -24,7 +24,8 @@ from effnet.data.transforms import Preprocessing
 from effnet.errors import UsageError
 from effnet.runtime import open_engine
 from effnet.runtime.onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_RGB
-from effnet.runtime.onnxruntime_engine import GuessedPreprocessingWarning, OnnxModelError, open_session
+from effnet.runtime.exported_file import GuessedPreprocessingWarning
+from effnet.runtime.onnxruntime_engine import OnnxModelError, open_session
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CAT = Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg"

@@ -178,3 +178,17 @@ def test_without_a_terminal_each_configuration_is_logged(capsys: pytest.CaptureF
     assert main(["bench", *TINY, "--batch-sizes", "1", "--backends", "torch"]) == 0
     err = capsys.readouterr().err
     assert "[1/2] round 1/2: lite0 torch bs1 1 threads" in err and "[2/2] round 2/2" in err
+
+
+def test_file_backends_show_their_top1_agreement_with_torch(photo_tree, capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    """fp32 engines on the export agree with torch on every photo; torch rows are not compared."""
+    pytest.importorskip("openvino")
+    assert main(["bench", *TINY, "--rounds", "1", "--batch-sizes", "1", "--backends", "torch,onnx,openvino",
+                 "--photos", str(photo_tree.root), "--json", str(tmp_path / "b.json")]) == 0
+    table = capsys.readouterr().out
+    assert "top-1 agree" in table
+    rows = {r["backend"]: r["top1_agreement"] for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+    assert rows == {"torch": None, "onnx": 1.0, "openvino": 1.0}
+    assert main(["bench", *TINY, "--backends", "openvino", "--photos", str(tmp_path / "nothing")]) == 2
+    assert "--photos" in capsys.readouterr().err

@@ -39,8 +39,11 @@ class EngineSpec:
     #: importable packages the engine needs, and how a user installs them
     requires: tuple[str, ...] = ()
     install: str = ""
-    #: files this engine runs as they are (``--weights model.onnx`` picks it under ``auto``)
+    #: files this engine runs as they are; under ``auto`` a file goes to the first engine that
+    #: lists its suffix (``.onnx`` -> onnxruntime), the others run it when asked by name
     suffixes: tuple[str, ...] = ()
+    #: what ``--precision`` may ask of it (fp32, the default, is torch's answers)
+    precisions: tuple[str, ...] = ("fp32",)
 
     def missing(self) -> str | None:
         """Why the engine cannot run here (a package is not installed), or None."""
@@ -53,6 +56,15 @@ class EngineSpec:
         reason = self.missing()
         if reason:
             raise UsageError(f"engine '{self.name}' is not available: {reason}")
+        precision = options.get("precision")
+        if precision is not None and precision not in self.precisions:
+            offered = ", ".join(spec.name for spec in ENGINES.values() if precision in spec.precisions)
+            raise UsageError(f"--precision {precision}: the {self.name} engine offers {', '.join(self.precisions)}; "
+                             f"{precision} is offered by --engine {offered}"
+                             + (" (an int8 file from `effnet quantize` runs as it is, without --precision)"
+                                if precision == "int8" else ""))
+        if self.precisions == ("fp32",):
+            options.pop("precision", None)  # its only precision: nothing to tell the loader
         module, _, attribute = self.target.partition(":")
         return getattr(importlib.import_module(module), attribute).load(model, weights, **options)
 
@@ -60,10 +72,13 @@ class EngineSpec:
 ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("torch", "effnet.runtime.torch_engine:TorchEngine",
                "PyTorch eager, the reference (and what training uses); CPU or CUDA", ("torch",),
-               "pip install torch"),
+               "pip install torch", precisions=("fp32", "bf16")),
     EngineSpec("onnxruntime", "effnet.runtime.onnxruntime_engine:OnnxRuntimeEngine",
                "ONNX Runtime on an .onnx file from `effnet export` (no torch needed)", ("onnxruntime",),
                "pip install onnxruntime", suffixes=(".onnx",)),
+    EngineSpec("openvino", "effnet.runtime.openvino_engine:OpenVinoEngine",
+               "OpenVINO on an .onnx export or an IR .xml, fp32/bf16/int8 (no torch needed)", ("openvino",),
+               "pip install 'effnet[openvino]'", suffixes=(".xml", ".onnx"), precisions=("fp32", "bf16", "int8")),
 )}
 
 #: Other names users type for an engine.
@@ -100,7 +115,7 @@ def resolve_engine(name: str | None, weights: Any) -> str:
     file_engine = _file_engine(weights)
     if name == AUTO:
         return file_engine or AUTO
-    if file_engine is not None and name != file_engine:
+    if file_engine is not None and not str(weights).lower().endswith(ENGINES[name].suffixes):
         raise UsageError(f"{weights} runs on the {file_engine} engine: pass --engine {file_engine} "
                          "(or leave --engine out)")
     return name

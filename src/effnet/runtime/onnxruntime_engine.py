@@ -14,7 +14,6 @@ file does not need torch installed.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,19 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from ..data.labels import resolve_labels
-from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
 from .base import Engine
+from .exported_file import file_facts
 from .onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_LAYOUTS, INPUT_RGB, decode
 
 
 class OnnxModelError(EffnetError, ValueError):
     """A file onnxruntime cannot use as an effnet classifier (not ONNX, wrong opset, ...)."""
-
-
-class GuessedPreprocessingWarning(UserWarning):
-    """An ONNX file without effnet metadata runs with guessed preprocessing and labels."""
 
 
 def open_session(path: str | os.PathLike | bytes, threads: int | None = None, optimize: bool = True,
@@ -73,23 +67,6 @@ def open_session(path: str | os.PathLike | bytes, threads: int | None = None, op
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-@dataclass(frozen=True)
-class PassThrough(Preprocessing):
-    """Preprocessing for graphs that do it themselves: decoded images go in unchanged.
-
-    The fields still describe the recipe the graph applies (for reports and metadata).
-    """
-
-    def resize_crop(self, image: np.ndarray) -> np.ndarray:
-        return image
-
-    def normalize(self, image: np.ndarray) -> np.ndarray:
-        return image
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        return image
 
 
 @dataclass
@@ -132,20 +109,9 @@ class OnnxRuntimeEngine(Engine):
         metadata = decode(session.get_modelmeta().custom_metadata_map)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         layout = _classifier_layout(weights, inputs, outputs, metadata)
-        arch = str(metadata.get("arch", "unknown"))
-        if model is not None and arch != "unknown" and _canonical(model) != arch:
-            raise UsageError(f"{weights} holds {arch}, not {model}")
         side = _static_side(inputs[0]) if layout == INPUT_FLOAT else None
-        recipe = Preprocessing.from_dict(metadata.get("preprocessing") or {"size": side or 224})
-        num_classes = _num_classes(outputs[0], metadata)
-        overrides = {key: value for key, value in (preprocessing or {}).items() if value is not None}
-        if overrides:
-            recipe = _override(weights, recipe, overrides, layout, side)
-        elif not metadata and layout == INPUT_FLOAT:
-            warnings.warn(_guessed(weights, recipe, side, num_classes), GuessedPreprocessingWarning, stacklevel=3)
-        labels = resolve_labels(metadata.get("labels", "imagenet1k"), num_classes)
-        if layout != INPUT_FLOAT:
-            recipe = PassThrough(**recipe.to_dict())
+        facts = file_facts(weights, model, metadata, layout, side, _num_classes(outputs[0], metadata), preprocessing)
+        arch, recipe, labels = facts.arch, facts.preprocessing, facts.labels
         return cls(
             name="onnxruntime", arch=arch, preprocessing=recipe, labels=labels,
             session=session, path=str(weights), input_layout=layout, metadata=metadata,
@@ -184,12 +150,6 @@ class OnnxRuntimeEngine(Engine):
             for i, row in zip(indices, self.session.run(None, {self.input_name: stacked})[0]):
                 logits[i] = row
         return np.stack(logits)  # type: ignore[arg-type]
-
-
-def _canonical(name: str) -> str:
-    from ..models.variants import canonical_name  # pure Python: no torch
-
-    return canonical_name(name)
 
 
 def _guess_layout(node: Any) -> str:
@@ -249,36 +209,6 @@ def _static_side(node: Any) -> int | None:
     """The fixed input side of a float32 NCHW graph, or None for a dynamic one."""
     height = node.shape[2]
     return height if isinstance(height, int) else None
-
-
-#: ``Preprocessing.with_overrides`` fields and the options that set them
-_OVERRIDE_OPTIONS = {"size": "--size", "crop_fraction": "--crop-pct", "interpolation": "--interpolation",
-                    "mean": "--mean", "std": "--std"}
-
-
-def _override(path: Any, recipe: Preprocessing, overrides: Mapping[str, Any], layout: str,
-              side: int | None) -> Preprocessing:
-    if layout != INPUT_FLOAT:
-        options = ", ".join(_OVERRIDE_OPTIONS.get(key, key) for key in overrides)
-        raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing): its size, "
-                         f"crop and normalization are fixed, so {options} cannot change them")
-    size = overrides.get("size")
-    if size is not None and side is not None and size != side:
-        raise UsageError(f"{path} takes {side}x{side} inputs: it cannot run at --size {size}")
-    return recipe.with_overrides(**overrides)
-
-
-def _guessed(path: Any, recipe: Preprocessing, side: int | None, num_classes: int) -> str:
-    """The one-line warning for a float32 graph without effnet metadata: what was guessed."""
-    labels = " and ImageNet class names" if num_classes == 1000 else ""
-    origin = "the input's" if side else "a guess too"
-    return (
-        f"{path} has no effnet metadata: guessed preprocessing size {recipe.size} ({origin}), "
-        f"crop {recipe.crop_fraction:g} "
-        f"({recipe.crop_mode}, {recipe.interpolation}), mean {','.join(f'{v:g}' for v in recipe.mean)}, "
-        f"std {','.join(f'{v:g}' for v in recipe.std)}{labels}; set --size, --crop-pct, --interpolation, --mean "
-        "and --std if it was trained otherwise"
-    )
 
 
 def _num_classes(node: Any, metadata: Mapping[str, Any]) -> int:

@@ -22,6 +22,8 @@ class TorchEngine(Engine):
     model: EfficientNet = field(default=None, repr=False)  # type: ignore[assignment]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = True
+    #: "bf16" runs under torch.autocast (convolutions and matmuls in bf16); "fp32" is the reference
+    precision: str = "fp32"
 
     @classmethod
     def load(
@@ -32,6 +34,7 @@ class TorchEngine(Engine):
         threads: int | None = None,
         channels_last: bool = True,
         preprocessing: Mapping[str, Any] | None = None,
+        precision: str = "fp32",
     ) -> "TorchEngine":
         """Model name and weights (entry, tag, ``default``, or a file) -> engine.
 
@@ -40,12 +43,17 @@ class TorchEngine(Engine):
         (EfficientNet-Lite0) is used. ``device``: a torch device string
         (``cpu``, ``cuda``, ``cuda:1``). ``threads``: torch's intra-op threads, process-wide
         (torch has no per-module setting). ``preprocessing``: fields of
-        ``Preprocessing.with_overrides`` replacing what the weights entry says.
+        ``Preprocessing.with_overrides`` replacing what the weights entry says. ``precision``:
+        ``fp32``, or ``bf16`` under ``torch.autocast`` (an explicit, measured choice).
         """
-        _device(device)  # a bad device fails before the model is built
+        _device(device)  # a bad device or precision fails before the model is built
+        if precision not in ("fp32", "bf16"):
+            raise UsageError(f"--precision {precision}: the torch engine offers fp32 and bf16")
         if isinstance(weights, str) and weights.lower() in ("none", "random"):
             weights = None  # random init: for benchmarks and smoke tests, never for answers
-        return cls.from_module(create_model(model, weights), device, threads, channels_last, preprocessing)
+        engine = cls.from_module(create_model(model, weights), device, threads, channels_last, preprocessing)
+        engine.precision = precision
+        return engine
 
     @classmethod
     def from_module(cls, net: EfficientNet, device: str = "cpu", threads: int | None = None,
@@ -80,7 +88,8 @@ class TorchEngine(Engine):
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float().cpu().numpy()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.model(x).float().cpu().numpy()
 
 
 def _device(name: str) -> torch.device:

@@ -27,7 +27,7 @@ API_KEY_ENV = "EFFNET_API_KEY"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(
-        parser.add_argument_group("model"), "model", "weights", "engine", "device", "threads",
+        parser.add_argument_group("model"), "model", "weights", "engine", "device", "threads", "precision",
         model={"action": "append", "help": "variant to serve, e.g. lite0, b0; repeat to serve several, the first "
                                            "being the default (default: the architecture named by --weights, "
                                            "else lite0)"},
@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             what = name or (args.weights if args.weights else "the default model")
             print(f"effnet serve: loading {what} ({engine})", file=sys.stderr)
-            predictor = Predictor(name, args.weights, engine=engine, device=args.device, threads=threads)
+            predictor = Predictor(name, args.weights, engine=engine, device=args.device, threads=threads,
+                                  precision=args.precision)
             predictors.setdefault(predictor.arch, predictor)
         app = create_app(predictors, settings)
     except BaseException:

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
                         help="ImageFolder root (one sub-folder per class), or an image folder with --labels")
     device_help = OPTIONS["device"].settings["help"] + "; under torchrun, cuda is each process's own GPU"
-    add_options(parser, "model", "weights", "engine", "device", "threads", device={"help": device_help})
+    add_options(parser, "model", "weights", "engine", "device", "threads", "precision",
+                device={"help": device_help})
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32, metavar="N",
                         help="images per forward pass")
     parser.add_argument("--workers", "-j", type=int, default=default_workers(), metavar="N",
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     context = DistContext.from_env("cuda" if str(args.device).startswith("cuda") else "cpu")
     try:
         engine = open_engine(args.engine, args.model, args.weights, device=context.local_device(args.device),
-                             threads=args.threads, preprocessing=preprocessing_overrides(args))
+                             threads=args.threads, precision=args.precision,
+                             preprocessing=preprocessing_overrides(args))
         resolver = LabelResolver(
             num_classes=engine.num_classes, class_names=engine.labels,
             class_map=read_class_map(args.class_map) if args.class_map else None,

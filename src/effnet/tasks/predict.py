@@ -20,7 +20,7 @@ DESCRIPTION = "Classify images and print the top-k classes with names and probab
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMG",
                         help="image files (JPEG, PNG, BMP, WebP, TIFF, GIF), or folders: every image under them")
-    add_options(parser, "model", "weights", "engine", "device", "threads")
+    add_options(parser, "model", "weights", "engine", "device", "threads", "precision")
     parser.add_argument("--topk", "-k", type=positive_int, default=5, metavar="K", help="classes to show per image")
     parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
                         help="images per forward pass")
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     check_json_destination(args.json)
     paths = expand_folders(args.images)
     predictor = Predictor(args.model, args.weights, engine=args.engine, topk=args.topk, batch_size=args.batch_size,
-                          device=args.device, threads=args.threads, preprocessing=preprocessing_overrides(args))
+                          device=args.device, threads=args.threads, precision=args.precision,
+                          preprocessing=preprocessing_overrides(args))
     tables = args.json != "-"
     failures = 0
     records: list[dict[str, Any]] = []

@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="float ONNX file from `effnet export` (its metadata gives the preprocessing)")
     parser.add_argument("--calib", required=True, metavar="DIR",
                         help="folder of calibration images (searched recursively; unreadable files are skipped)")
-    parser.add_argument("--output", "-o", required=True, help="the int8 .onnx file to write")
+    parser.add_argument("--output", "-o", required=True,
+                        help="the int8 file to write: .onnx (onnxruntime), .xml + .bin (--engine openvino)")
+    parser.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                        help="the engine the int8 file is for; openvino: NNCF's post-training quantization to an "
+                             "OpenVINO IR (run it with --engine openvino --precision int8); the options below "
+                             "from --method on are onnxruntime's")
     parser.add_argument("--num-images", type=positive_int, default=1000,
                         help="calibration images, spread over the folder (or all there are, when fewer)")
     parser.add_argument("--method", choices=METHODS, default="percentile",
@@ -63,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
+    if args.engine == "openvino":
+        from ..deploy.quantize.openvino import quantize_openvino
+
+        if output.suffix != ".xml":
+            raise UsageError(f"--output should end in .xml for --engine openvino: {output}")
+        quantize_openvino(args.model, args.calib, output, num_images=args.num_images, size=args.size)
+        print(f"wrote {output} and {output.with_suffix('.bin')}")
+        return 0
     if output.suffix != ".onnx":
         raise UsageError(f"--output should end in .onnx: {output}")
     if args.eval_labels and not args.eval:

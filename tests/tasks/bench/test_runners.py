@@ -14,8 +14,8 @@ from effnet.runtime.onnx_metadata import read_metadata
 from effnet.tasks.bench.runners import ONNX_EXPORT, RUNNERS, InputFiles, canonical_runners, check_runners, load_network
 
 #: the runner names of effnet 0.1 (docs/benchmarks.md), which scripts and notes use
-KNOWN = ["reference", "torch", "torch-cl", "torch-compile", "onnx", "onnx-int8", "cuda", "cuda-fp16", "cuda-bf16",
-         "cuda-graph", "cuda-compile"]
+KNOWN = ["reference", "torch", "torch-cl", "torch-compile", "onnx", "onnx-int8", "openvino", "openvino-bf16",
+         "openvino-int8", "cuda", "cuda-fp16", "cuda-bf16", "cuda-graph", "cuda-compile"]
 
 
 def test_every_known_name_is_a_runner_over_a_registered_engine() -> None:
@@ -57,3 +57,13 @@ def test_onnx_files_carry_full_metadata_and_are_made_once(tmp_path: Path) -> Non
         expected = module(torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 64, 64),
                                                                                    dtype=np.float32))).numpy()
     assert np.abs(forward() - expected).max() < 1e-3
+
+
+def test_openvino_runs_the_same_export_as_onnxruntime_in_fp32(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    module = load_network("efficientnet_lite0")
+    files = InputFiles(tmp_path)
+    onnx_forward = RUNNERS["onnx"].prepare(module, 2, 64, threads=1, files=files)
+    openvino_forward = RUNNERS["openvino"].prepare(module, 2, 64, threads=1, files=files)
+    assert len(list(tmp_path.iterdir())) == 1  # one export serves both engines
+    np.testing.assert_allclose(openvino_forward(), onnx_forward(), atol=1e-4)

@@ -22,9 +22,10 @@ from ...models.variants import canonical_name, short_name
 from ...options import add_options, check_json_destination, positive_int, positive_int_list, write_json
 from ...weights.registry import reported_entry
 from .machine import header_lines, machine_info
+from .agreement import compares, top1_agreement
 from .report import json_document, plot, table_lines, write_csv
-from .runners import (DEFAULT_RUNNERS, RUNNERS, Calibration, InputFiles, canonical_runners, check_runners,
-                      load_network)
+from .runners import (CALIBRATED_SOURCES, DEFAULT_RUNNERS, RUNNERS, Calibration, InputFiles, canonical_runners,
+                      check_runners, load_network)
 from .trials import Configuration, TimingSettings, Trial, with_speedups
 
 DESCRIPTION = (
@@ -52,9 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing, each round")
     parser.add_argument("--min-repeats", type=int, default=5, help="timed batches at least")
     parser.add_argument("--calib", metavar="DIR",
-                        help="onnx-int8: folder of calibration images (e.g. a few hundred of your own photos)")
+                        help="onnx-int8, openvino-int8: folder of calibration images (e.g. a few hundred of your own "
+                             "photos)")
     parser.add_argument("--calib-images", type=positive_int, default=100,
-                        help="onnx-int8: calibration images to use from --calib")
+                        help="onnx-int8, openvino-int8: calibration images to use from --calib")
+    parser.add_argument("--photos", metavar="DIR",
+                        help="photos on which the top-1 of every backend that runs a file (onnx, openvino, their "
+                             "bf16/int8) is compared with torch fp32's: the 'top-1 agree' column (default: the "
+                             "--calib images; photos not used for calibration are the fairer test)")
     parser.add_argument("--csv", metavar="PATH", help="write results as CSV ('-' for stdout)")
     add_options(parser, "json", json={"help": "write machine, config and results as JSON to PATH (a .json file), "
                                               "or to stdout with '-' or no PATH"})
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)
     skipped = check_runners(runners)
     calibration = check_calibration(args, runners, skipped)
+    photos = check_photos(args, runners)
     runnable = [r for r in runners if r not in skipped]
     configurations = []
     for configuration in (Configuration(m, r, n, t) for m in models for r in runnable for t in args.threads or [None]
@@ -86,9 +93,15 @@ def run(args: argparse.Namespace) -> int:
     if not to_stdout:
         print("\n".join(header_lines(machine)))
 
+    networks: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="effnet-bench-") as folder:
-        trials = time_rounds(configurations, args.rounds, settings, InputFiles(Path(folder), calibration), args.size)
-    results = with_speedups([trial.result() for trial in trials], runnable[0] if len(runnable) > 1 else None)
+        files = InputFiles(Path(folder), calibration)
+        trials = time_rounds(configurations, args.rounds, settings, files, args.size, networks)
+        agreement = {} if photos is None else top1_agreement(
+            [(c.model, c.runner) for c in configurations], networks, {t.configuration.model: t.size for t in trials},
+            photos, files, threads=(args.threads or [None])[0])
+    results = with_speedups([trial.result(agreement.get((trial.configuration.model, trial.configuration.runner)))
+                             for trial in trials], runnable[0] if len(runnable) > 1 else None)
 
     skip_lines = [f"skipped {name}: {reason}" for name, reason in skipped.items()]
     if not to_stdout:
@@ -126,24 +139,38 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def check_calibration(args: argparse.Namespace, runners: list[str], skipped: dict[str, str]) -> Calibration | None:
-    """onnx-int8's calibration images, checked before any work (None when it does not run)."""
-    if "onnx-int8" not in runners or "onnx-int8" in skipped:
+    """The int8 runners' calibration images, checked before any work (None when none runs)."""
+    calibrated = [r for r in runners if RUNNERS[r].source in CALIBRATED_SOURCES and r not in skipped]
+    if not calibrated:
         return None
     if not args.calib:
-        raise UsageError("the onnx-int8 backend needs calibration images: --calib DIR")
+        raise UsageError(f"the {', '.join(calibrated)} backend{'s' * (len(calibrated) > 1)} need"
+                         f"{'s' * (len(calibrated) == 1)} calibration images: --calib DIR")
     if not Path(args.calib).is_dir() or not find_images(args.calib):
-        raise UsageError(f"--calib {args.calib}: no images there (.jpg, .png, ...); onnx-int8 calibrates on them")
+        raise UsageError(f"--calib {args.calib}: no images there (.jpg, .png, ...); {', '.join(calibrated)} "
+                         "calibrate on them")
     return Calibration(args.calib, args.calib_images)
 
 
+def check_photos(args: argparse.Namespace, runners: list[str]) -> str | None:
+    """The folder the top-1 agreement is measured on (--photos, else --calib), checked before
+    any work; None when there is none or no runner is compared."""
+    if args.photos and (not Path(args.photos).is_dir() or not find_images(args.photos)):
+        raise UsageError(f"--photos {args.photos}: no images there (.jpg, .png, ...)")
+    folder = args.photos or args.calib
+    if folder is None or not any(compares(r) for r in runners):
+        return None
+    return folder
+
+
 def time_rounds(configurations: list[Configuration], rounds: int, settings: TimingSettings, files: InputFiles,
-                size: int | None) -> list[Trial]:
+                size: int | None, networks: dict[str, Any] | None = None) -> list[Trial]:
     """Every configuration timed ``rounds`` times, interleaved; each is prepared (and its model
-    loaded, once per model) when the first round reaches it.
+    loaded into ``networks``, once per model) when the first round reaches it.
 
     A bar on a terminal; elsewhere (logs, CI) one line per step on stderr instead.
     """
-    networks: dict[str, Any] = {}
+    networks = {} if networks is None else networks
     trials: list[Trial] = []
     total = len(configurations) * rounds
     with progress(total=total, desc="benchmarking", unit="configuration") as bar:

@@ -47,6 +47,7 @@ def machine_info() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "onnxruntime": package_version("onnxruntime"),
+        "openvino": package_version("openvino"),
         "numpy": package_version("numpy"),
         "python": platform.python_version(),
         "allocator": allocator(),
@@ -58,7 +59,7 @@ def header_lines(machine: dict[str, Any]) -> list[str]:
     gpu = machine["gpu"] or "none"
     return [
         f"machine: {machine['cpu']}, {machine['cores']} cores, GPU: {gpu}; {machine['date']}",
-        f"libraries: torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, numpy {machine['numpy']}, "
-        f"python {machine['python']}",
+        f"libraries: torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
+        f"openvino {machine.get('openvino')}, numpy {machine['numpy']}, python {machine['python']}",
         f"allocator: {machine['allocator']}",
     ]

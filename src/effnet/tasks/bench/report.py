@@ -24,18 +24,22 @@ def table_lines(results: Sequence[BenchResult]) -> list[str]:
     """The results as an aligned text table: text columns to the left, numbers to the right.
 
     With a baseline (several backends in one run), a ``vs BASELINE`` column holds its p50 over
-    each row's (above 1: faster).
+    each row's (above 1: faster). When the run compared top-1 classes on photos, a ``top-1
+    agree`` column holds each compared backend's agreement with torch fp32.
     """
     baseline = next((r.baseline for r in results if r.baseline), None)
     titles = ["model", "backend", "batch", "threads", "size", "p50 ms", "p90 ms", "p99 ms", "img/s"]
     titles += [f"vs {baseline}"] if baseline else []
+    compared = any(r.agreement is not None for r in results)
+    titles += ["top-1 agree"] if compared else []
     titles += ["repeats", "first call s"]
     rows = []
     for r in results:
         ratio = [f"{r.speedup:.2f}x" if r.speedup is not None else "-"] if baseline else []
+        agree = [f"{100 * r.agreement:.1f}%" if r.agreement is not None else "-"] if compared else []
         rows.append([short_name(r.model), r.backend, str(r.batch_size), str(r.threads), str(r.size),
                      f"{r.p50 * 1e3:.2f}", f"{r.p90 * 1e3:.2f}", f"{r.p99 * 1e3:.2f}", f"{r.throughput:.1f}",
-                     *ratio, str(r.repeats), f"{r.first_call:.2f}"])
+                     *ratio, *agree, str(r.repeats), f"{r.first_call:.2f}"])
     widths = [max(len(cell) for cell in column) for column in zip(titles, *rows)]
 
     def line(cells: Sequence[str], fill: str = " ") -> str:

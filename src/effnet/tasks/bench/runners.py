@@ -2,12 +2,12 @@
 
 A runner says which engine of ``runtime.ENGINES`` runs the model, the options it opens that
 engine with, and how the engine's input is made: the module itself (the torch engine), the
-file ``deploy.export`` writes (onnxruntime), or that file quantized as ``effnet quantize``
-does. Only the reference port is not an engine of ours: it is what users compare with.
+file ``deploy.export`` writes (onnxruntime, OpenVINO in fp32 or bf16), or that file quantized
+as ``effnet quantize`` does (for onnxruntime, or with ``--engine openvino`` for OpenVINO). Only the reference port is not an engine of ours: it is what users compare with.
 Adding a runner is one line in ``RUNNERS``.
 
 Every runner times one forward pass on a batch already where and how its engine takes it:
-a numpy array for onnxruntime, a tensor on the device in the engine's memory format for
+a numpy array for onnxruntime and OpenVINO, a tensor on the device in the engine's memory format for
 torch. Copies in and out are not timed: on a GPU they would measure the bus, not the network.
 """
 
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ...data.labels import resolve_labels
 from ...data.transforms import Preprocessing
 from ...errors import UsageError
@@ -30,8 +32,13 @@ from ...runtime import ENGINES, open_engine
 #: One timed call; what it returns is kept only by tests (CUDA-graph replays vs eager).
 Forward = Callable[[], object]
 
-#: How a runner's engine gets its input: the module, its ONNX export, or that export in int8.
+#: How a runner's engine gets its input: the module, its ONNX export, or that export in int8
+#: (for onnxruntime, or as an OpenVINO IR).
 MODULE, ONNX_EXPORT, ONNX_INT8, REFERENCE_PORT = "module", "onnx export", "onnx int8", "reference port"
+OPENVINO_INT8 = "openvino int8"
+#: The sources made from the export (they need the export's packages) and those calibrated on --calib.
+FILE_SOURCES = (ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8)
+CALIBRATED_SOURCES = (ONNX_INT8, OPENVINO_INT8)
 
 #: Packages ``deploy.export`` needs besides onnxruntime.
 EXPORT_PACKAGES = ("onnx", "onnxscript")
@@ -46,7 +53,7 @@ REFERENCE_PORTS = {
 
 @dataclass(frozen=True)
 class Calibration:
-    """onnx-int8: the folder of calibration images and how many of them to use."""
+    """The int8 runners: the folder of calibration images and how many of them to use."""
 
     folder: str
     images: int = 100
@@ -77,7 +84,12 @@ class InputFiles:
         if source == ONNX_EXPORT:
             return export_network(net, self.folder / f"{stem}.onnx", batch=None, size=size).path
         if self.calibration is None:
-            raise UsageError("the onnx-int8 runner needs calibration images: --calib DIR")
+            raise UsageError("the int8 runners need calibration images: --calib DIR")
+        if source == OPENVINO_INT8:
+            from ...deploy.quantize.openvino import quantize_openvino  # nncf: only for this runner
+
+            return quantize_openvino(self.path(ONNX_EXPORT, net, size), self.calibration.folder,
+                                     self.folder / f"{stem}.int8.xml", num_images=self.calibration.images, size=size)
         # exactly as `effnet quantize` does by default (sensitivity analysis and all), without its speed report
         return quantize(self.path(ONNX_EXPORT, net, size), self.calibration.folder, self.folder / f"{stem}.int8.onnx",
                         num_images=self.calibration.images, size=size, speed=False).path
@@ -91,8 +103,10 @@ class Runner:
     summary: str
     #: the ``runtime.ENGINES`` entry behind it; None for the reference port
     engine: str | None
-    #: MODULE, ONNX_EXPORT, ONNX_INT8 or REFERENCE_PORT
+    #: MODULE, ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8 or REFERENCE_PORT
     source: str = MODULE
+    #: the engine's ``precision`` (None: the file's own)
+    precision: str | None = None
     device: str = "cpu"
     channels_last: bool = False
     #: CUDA autocast to "fp16" or "bf16"; None computes in fp32
@@ -109,9 +123,17 @@ class Runner:
                 return "efficientnet_pytorch is not installed (pip install --no-deps efficientnet_pytorch==0.7.1)"
             return None
         reason = ENGINES[self.engine].missing()
-        if reason is None and self.source in (ONNX_EXPORT, ONNX_INT8):
+        if reason is None and self.source in FILE_SOURCES:
             absent = [package for package in EXPORT_PACKAGES if importlib.util.find_spec(package) is None]
             reason = f"{', '.join(absent)} not installed (pip install onnx onnxruntime onnxscript)" if absent else None
+        if reason is None and self.source == OPENVINO_INT8 and importlib.util.find_spec("nncf") is None:
+            reason = "nncf not installed (pip install 'effnet[openvino]')"
+        if reason is None and self.engine == "openvino" and self.precision == "bf16":
+            import openvino as ov
+
+            from ...runtime.openvino_engine import native_bf16
+
+            reason = None if native_bf16(ov.Core()) else "this CPU has no native bf16 (AVX512-BF16 or AMX)"
         if reason is None and self.device == "cuda":
             import torch
 
@@ -137,11 +159,22 @@ class Runner:
         ``threads``: onnxruntime's intra-op threads (torch's are the caller's, process-wide)."""
         if self.source == REFERENCE_PORT:
             return _reference_forward(net.plan.name, batch_size, size)
-        if self.engine == "onnxruntime":
-            if files is None:
-                raise ValueError(f"the {self.name} runner times a file: pass files=InputFiles(...)")
-            return _onnxruntime_forward(files.path(self.source, net, size), batch_size, size, threads)
+        if self.source in FILE_SOURCES:
+            engine = self.file_engine(net, size, threads, files, batch_size)
+            batch = np.random.default_rng(0).standard_normal((batch_size, 3, size, size), dtype=np.float32)
+            return lambda: engine(batch)
         return self._torch_forward(net, batch_size, size)
+
+    def file_engine(self, net: Any, size: int, threads: int | None, files: InputFiles | None,
+                    batch_size: int | None = None) -> Any:
+        """The engine that runs this runner's file of ``net`` (compiled for ``batch_size``
+        where the engine takes one: OpenVINO)."""
+        if files is None:
+            raise ValueError(f"the {self.name} runner times a file: pass files=InputFiles(...)")
+        options: dict[str, Any] = {"threads": threads}
+        if self.engine == "openvino":
+            options.update(precision=self.precision, batch=batch_size)
+        return open_engine(self.engine, None, str(files.path(self.source, net, size)), **options)
 
     def _torch_forward(self, net: Any, batch_size: int, size: int) -> Forward:
         import torch
@@ -189,6 +222,12 @@ RUNNERS: dict[str, Runner] = {runner.name: runner for runner in (
            ONNX_EXPORT),
     Runner("onnx-int8", "ONNX Runtime int8, quantized as `effnet quantize` does (needs --calib DIR)", "onnxruntime",
            ONNX_INT8),
+    Runner("openvino", "OpenVINO fp32 (f32 precision hint) on the graph effnet export writes", "openvino", ONNX_EXPORT,
+           precision="fp32"),
+    Runner("openvino-bf16", "OpenVINO bf16 on the same graph (CPUs with native bf16: AVX512-BF16 or AMX)",
+           "openvino", ONNX_EXPORT, precision="bf16"),
+    Runner("openvino-int8", "OpenVINO int8, quantized with NNCF as `effnet quantize --engine openvino` does "
+           "(needs --calib DIR)", "openvino", OPENVINO_INT8, precision="int8"),
     Runner("cuda", "CUDA fp32, channels_last", "torch", device="cuda", channels_last=True),
     Runner("cuda-fp16", "CUDA fp16 autocast, channels_last", "torch", device="cuda", channels_last=True,
            autocast="fp16"),
@@ -254,14 +293,6 @@ def _torch_engine(net: Any, device: str, channels_last: bool) -> Any:
         labels=resolve_labels(entry.labels if entry else "imagenet1k", net.num_classes),
         model=net, device=target, channels_last=channels_last,
     )
-
-
-def _onnxruntime_forward(path: Path, batch_size: int, size: int, threads: int | None) -> Forward:
-    import numpy as np
-
-    engine = open_engine("onnxruntime", None, str(path), threads=threads)
-    batch = np.random.default_rng(0).standard_normal((batch_size, 3, size, size), dtype=np.float32)
-    return lambda: engine(batch)
 
 
 def _cuda_graph(forward: Forward) -> Forward:

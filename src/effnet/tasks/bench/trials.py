@@ -59,15 +59,17 @@ class BenchResult:
     #: The first backend of the run at the same model, batch and threads, and its p50 over ours.
     baseline: str | None = None
     speedup: float | None = None
+    #: The share of the run's photos on which this backend's top-1 is torch fp32's (None: not compared).
+    agreement: float | None = None
 
     @classmethod
     def from_timing(cls, configuration: Configuration, size: int, threads: int, timing: Timing,
-                    top1: float | None = None) -> "BenchResult":
+                    top1: float | None = None, agreement: float | None = None) -> "BenchResult":
         """Percentiles of the per-batch times; throughput is images over the mean batch time."""
         batch_size = configuration.batch_size
         return cls(configuration.model, configuration.runner, batch_size, threads, size, timing.p50,
                    timing.percentile(90), timing.percentile(99), timing.mean, batch_size / timing.mean,
-                   len(timing.samples), timing.first_call, top1)
+                   len(timing.samples), timing.first_call, top1, agreement=agreement)
 
     def row(self) -> dict[str, Any]:
         """Flat, unit-suffixed record for CSV/JSON."""
@@ -76,7 +78,8 @@ class BenchResult:
             "size": self.size, "p50_ms": round(self.p50 * 1e3, 3), "p90_ms": round(self.p90 * 1e3, 3),
             "p99_ms": round(self.p99 * 1e3, 3), "mean_ms": round(self.mean * 1e3, 3),
             "throughput_img_s": round(self.throughput, 2), "repeats": self.repeats,
-            "first_call_s": round(self.first_call, 3), "top1": self.top1, "baseline": self.baseline,
+            "first_call_s": round(self.first_call, 3), "top1": self.top1,
+            "top1_agreement": None if self.agreement is None else round(self.agreement, 4), "baseline": self.baseline,
             "speedup": None if self.speedup is None else round(self.speedup, 3),
         }
 
@@ -123,8 +126,9 @@ class Trial:
                                           min_repeats=settings.min_repeats))
         self.threads = threads
 
-    def result(self) -> BenchResult:
-        return BenchResult.from_timing(self.configuration, self.size, self.threads, self.timing, self.top1)
+    def result(self, agreement: float | None = None) -> BenchResult:
+        """The pooled timing as a result; ``agreement``: the backend's top-1 agreement with torch fp32."""
+        return BenchResult.from_timing(self.configuration, self.size, self.threads, self.timing, self.top1, agreement)
 
 
 def with_speedups(results: Sequence[BenchResult], baseline: str | None) -> list[BenchResult]:
