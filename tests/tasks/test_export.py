@@ -45,7 +45,7 @@ def test_format_triton_lays_out_a_repository(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--opset", "12"], "--opset must be between"),
+    (["--opset", "10"], "--opset must be between"),
     (["--bgr"], "--bgr only applies with --with-preprocessing"),
     (["--model", "efficientnet_b9"], "efficientnet_b9"),
     (["--name", "lite"], "--name applies with --format triton only"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..deploy.export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportResult, export
+from ..data.nv12 import RANGES
+from ..deploy.export.nv12_graph import parse_frame_size
+from ..deploy.export.onnx import DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult, export
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
 from ..options import add_options, keyword_or_int
@@ -35,11 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input height and width: dynamic (TF-'same' padding follows the input) or a fixed "
                              "size; with --with-preprocessing, the network size (default: dynamic; the weights' "
                              "own size with --with-preprocessing or --format triton)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET}")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET}; below {DYNAMIC_MIN_OPSET} the size is fixed (the "
+                             "weights' own unless --size says otherwise). Fixed sizes give static graphs: TF-'same' "
+                             "padding folded into each Conv, no Shape/Pad ops (for NPU compilers, TensorRT, OpenVINO)")
     parser.add_argument("--with-preprocessing", action="store_true",
                         help="the graph takes uint8 NHWC RGB images of any size and resizes, crops and "
                              "normalizes inside (the weights' own recipe)")
     parser.add_argument("--bgr", action="store_true", help="with --with-preprocessing: the input is BGR (OpenCV)")
+    parser.add_argument("--input", choices=("float", "nv12"), default="float",
+                        help="nv12: the graph takes NV12 camera frames of --input-size, uint8 [N, H*3/2, W] (Y plane, "
+                             "then interleaved UV), and converts (BT.601), resizes, crops and normalizes inside, at "
+                             "any opset (default: float, the network's own NCHW input)")
+    parser.add_argument("--input-size", type=parse_frame_size, metavar="HxW",
+                        help="with --input nv12: the frame's height x width, both even (default: the weights' "
+                             "own size, square)")
+    parser.add_argument("--nv12-range", choices=RANGES, default="video",
+                        help="with --input nv12: BT.601 video range (Y 16-235, as OpenCV and most cameras) or full "
+                             "range (0-255) (default: video)")
     triton = parser.add_argument_group("with --format triton")
     triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
     triton.add_argument("--max-batch", type=int, help="Triton's max_batch_size for dynamic batching "
@@ -62,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--output should end in .onnx: {args.output}")
     result = export(
         args.model, args.weights, args.output, batch=args.batch, size=args.size, opset=args.opset,
-        with_preprocessing=args.with_preprocessing, bgr=args.bgr, log=_log,
+        with_preprocessing=args.with_preprocessing, bgr=args.bgr, nv12=_nv12_frame(args), nv12_range=args.nv12_range,
+        log=_log,
     )
     report(result)
     if result.replaced:
@@ -71,6 +87,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, opset {result.opset}, input {result.input_layout}) "
           f"in {result.seconds:.0f} s")
     return 0
+
+
+def _nv12_frame(args: argparse.Namespace) -> tuple[int, int] | str | None:
+    """The NV12 frame size, or None for other inputs (which refuse the nv12 options)."""
+    if args.input != "nv12":
+        if args.input_size is not None or args.nv12_range != "video":
+            raise UsageError("--input-size and --nv12-range apply with --input nv12 only")
+        return None
+    return args.input_size or NATIVE_SIZE
 
 
 def run_triton(args: argparse.Namespace) -> int:
