@@ -180,7 +180,7 @@ class OnnxRuntimeEngine(Engine):
         for index, image in enumerate(images):
             groups.setdefault(image.shape, []).append(index)
         if self.input_layout == INPUT_NV12:
-            frames = np.stack([self._nv12_frame(image) for image in images])
+            frames = np.stack([self.nv12_frame(image) for image in images])
             fixed = self.session.get_inputs()[0].shape[0]
             step = fixed if isinstance(fixed, int) else len(frames)  # NPU-style files fix the batch too
             runs = []
@@ -199,7 +199,7 @@ class OnnxRuntimeEngine(Engine):
         return np.stack(logits)  # type: ignore[arg-type]
 
 
-    def _nv12_frame(self, image: np.ndarray) -> np.ndarray:
+    def nv12_frame(self, image: np.ndarray) -> np.ndarray:
         """A decoded RGB photo as one NV12 frame of the file's size (cover, centre cut)."""
         from PIL import Image
 

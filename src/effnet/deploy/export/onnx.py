@@ -255,6 +255,8 @@ def check_settings(size: int | str | None, opset: int, with_preprocessing: bool,
     if nv12 is not None and with_preprocessing:
         raise UsageError("--input nv12 and --with-preprocessing exclude each other (both put preprocessing "
                          "in the graph)")
+    if isinstance(nv12, tuple):
+        check_frame_size(*nv12)
 
 
 def export(
