@@ -72,3 +72,16 @@ def nv12_to_rgb(frame: np.ndarray, colour_range: str = "video") -> np.ndarray:
     matrix, offset = yuv_to_rgb_matrix(colour_range)
     yuv = np.concatenate([luma[..., None], chroma], axis=-1) - offset
     return np.clip(np.rint(yuv @ matrix.T), 0, 255).astype(np.uint8)
+
+
+def fit_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A photo framed as a camera of ``height`` x ``width`` would frame the scene: scaled
+    (bicubic) to cover the frame, aspect ratio kept, and the centre cut out (HxWx3 uint8)."""
+    from PIL import Image
+
+    scale = max(height / image.shape[0], width / image.shape[1])
+    cover = (max(width, round(image.shape[1] * scale)), max(height, round(image.shape[0] * scale)))
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
+        cover, Image.Resampling.BICUBIC))
+    top, left = (cover[1] - height) // 2, (cover[0] - width) // 2
+    return resized[top:top + height, left:left + width]

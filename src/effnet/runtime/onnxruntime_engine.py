@@ -200,20 +200,13 @@ class OnnxRuntimeEngine(Engine):
 
 
     def nv12_frame(self, image: np.ndarray) -> np.ndarray:
-        """A decoded RGB photo as one NV12 frame of the file's size (cover, centre cut)."""
-        from PIL import Image
-
-        from ..data.nv12 import rgb_to_nv12
+        """A decoded RGB photo as one NV12 frame of the file's size (``data.nv12.fit_frame``)."""
+        from ..data.nv12 import fit_frame, rgb_to_nv12
 
         settings = self.metadata.get("nv12") or {}
         shape = self.session.get_inputs()[0].shape
         height, width = int(settings.get("height", shape[1] * 2 // 3)), int(settings.get("width", shape[2]))
-        scale = max(height / image.shape[0], width / image.shape[1])
-        cover = (max(width, round(image.shape[1] * scale)), max(height, round(image.shape[0] * scale)))
-        resized = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
-            cover, Image.Resampling.BICUBIC))
-        top, left = (cover[1] - height) // 2, (cover[0] - width) // 2
-        return rgb_to_nv12(resized[top:top + height, left:left + width], settings.get("range", "video"))
+        return rgb_to_nv12(fit_frame(image, height, width), settings.get("range", "video"))
 
 
 def _canonical(name: str) -> str:

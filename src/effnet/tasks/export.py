@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nv12: the graph takes NV12 camera frames of --input-size, uint8 [N, H*3/2, W] (Y plane, "
                              "then interleaved UV), and converts (BT.601), resizes, crops and normalizes inside, at "
                              "any opset (default: float, the network's own NCHW input)")
-    parser.add_argument("--input-size", type=parse_frame_size, metavar="HxW",
+    parser.add_argument("--input-size", metavar="HxW",
                         help="with --input nv12: the frame's height x width, both even (default: the weights' "
                              "own size, square)")
     parser.add_argument("--nv12-range", choices=RANGES, default="video",
@@ -126,6 +126,8 @@ def _check_calibration(args: argparse.Namespace) -> None:
         raise UsageError("--calib needs --calib-dump DIR (where to write the calibration set)")
     if args.calib_count < 1:
         raise UsageError(f"--calib-count must be at least 1, not {args.calib_count}")
+    if args.calib_dump:
+        calibration.check_folders(args.calib, args.calib_dump)
 
 
 def report_dump(dump: CalibrationDump) -> None:
@@ -145,7 +147,7 @@ def _nv12_frame(args: argparse.Namespace) -> tuple[int, int] | str | None:
         if args.input_size is not None or args.nv12_range != "video":
             raise UsageError("--input-size and --nv12-range apply with --input nv12 only")
         return None
-    return args.input_size or NATIVE_SIZE
+    return parse_frame_size(args.input_size) if args.input_size else NATIVE_SIZE
 
 
 def run_triton(args: argparse.Namespace) -> int:

@@ -73,8 +73,12 @@ def _check_choices(file_format: str, values: str, layout: str | None, dtype: str
         raise UsageError(f"--calib-count must be at least 1, not {count}")
 
 
-def _check_output(output: Path) -> bool:
-    """Refuse a folder that holds something other than an earlier dump; True when replacing one."""
+def check_folders(images: str | os.PathLike, output: str | os.PathLike) -> bool:
+    """Refuse a missing image folder, or an output folder that holds something other than an
+    earlier dump (before any slow work); True when an earlier dump will be replaced."""
+    if not Path(images).is_dir():
+        raise UsageError(f"{images}: calibration image folder not found")
+    output = Path(output)
     if output.exists() and not output.is_dir():
         raise UsageError(f"{output}: exists and is not a folder (--calib-dump takes a folder)")
     if output.is_dir() and any(output.iterdir()):
@@ -138,9 +142,7 @@ def dump_calibration(
     ``images`` into the folder ``output`` (see the module docstring for the forms)."""
     _check_choices(file_format, values, layout, dtype, count)
     root, output = Path(images), Path(output)
-    if not root.is_dir():
-        raise UsageError(f"{root}: calibration image folder not found")
-    replaced = _check_output(output)
+    replaced = check_folders(root, output)
     engine = OnnxRuntimeEngine.load(None, str(model_path), threads=threads)
     convert, shape, out_dtype = _converter(engine, values, layout, dtype, file_format)
     paths = find_images(root)
@@ -160,7 +162,7 @@ def dump_calibration(
                                                          enabled=progress)):
             name = f"data/{index:05d}_{path.stem}"
             if file_format == "image":
-                name += path.suffix.lower()
+                name += path.suffix  # as it was: vamc samples by suffix (JPEG)
                 shutil.copyfile(path, staging / name)
             else:
                 try:

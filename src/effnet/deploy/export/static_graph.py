@@ -19,6 +19,7 @@ import contextlib
 import functools
 import copy
 import io
+import re
 import warnings
 from typing import Any
 
@@ -146,6 +147,8 @@ def static_to_onnx(net: Any, batch: int | None, size: int, opset: int, output_na
             raise ExportError(f"torch.onnx.export (TorchScript) failed: {_first_line(exc)}") from exc
     model = onnx.load_from_string(buffer.getvalue())
     _drop_identities(model)
+    _constants_to_initializers(model)
+    _timm_node_names(model)
     missing = ops_missing_at(model, opset)
     if missing:
         raise UsageError(f"--opset {opset} is too low for {net.plan.name}: {missing[0][0]} needs opset "
@@ -175,6 +178,34 @@ def _drop_identities(model: Any) -> None:
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
+
+
+def _constants_to_initializers(model: Any) -> None:
+    """``Constant`` nodes (Clip bounds, ReduceMean axes at opset 18+) become initializers:
+    some compilers read weights only from initializers."""
+    graph = model.graph
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+_BLOCK_SCOPE = re.compile(r"^/blocks\.(\d+)\.(\d+)/")
+
+
+def _timm_node_names(model: Any) -> None:
+    """Node names as the TorchScript exporter gives timm's modules (``/blocks/blocks.6/
+    blocks.6.0/se/Mul``): vendor configs name nodes that way (RDK X5's EfficientNet yaml sets
+    int16 on ``/blocks/blocks.6/blocks.6.0/conv_dw/Conv``), so they apply to effnet's files."""
+    for node in model.graph.node:
+        node.name = _BLOCK_SCOPE.sub(lambda m: f"/blocks/blocks.{m[1]}/blocks.{m[1]}.{m[2]}/", node.name)
 
 
 def ops_missing_at(model: Any, opset: int) -> list[tuple[str, int]]:
