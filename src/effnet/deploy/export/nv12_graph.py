@@ -11,7 +11,8 @@ from 11:
   its bias), then ``Clip`` to 0-255;
 - resize and centre crop: with the frame size fixed, the weights' whole recipe (Pillow's
   antialiased filter, the crop box) is one constant matrix per axis, applied as a ``MatMul``
-  pair (``Resize`` with antialiasing needs opset 18; the matrices are what Pillow computes in
+  pair, columns first, each followed by a ``Clip`` to 0-255 as Pillow clips after each pass
+  (``Resize`` with antialiasing needs opset 18; the matrices are what Pillow computes in
   float, read off by resizing identity strips);
 - normalization: one ``Mul`` and one ``Sub``.
 """
@@ -116,8 +117,11 @@ def nv12_graph(preprocessing: Preprocessing, height: int, width: int, colour_ran
                         const("yuv_to_rgb_bias", -matrix @ offset, np.float32)], "rgb_unclipped", kernel_shape=[1, 1])
     rgb = node("Clip", [rgb, const("zero", 0.0, np.float32), const("full", 255.0, np.float32)], "rgb")
     rows, columns = crop_matrices(preprocessing, height, width)
-    resized = node("MatMul", [rgb, const("resize_columns", columns.T, np.float32)], "resized_columns")
-    resized = node("MatMul", [const("resize_rows", rows, np.float32), resized], "resized")
+    zero, full = "nv12/zero", "nv12/full"
+    resized = node("MatMul", [rgb, const("resize_columns", columns.T, np.float32)], "resized_columns_unclipped")
+    resized = node("Clip", [resized, zero, full], "resized_columns")  # Pillow clips after each pass
+    resized = node("MatMul", [const("resize_rows", rows, np.float32), resized], "resized_unclipped")
+    resized = node("Clip", [resized, zero, full], "resized")
     scale = 1.0 / (255.0 * np.asarray(preprocessing.std, np.float64))
     shift = np.asarray(preprocessing.mean, np.float64) / np.asarray(preprocessing.std, np.float64)
     scaled = node("Mul", [resized, const("norm_scale", scale.reshape(1, 3, 1, 1), np.float32)], "scaled")

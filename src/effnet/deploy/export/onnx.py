@@ -223,10 +223,13 @@ def check_nv12(path: Path, net: Any, preprocessing: Preprocessing, frame: tuple[
         with torch.inference_mode():
             expected = net(torch.from_numpy(preprocessing(image)[None])).float().numpy()
         actual = session.run(None, {IMAGE_NAME: rgb_to_nv12(image, colour_range)[None]})[0]
+        difference = float(np.abs(actual - expected).max())
+        # a pick within the measured difference of torch's best is a tie, not a disagreement
+        # (random-weight nets have logits that close)
+        tie = expected[0, actual.argmax()] >= expected.max() - 2 * difference
         checks.append({
-            "what": "nv12 input", "shape": [1, frame[0] * 3 // 2, frame[1]],
-            "max_abs_diff": float(np.abs(actual - expected).max()), "tolerance": PREPROCESSING_TOLERANCE,
-            "same_top1": bool(actual.argmax() == expected.argmax()),
+            "what": "nv12 input", "shape": [1, frame[0] * 3 // 2, frame[1]], "max_abs_diff": difference,
+            "tolerance": PREPROCESSING_TOLERANCE, "same_top1": bool(actual.argmax() == expected.argmax() or tie),
         })
     return checks
 
