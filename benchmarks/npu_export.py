@@ -69,7 +69,7 @@ def openvino_logits(path: Path, batch: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "efficientnet_b0"])
+    parser.add_argument("--models", nargs="*", default=["efficientnet_lite0", "efficientnet_b0"])
     parser.add_argument("--opsets", nargs="+", type=int, default=list(range(11, 24)))
     parser.add_argument("--frames", nargs="*", default=["224x224", "480x640"], help="NV12 frame sizes (none: skip)")
     parser.add_argument("--nv12-opsets", nargs="+", type=int, default=[11, 18])
@@ -100,7 +100,7 @@ def main() -> None:
     net, weights = load("efficientnet_lite0", photos)
     recipe = net.pretrained_cfg.preprocessing
     print("\nNV12 input (efficientnet_lite0, " + weights + "): graph on numpy NV12 vs torch on the same RGB frame")
-    print("frame     range  opset  max|ort-torch|  top-1 same")
+    print("frame     range  opset  max|ort-torch|  top-1 same  differing photos")
     for frame in args.frames:
         height, width = map(int, frame.split("x"))
         for colour_range in ("video", "full"):
@@ -115,8 +115,11 @@ def main() -> None:
                                          for image in rgb])
                 assert all(np.array_equal(a, rgb_to_nv12(b, colour_range)) for a, b in zip(frames, rgb))
                 same = int((actual.argmax(1) == expected.argmax(1)).sum())
+                top2 = np.sort(expected, axis=1)[:, -2:]
+                differ = [f"{name} (torch's top-2 margin {top2[i, 1] - top2[i, 0]:.3f})"
+                          for i, name in enumerate(photos) if actual[i].argmax() != expected[i].argmax()]
                 print(f"{frame:<9} {colour_range:<6} {opset:>5}  {np.abs(actual - expected).max():>14.3f}  "
-                      f"{same:>4}/{len(rgb)}")
+                      f"{same:>4}/{len(rgb)}  {', '.join(differ)}")
 
 
 if __name__ == "__main__":

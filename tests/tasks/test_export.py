@@ -97,7 +97,8 @@ def test_low_opset_exports_a_static_graph(tmp_path: Path, capsys: pytest.Capture
     assert session.get_inputs()[0].shape == [1, 3, 32, 32]
 
 
-def test_nv12_input_and_the_calibration_hand_off(tmp_path: Path, photo_tree, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nv12_input_and_the_calibration_hand_off(tmp_path: Path, photo_tree,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "nv12.onnx"
     assert main(["export", *SMALL, "--opset", "11", "--input", "nv12", "--input-size", "24x32", "-o", str(output),
                  "--calib", str(photo_tree.root), "--calib-dump", str(tmp_path / "calib"), "--calib-count", "3",

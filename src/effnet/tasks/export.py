@@ -9,7 +9,8 @@ from ..data.nv12 import RANGES
 from ..deploy.export import calibration_dump as calibration
 from ..deploy.export.calibration_dump import CalibrationDump
 from ..deploy.export.nv12_graph import parse_frame_size
-from ..deploy.export.onnx import DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult, export
+from ..deploy.export.onnx import (DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult,
+                                  export)
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
 from ..options import add_options, keyword_or_int

@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from effnet.deploy.export.onnx import export_network
+from effnet.deploy.export.onnx import export, export_network
 from effnet.deploy.export.static_graph import freeze_padding, ops_missing_at, static_to_onnx
 from effnet.models.network import build_model
 
@@ -107,3 +107,16 @@ def test_node_names_are_the_ones_vendor_configs_use() -> None:
                      "/blocks/blocks.6/blocks.6.0/se/ReduceMean", "/blocks/blocks.6/blocks.6.0/conv_dw/Conv"]
     names = {node.name for node in static_to_onnx(_tiny("efficientnet_b2", "tf_same"), 1, 64, 11, "logits").graph.node}
     assert set(rdk_node_info) <= names
+
+
+def test_real_lite0_at_opset_11_gives_torchs_answers_on_photos(tmp_path: Path, lite0_torch,
+                                                               photo_thumbnails: dict) -> None:
+    path = export("efficientnet_lite0", "default", tmp_path / "lite0_11.onnx", opset=11, batch=1).path
+    assert onnx.load(str(path)).opset_import[0].version == 11
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 224, 224]
+    batch = np.stack([lite0_torch.preprocessing(np.asarray(image)) for image in photo_thumbnails.values()])
+    expected = lite0_torch(batch)
+    actual = np.concatenate([session.run(None, {"input": row[None]})[0] for row in batch])
+    assert actual.argmax(1).tolist() == expected.argmax(1).tolist()
+    assert np.abs(actual - expected).max() < 1e-4  # measured 1.05e-05 on 24 photos (benchmarks/npu_export.py)

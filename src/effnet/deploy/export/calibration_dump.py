@@ -89,7 +89,8 @@ def check_folders(images: str | os.PathLike, output: str | os.PathLike) -> bool:
     return False
 
 
-def class_groups(paths: list[Path], root: Path, classify: Callable[[list[Path]], list[str]]) -> tuple[str, dict[str, list[Path]]]:
+def class_groups(paths: list[Path], root: Path,
+                 classify: Callable[[list[Path]], list[str]]) -> tuple[str, dict[str, list[Path]]]:
     """Images per class: by sub-folder when ``root`` has class folders, else by ``classify``."""
     in_folders = [p for p in paths if p.parent != root]
     groups: dict[str, list[Path]] = {}
@@ -281,6 +282,7 @@ def _manifest(engine: OnnxRuntimeEngine, grouping: str, groups: dict[str, list[P
         "scale_255": [round(1 / (255 * s), 8) for s in recipe.std],
         "preprocessing": recipe.to_dict(),
         "grouping": grouping, "classes": len(groups), "covered": len(set(classes)),
-        "images": [{"file": name, "class": key, "source": source} for name, key, source in zip(files, classes, sources)],
+        "images": [{"file": name, "class": key, "source": source}
+                   for name, key, source in zip(files, classes, sources)],
     }
 

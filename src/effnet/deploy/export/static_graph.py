@@ -16,8 +16,8 @@ opset (``ops_missing_at``): an op newer than the opset is named in one line.
 from __future__ import annotations
 
 import contextlib
-import functools
 import copy
+import functools
 import io
 import re
 import warnings
@@ -44,10 +44,14 @@ def freeze_padding(net: Any, size: int) -> Any:
     from ...models.layers import Conv2dSame, Conv2dStaticSame
 
     frozen = copy.deepcopy(net).cpu().eval()
-    same = {name: module for name, module in frozen.named_modules() if isinstance(module, (Conv2dSame, Conv2dStaticSame))}
+    same = {name: module for name, module in frozen.named_modules()
+            if isinstance(module, (Conv2dSame, Conv2dStaticSame))}
     sizes: dict[str, tuple[int, int]] = {}
-    hooks = [module.register_forward_hook(lambda m, inputs, _, name=name: sizes.__setitem__(name, tuple(inputs[0].shape[-2:])))
-             for name, module in same.items()]
+
+    def record(name: str) -> Any:
+        return lambda module, inputs, output: sizes.__setitem__(name, tuple(inputs[0].shape[-2:]))
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in same.items()]
     with torch.inference_mode():
         frozen(torch.zeros(1, 3, size, size))
     for hook in hooks:
@@ -221,15 +225,3 @@ def ops_missing_at(model: Any, opset: int) -> list[tuple[str, int]]:
         except defs.SchemaError:
             missing[node.op_type] = defs.get_schema(node.op_type, MAX_OPSET, "").since_version
     return sorted(missing.items())
-
-
-def static_op_census(model: Any) -> dict[str, int]:
-    """How many nodes of each op a graph holds (what docs and tests report)."""
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
-__all__ = ["frozen_conv_class", "MIN_OPSET", "MAX_OPSET", "freeze_padding", "ops_missing_at", "static_op_census",
-           "static_to_onnx"]
