@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 
 from effnet.deploy.export.onnx import export, export_network
 from effnet.deploy.export.static_graph import freeze_padding, ops_missing_at, static_to_onnx
+from effnet.errors import UsageError
 from effnet.models.network import build_model
 
 #: what an EfficientNet static graph may hold (BatchNorm folded, Dropout/DropPath gone)
@@ -120,3 +121,24 @@ def test_real_lite0_at_opset_11_gives_torchs_answers_on_photos(tmp_path: Path, l
     actual = np.concatenate([session.run(None, {"input": row[None]})[0] for row in batch])
     assert actual.argmax(1).tolist() == expected.argmax(1).tolist()
     assert np.abs(actual - expected).max() < 1e-4  # measured 1.05e-05 on 24 photos (benchmarks/npu_export.py)
+
+
+class _Attention(torch.nn.Module):
+    """Self-attention over the pooled features: ``scaled_dot_product_attention`` exports from
+    opset 14 only (the exporter's own table)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query = x[:, None, None, :]
+        return torch.nn.functional.scaled_dot_product_attention(query, query, query)[:, 0, 0, :]
+
+
+def test_an_op_the_exporter_lacks_at_that_opset_is_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    net = _tiny("efficientnet_b0", "tf_same")
+    net.classifier = torch.nn.Sequential(_Attention(), net.classifier)
+    with pytest.raises(UsageError) as raised:
+        static_to_onnx(net, 1, 64, 11, "logits")
+    assert str(raised.value) == ("--opset 11 is too low for efficientnet_b0: aten::scaled_dot_product_attention "
+                                 "needs opset 14 or newer")
+    assert static_to_onnx(net, 1, 64, 14, "logits").opset_import[0].version == 14
+    captured = capfd.readouterr()
+    assert "Torch IR graph" not in captured.out + captured.err  # the exporter's dump is kept quiet

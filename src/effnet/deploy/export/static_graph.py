@@ -19,8 +19,11 @@ import contextlib
 import copy
 import functools
 import io
+import os
 import re
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import onnx
@@ -139,14 +142,14 @@ def static_to_onnx(net: Any, batch: int | None, size: int, opset: int, output_na
     frozen = freeze_padding(net, size)
     buffer = io.BytesIO()
     dynamic = {INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}} if batch is None else None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logs():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_descriptors(), _quiet_logs():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(frozen, (torch.zeros(batch or 1, 3, size, size),), buffer, dynamo=False,
                               opset_version=opset, input_names=[INPUT_NAME], output_names=[output_name],
                               dynamic_axes=dynamic, do_constant_folding=True)
         except torch.onnx.errors.UnsupportedOperatorError as exc:
-            raise UsageError(f"--opset {opset} is too low for {net.plan.name}: {_first_line(exc)}") from None
+            raise UsageError(f"--opset {opset} is too low for {net.plan.name}: {_needs(exc)}") from None
         except Exception as exc:
             raise ExportError(f"torch.onnx.export (TorchScript) failed: {_first_line(exc)}") from exc
     model = onnx.load_from_string(buffer.getvalue())
@@ -158,6 +161,33 @@ def static_to_onnx(net: Any, batch: int | None, size: int, opset: int, output_na
         raise UsageError(f"--opset {opset} is too low for {net.plan.name}: {missing[0][0]} needs opset "
                          f"{missing[0][1]} or newer")
     return model
+
+
+@contextlib.contextmanager
+def _quiet_descriptors() -> Iterator[None]:
+    """Silence file descriptors 1 and 2 for a while: on an unsupported op the TorchScript
+    exporter's C++ log prints the whole IR graph, while the one line users need is raised."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved, devnull = [os.dup(1), os.dup(2)], os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in (*saved, devnull):
+            os.close(descriptor)
+
+
+def _needs(exc: BaseException) -> str:
+    """``aten::op needs opset N or newer`` from the exporter's message (its first line otherwise)."""
+    text = str(exc)
+    op, version = re.search(r"operator '([^']+)'", text), re.search(r"added in version (\d+)", text)
+    if op and version:
+        return f"{op[1]} needs opset {version[1]} or newer"
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
