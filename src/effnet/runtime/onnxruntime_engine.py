@@ -285,8 +285,8 @@ def _override(path: Any, recipe: Preprocessing, overrides: Mapping[str, Any], la
               side: int | None) -> Preprocessing:
     if layout != INPUT_FLOAT:
         options = ", ".join(_OVERRIDE_OPTIONS.get(key, key) for key in overrides)
-        raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing): its size, "
-                         f"crop and normalization are fixed, so {options} cannot change them")
+        raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing or "
+                         f"--input nv12): its size, crop and normalization are fixed, so {options} cannot change them")
     size = overrides.get("size")
     if size is not None and side is not None and size != side:
         raise UsageError(f"{path} takes {side}x{side} inputs: it cannot run at --size {size}")
