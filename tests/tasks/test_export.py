@@ -45,7 +45,7 @@ def test_format_triton_lays_out_a_repository(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--opset", "12"], "--opset must be between"),
+    (["--opset", "10"], "--opset must be between"),
     (["--bgr"], "--bgr only applies with --with-preprocessing"),
     (["--model", "efficientnet_b9"], "efficientnet_b9"),
     (["--name", "lite"], "--name applies with --format triton only"),
@@ -87,3 +87,43 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_export(tmp_path:
     assert main(["export", *SMALL, "-o", str(output)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"effnet: error: cannot write {output}: {tmp_path / 'notes.txt'} is a file, not a folder")
+
+
+def test_low_opset_exports_a_static_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "lite0_11.onnx"
+    assert main(["export", *SMALL, "--opset", "11", "-o", str(output)]) == 0
+    assert "efficientnet_lite0, opset 11, input float32_nchw" in capsys.readouterr().out.splitlines()[-1]
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 32, 32]
+
+
+def test_nv12_input_and_the_calibration_hand_off(tmp_path: Path, photo_tree,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "nv12.onnx"
+    assert main(["export", *SMALL, "--opset", "11", "--input", "nv12", "--input-size", "24x32", "-o", str(output),
+                 "--calib", str(photo_tree.root), "--calib-dump", str(tmp_path / "calib"), "--calib-count", "3",
+                 "--calib-format", "bin"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in out[:3]] == ["network", "nv12", "nv12"]
+    assert "input uint8_nv12" in out[-2]
+    assert out[-1] == (f"wrote calibration set {tmp_path / 'calib'}: 3 files of uint8 1x36x32, 3 of 6 classes covered "
+                       "(grouped by sub-folder); list.txt, manifest.json")
+    assert read_metadata(output)["nv12"] == {"height": 24, "width": 32, "range": "video"}
+    assert all((tmp_path / "calib" / name).stat().st_size == 36 * 32
+               for name in (tmp_path / "calib" / "list.txt").read_text().split())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--input", "nv12", "--input-size", "224x223"], "NV12 needs even frame sides, not 224x223"),
+    (["--input-size", "224x224"], "--input-size and --nv12-range apply with --input nv12 only"),
+    (["--opset", "17", "--with-preprocessing"], "--with-preprocessing needs --opset 18 or newer"),
+    (["--calib-dump", "calib"], "--calib-dump needs --calib IMAGES_DIR"),
+    (["--calib", "no_such_folder", "--calib-dump", "calib"], "no_such_folder: calibration image folder not found"),
+    (["--calib", "images"], "--calib needs --calib-dump DIR"),
+])
+def test_bad_npu_settings_are_one_line_usage_errors(tmp_path: Path, arguments: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    assert main(["export", "-o", str(tmp_path / "m.onnx"), *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -277,7 +277,8 @@ def lookup(model: str | None, weights: Any, size: int | None, root: Path | None 
 
 
 def load_auto(model: str | None, weights: Any = "default", *, device: str | None = None,
-              threads: int | None = None, preprocessing: Mapping[str, Any] | None = None, **options: Any) -> Any:
+              threads: int | None = None, preprocessing: Mapping[str, Any] | None = None,
+              precision: str | None = None, **options: Any) -> Any:
     """``--engine auto`` for weights that are not a file an engine runs as is: onnxruntime on
     the cached export on a CPU, else (a GPU, random weights, options only torch has, a cache
     that cannot be written, a model that does not export) the torch engine."""
@@ -285,9 +286,12 @@ def load_auto(model: str | None, weights: Any = "default", *, device: str | None
 
     def torch_engine() -> Any:
         return ENGINES["torch"].load(model, weights, device=device or "cpu", threads=threads,
-                                     preprocessing=preprocessing, **options)
+                                     preprocessing=preprocessing, **options,
+                                     **({"precision": precision} if precision else {}))
 
     randomly = weights is None or (isinstance(weights, str) and weights.lower() in RANDOM_WEIGHTS)
+    if precision not in (None, "fp32"):  # bf16/int8 are asked by name: the engine that offers them
+        return torch_engine()
     if (auto_choice(device) == "torch" or options or randomly or ENGINES["onnxruntime"].missing()
             or importlib_missing("onnx", "onnxscript")):
         return torch_engine()

@@ -91,7 +91,7 @@ def _override(path: Any, recipe: Preprocessing, overrides: Mapping[str, Any], la
               side: int | None) -> Preprocessing:
     if layout != INPUT_FLOAT:
         options = ", ".join(_OVERRIDE_OPTIONS.get(key, key) for key in overrides)
-        raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing): its size, "
+        raise UsageError(f"{path} preprocesses images inside the graph (exported --with-preprocessing or --input nv12): its size, "
                          f"crop and normalization are fixed, so {options} cannot change them")
     size = overrides.get("size")
     if size is not None and side is not None and size != side:

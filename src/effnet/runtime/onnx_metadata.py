@@ -22,7 +22,10 @@ FORMAT = 1
 INPUT_FLOAT = "float32_nchw"
 INPUT_RGB = "uint8_nhwc_rgb"
 INPUT_BGR = "uint8_nhwc_bgr"
-INPUT_LAYOUTS = (INPUT_FLOAT, INPUT_RGB, INPUT_BGR)
+#: NV12 frames of one fixed size, uint8 [N, H * 3 / 2, W] (``data.nv12``); ``effnet.nv12``
+#: holds {"height", "width", "range"}
+INPUT_NV12 = "uint8_nv12"
+INPUT_LAYOUTS = (INPUT_FLOAT, INPUT_RGB, INPUT_BGR, INPUT_NV12)
 
 
 def decode(values: Mapping[str, str]) -> dict[str, Any]:

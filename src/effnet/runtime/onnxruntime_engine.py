@@ -4,7 +4,10 @@ An effnet ONNX file carries its own metadata (architecture, weights, padding, pr
 labels, input layout) as ``metadata_props``, so loading reads nothing else. Files written
 with ``--with-preprocessing`` take decoded uint8 images (NHWC, any size) and resize, crop and
 normalize inside the graph; for them ``preprocessing`` passes images through untouched and
-the engine groups same-sized images into one run.
+the engine groups same-sized images into one run. Files exported with ``--input nv12`` take
+NV12 frames of one fixed size: the engine scales each decoded photo to cover that frame
+(aspect ratio kept, centre cut, as a camera frames a scene) and converts it to NV12
+(``data.nv12``), so ``effnet predict --weights x.onnx photo.jpg`` runs them too.
 
 Only numpy, onnxruntime and effnet's torch-free modules (``data``, ``errors``, and
 ``models.variants`` for model names) are imported here: a machine that deploys an ``.onnx``
@@ -24,7 +27,7 @@ import numpy as np
 from ..errors import EffnetError, UsageError
 from .base import Engine
 from .exported_file import file_facts
-from .onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_LAYOUTS, INPUT_RGB, decode
+from .onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_LAYOUTS, INPUT_NV12, INPUT_RGB, decode
 
 
 class OnnxModelError(EffnetError, ValueError):
@@ -142,6 +145,16 @@ class OnnxRuntimeEngine(Engine):
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(images):
             groups.setdefault(image.shape, []).append(index)
+        if self.input_layout == INPUT_NV12:
+            frames = np.stack([self.nv12_frame(image) for image in images])
+            fixed = self.session.get_inputs()[0].shape[0]
+            step = fixed if isinstance(fixed, int) else len(frames)  # NPU-style files fix the batch too
+            runs = []
+            for start in range(0, len(frames), step):
+                chunk = frames[start:start + step]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
+                runs.append(self.session.run(None, {self.input_name: padded})[0][:len(chunk)])
+            return np.concatenate(runs)
         for indices in groups.values():
             stacked = np.stack([images[i] for i in indices])
             if self.input_layout == INPUT_BGR:
@@ -150,6 +163,15 @@ class OnnxRuntimeEngine(Engine):
             for i, row in zip(indices, self.session.run(None, {self.input_name: stacked})[0]):
                 logits[i] = row
         return np.stack(logits)  # type: ignore[arg-type]
+
+    def nv12_frame(self, image: np.ndarray) -> np.ndarray:
+        """A decoded RGB photo as one NV12 frame of the file's size (``data.nv12.fit_frame``)."""
+        from ..data.nv12 import fit_frame, rgb_to_nv12
+
+        settings = self.metadata.get("nv12") or {}
+        shape = self.session.get_inputs()[0].shape
+        height, width = int(settings.get("height", shape[1] * 2 // 3)), int(settings.get("width", shape[2]))
+        return rgb_to_nv12(fit_frame(image, height, width), settings.get("range", "video"))
 
 
 def _guess_layout(node: Any) -> str:
@@ -178,6 +200,8 @@ def _takes_rgb_images(node: Any, layout: str) -> bool:
     """Rank 4 with 3 channels (a named dimension may be 3), square when fixed (the
     preprocessing makes square crops), and the element type the layout says."""
     shape = node.shape
+    if layout == INPUT_NV12:
+        return node.type == "tensor(uint8)" and len(shape) == 3
     if len(shape) != 4:
         return False
     if layout == INPUT_FLOAT:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..deploy.export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportResult, export
+from ..data.nv12 import RANGES
+from ..deploy.export import calibration_dump as calibration
+from ..deploy.export.calibration_dump import CalibrationDump
+from ..deploy.export.nv12_graph import parse_frame_size
+from ..deploy.export.onnx import (DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult,
+                                  export)
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
 from ..options import add_options, keyword_or_int
@@ -35,11 +40,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input height and width: dynamic (TF-'same' padding follows the input) or a fixed "
                              "size; with --with-preprocessing, the network size (default: dynamic; the weights' "
                              "own size with --with-preprocessing or --format triton)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET}")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET}; below {DYNAMIC_MIN_OPSET} the size is fixed (the "
+                             "weights' own unless --size says otherwise). Fixed sizes give static graphs: TF-'same' "
+                             "padding folded into each Conv, no Shape/Pad ops (for NPU compilers, TensorRT, OpenVINO)")
     parser.add_argument("--with-preprocessing", action="store_true",
                         help="the graph takes uint8 NHWC RGB images of any size and resizes, crops and "
                              "normalizes inside (the weights' own recipe)")
     parser.add_argument("--bgr", action="store_true", help="with --with-preprocessing: the input is BGR (OpenCV)")
+    parser.add_argument("--input", choices=("float", "nv12"), default="float",
+                        help="nv12: the graph takes NV12 camera frames of --input-size, uint8 [N, H*3/2, W] (Y plane, "
+                             "then interleaved UV), and converts (BT.601), resizes, crops and normalizes inside, at "
+                             "any opset (default: float, the network's own NCHW input)")
+    parser.add_argument("--input-size", metavar="HxW",
+                        help="with --input nv12: the frame's height x width, both even (default: the weights' "
+                             "own size, square)")
+    parser.add_argument("--nv12-range", choices=RANGES, default="video",
+                        help="with --input nv12: BT.601 video range (Y 16-235, as OpenCV and most cameras) or full "
+                             "range (0-255) (default: video)")
+    calib = parser.add_argument_group("the calibration hand-off to vendor compilers (see docs/deploy.md)")
+    calib.add_argument("--calib", metavar="IMAGES_DIR",
+                       help="calibration images: class sub-folders, or a flat folder (then grouped by the model's "
+                            "top-1)")
+    calib.add_argument("--calib-dump", metavar="DIR",
+                       help="after the export, write the calibration set for the exported file: DIR/data/ (one "
+                            "file per image), DIR/list.txt, DIR/manifest.json; every class present is covered")
+    calib.add_argument("--calib-count", type=int, default=calibration.DEFAULT_COUNT,
+                       help=f"images to pick (default: {calibration.DEFAULT_COUNT}, as VastAI's document asks)")
+    calib.add_argument("--calib-format", choices=calibration.FORMATS, default="npy",
+                       help="npy (numpy), bin (raw bytes, hb_mapper's cal_data_dir) or image (copies of the picked "
+                            "images, for vamc, which preprocesses itself) (default: npy)")
+    calib.add_argument("--calib-values", choices=calibration.VALUES, default="input",
+                       help="input: exactly the exported graph's input (normalized float32, or NV12 frames); "
+                            "pixels: the resized, cropped RGB on the 0-255 scale, for compilers that normalize "
+                            "inside (hb_mapper's norm_type data_mean_and_scale) (default: input)")
+    calib.add_argument("--calib-layout", choices=calibration.LAYOUTS, help="nchw or nhwc (default: nchw)")
+    calib.add_argument("--calib-dtype", choices=calibration.DTYPES,
+                       help="float32 or uint8 (uint8 with --calib-values pixels only; default: float32, uint8 for "
+                            "NV12 frames)")
     triton = parser.add_argument_group("with --format triton")
     triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
     triton.add_argument("--max-batch", type=int, help="Triton's max_batch_size for dynamic batching "
@@ -60,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--{given[0].replace('_', '-')} applies with --format triton only")
     if not str(args.output).endswith(".onnx"):
         raise UsageError(f"--output should end in .onnx: {args.output}")
+    _check_calibration(args)
     result = export(
         args.model, args.weights, args.output, batch=args.batch, size=args.size, opset=args.opset,
-        with_preprocessing=args.with_preprocessing, bgr=args.bgr, log=_log,
+        with_preprocessing=args.with_preprocessing, bgr=args.bgr, nv12=_nv12_frame(args), nv12_range=args.nv12_range,
+        log=_log,
     )
     report(result)
     if result.replaced:
@@ -70,7 +110,45 @@ def run(args: argparse.Namespace) -> int:
     size_mb = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, opset {result.opset}, input {result.input_layout}) "
           f"in {result.seconds:.0f} s")
+    if args.calib_dump:
+        report_dump(calibration.dump_calibration(
+            result.path, args.calib, args.calib_dump, count=args.calib_count, file_format=args.calib_format,
+            values=args.calib_values, layout=args.calib_layout, dtype=args.calib_dtype,
+            progress=not getattr(args, "no_progress", False),
+        ))
     return 0
+
+
+def _check_calibration(args: argparse.Namespace) -> None:
+    """The calibration options belong together; refuse them apart, before the export runs."""
+    if args.calib_dump and not args.calib:
+        raise UsageError("--calib-dump needs --calib IMAGES_DIR (the images to pick from)")
+    if args.calib and not args.calib_dump:
+        raise UsageError("--calib needs --calib-dump DIR (where to write the calibration set)")
+    if args.calib_count < 1:
+        raise UsageError(f"--calib-count must be at least 1, not {args.calib_count}")
+    if args.calib_dump:
+        calibration.check_folders(args.calib, args.calib_dump)
+
+
+def report_dump(dump: CalibrationDump) -> None:
+    """What the calibration folder holds and how well it covers the classes."""
+    for problem in dump.skipped[:3]:
+        print(f"skipped: {problem}")
+    if dump.replaced:
+        print(f"replaced {dump.folder}")
+    kind = "" if dump.dtype == "image" else f" of {dump.dtype} {'x'.join(map(str, dump.shape))}"
+    print(f"wrote calibration set {dump.folder}: {len(dump.files)} files{kind}, {dump.covered} of {dump.classes} "
+          f"classes covered (grouped by {dump.grouping}); list.txt, manifest.json")
+
+
+def _nv12_frame(args: argparse.Namespace) -> tuple[int, int] | str | None:
+    """The NV12 frame size, or None for other inputs (which refuse the nv12 options)."""
+    if args.input != "nv12":
+        if args.input_size is not None or args.nv12_range != "video":
+            raise UsageError("--input-size and --nv12-range apply with --input nv12 only")
+        return None
+    return parse_frame_size(args.input_size) if args.input_size else NATIVE_SIZE
 
 
 def run_triton(args: argparse.Namespace) -> int:

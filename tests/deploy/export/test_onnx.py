@@ -141,7 +141,10 @@ def test_a_failed_check_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"opset": 12}, "--opset must be between 18 and 23, not 12"),
+    ({"opset": 10}, "--opset must be between 11 and 23, not 10"),
+    ({"opset": 17, "with_preprocessing": True}, "--with-preprocessing needs --opset 18 or newer"),
+    ({"nv12": (224, 225)}, "NV12 needs even frame sides, not 224x225"),
+    ({"nv12": (224, 224), "with_preprocessing": True}, "exclude each other"),
     ({"bgr": True}, "--bgr only applies with --with-preprocessing"),
     ({"size": "native", "with_preprocessing": True}, "exclude each other"),
 ])

@@ -9,8 +9,11 @@ nothing else.
 
 Traps handled here:
 
-- TF "same" padding stays dynamic: ``models.layers.same_padding`` is symbolic integer
-  arithmetic, exported as shape ops feeding ``Pad``.
+- Dynamic sizes (opset 18+, torch's dynamo exporter): TF "same" padding stays dynamic,
+  ``models.layers.same_padding`` is symbolic integer arithmetic exported as shape ops feeding
+  ``Pad``. A fixed size (any opset 11-23; the default below 18): the TorchScript exporter on a
+  copy whose padding is frozen into each ``Conv``'s static pads (``static_graph``), a graph
+  NPU compilers, TensorRT and OpenVINO take as it is.
 - SiLU exports as ``Sigmoid`` + ``Mul``, which onnxruntime fuses (``QuickGelu``); ReLU6 is
   exported as ``clamp`` (one ``Clip`` that fuses into ``Conv``, ``export_friendly``) because
   the exporter would otherwise decompose ``hardtanh`` op by op under symbolic shapes, which
@@ -19,7 +22,8 @@ Traps handled here:
   onnxruntime fusion applies to it (``tests/deploy/export/test_onnx.py`` checks the fused graph).
 - ``with_preprocessing`` puts resize, crop and normalization as ONNX ops (uint8 antialiased
   bicubic ``Resize``, which reproduces Pillow's filter) in front of the network
-  (``preprocessing_graph``).
+  (``preprocessing_graph``); ``nv12`` puts NV12 decoding, resize, crop and normalization for
+  one fixed frame size in front of it at any opset (``nv12_graph``).
 
 torch is imported inside the functions that need it, so that ``effnet export --help`` and the
 Triton writer start without it.
@@ -44,16 +48,21 @@ import onnx
 
 from ..._files import staged
 from ...data.labels import resolve_labels
+from ...data.nv12 import check_frame_size, rgb_to_nv12
 from ...data.transforms import Preprocessing
 from ...errors import EffnetError, UsageError
-from ...runtime.onnx_metadata import FORMAT, INPUT_BGR, INPUT_FLOAT, INPUT_RGB, write_metadata
+from ...runtime.onnx_metadata import FORMAT, INPUT_BGR, INPUT_FLOAT, INPUT_NV12, INPUT_RGB, write_metadata
 from ...runtime.onnxruntime_engine import open_session
 from ..._files import check_writable
+from .nv12_graph import nv12_graph
 from .preprocessing_graph import IMAGE_NAME, INPUT_NAME, attach_preprocessing, preprocessing_graph
+from .static_graph import static_to_onnx
 
 DEFAULT_OPSET = 18
-#: The exporter's lowest opset; the highest onnxruntime here runs.
-MIN_OPSET, MAX_OPSET = 18, 23
+#: The lowest opset (fixed sizes, TorchScript exporter); the highest onnxruntime here runs.
+MIN_OPSET, MAX_OPSET = 11, 23
+#: The lowest opset for dynamic sizes (the dynamo exporter) and for --with-preprocessing.
+DYNAMIC_MIN_OPSET = 18
 #: Max abs logits difference accepted between onnxruntime and torch on the network itself,
 #: unless torch's own float32 error (vs float64) is larger: then ``FLOAT32_SLACK`` times that
 #: (random-init nets with logits in the hundreds round at the 1e-3 level in torch too).
@@ -62,6 +71,9 @@ FLOAT32_SLACK = 4.0
 #: Max abs logits difference accepted between in-graph and Python preprocessing: measured on
 #: the photos in tests/deploy/export/test_onnx.py (largest seen 0.26 on Lite0; see docs/deploy.md).
 PREPROCESSING_TOLERANCE = 1.0
+#: NV12 checks: torch's top two closer than this (logits) are a tie that chroma subsampling may
+#: swap (measured ties on real photos: 0.002-0.004; random-weight nets have all logits closer).
+TOP1_TIE = 0.05
 
 OUTPUT_NAME = "logits"
 #: ``export(size=NATIVE_SIZE)``: a fixed input size, the one the weights' preprocessing crops to.
@@ -201,6 +213,28 @@ def check_with_preprocessing(path: Path, net: Any, preprocessing: Preprocessing,
     return checks
 
 
+def check_nv12(path: Path, net: Any, preprocessing: Preprocessing, frame: tuple[int, int],
+               colour_range: str) -> list[dict[str, Any]]:
+    """The NV12-input graph on synthetic frames converted to NV12 in numpy vs Python
+    preprocessing + torch on the same RGB frames (chroma subsampling included in the error)."""
+    import torch
+
+    session = open_session(path)
+    checks = []
+    for seed in range(2):
+        image = _test_image(*frame, seed)
+        with torch.inference_mode():
+            expected = net(torch.from_numpy(preprocessing(image)[None])).float().numpy()
+        actual = session.run(None, {IMAGE_NAME: rgb_to_nv12(image, colour_range)[None]})[0]
+        difference = float(np.abs(actual - expected).max())
+        tie = expected[0, actual.argmax()] >= expected.max() - TOP1_TIE
+        checks.append({
+            "what": "nv12 input", "shape": [1, frame[0] * 3 // 2, frame[1]], "max_abs_diff": difference,
+            "tolerance": PREPROCESSING_TOLERANCE, "same_top1": bool(actual.argmax() == expected.argmax() or tie),
+        })
+    return checks
+
+
 def _refuse_failed(checks: list[dict[str, Any]]) -> None:
     failed = [c for c in checks if c["max_abs_diff"] > c["tolerance"] or not c.get("same_top1", True)]
     if failed:
@@ -210,7 +244,8 @@ def _refuse_failed(checks: list[dict[str, Any]]) -> None:
 
 
 # -- export -------------------------------------------------------------------------------
-def check_settings(size: int | str | None, opset: int, with_preprocessing: bool, bgr: bool) -> None:
+def check_settings(size: int | str | None, opset: int, with_preprocessing: bool, bgr: bool,
+                   nv12: tuple[int, int] | str | None = None) -> None:
     """Refuse settings that exclude each other, before any slow work."""
     if size == NATIVE_SIZE and with_preprocessing:
         raise UsageError("a fixed native size and --with-preprocessing exclude each other")
@@ -218,6 +253,14 @@ def check_settings(size: int | str | None, opset: int, with_preprocessing: bool,
         raise UsageError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
     if bgr and not with_preprocessing:
         raise UsageError("--bgr only applies with --with-preprocessing")
+    if with_preprocessing and opset < DYNAMIC_MIN_OPSET:
+        raise UsageError(f"--with-preprocessing needs --opset {DYNAMIC_MIN_OPSET} or newer (antialiased Resize); "
+                         "--input nv12 works from opset 11")
+    if nv12 is not None and with_preprocessing:
+        raise UsageError("--input nv12 and --with-preprocessing exclude each other (both put preprocessing "
+                         "in the graph)")
+    if isinstance(nv12, tuple):
+        check_frame_size(*nv12)
 
 
 def export(
@@ -230,6 +273,8 @@ def export(
     opset: int = DEFAULT_OPSET,
     with_preprocessing: bool = False,
     bgr: bool = False,
+    nv12: tuple[int, int] | str | None = None,
+    nv12_range: str = "video",
     log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Load ``model`` with ``weights`` (as every command does), then ``export_network`` it.
@@ -239,12 +284,13 @@ def export(
     """
     from ...runtime.torch_engine import TorchEngine  # torch: only once an export really runs
 
-    check_settings(size, opset, with_preprocessing, bgr)
+    check_settings(size, opset, with_preprocessing, bgr, nv12)
     check_writable(output)
     started = time.perf_counter()
     engine = TorchEngine.load(model, weights, channels_last=False)
     result = export_network(engine.model, output, batch=batch, size=size, opset=opset,
-                            with_preprocessing=with_preprocessing, bgr=bgr, log=log)
+                            with_preprocessing=with_preprocessing, bgr=bgr, nv12=nv12, nv12_range=nv12_range,
+                            log=log)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -258,6 +304,8 @@ def export_network(
     opset: int = DEFAULT_OPSET,
     with_preprocessing: bool = False,
     bgr: bool = False,
+    nv12: tuple[int, int] | str | None = None,
+    nv12_range: str = "video",
     log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a built ``EfficientNet`` (its ``pretrained_cfg`` when it has one, else random
@@ -267,8 +315,13 @@ def export_network(
     ``effnet bench`` can export the module it times. Raises ``ExportError`` (and writes
     nothing) when a check fails, and ``UsageError`` before any work when ``output`` cannot be
     written; an existing file is replaced (``ExportResult.replaced``).
+
+    A fixed size exports a static graph (frozen padding, any opset from 11); without one,
+    opsets below 18 fix the size at the weights' own. ``nv12`` (height, width): the graph takes
+    NV12 frames of that size (``NATIVE_SIZE``: the weights' own, square; ``nv12_range``: BT.601
+    "video" or "full" range).
     """
-    check_settings(size, opset, with_preprocessing, bgr)
+    check_settings(size, opset, with_preprocessing, bgr, nv12)
     replaced = check_writable(output)
     say = log or (lambda message: None)
     started = time.perf_counter()
@@ -279,13 +332,27 @@ def export_network(
         size = preprocessing.size
     elif size is not None:
         preprocessing = preprocessing.with_size(size)
-    if with_preprocessing:
+    if with_preprocessing or nv12 is not None:
         size = preprocessing.size  # the graph resizes any image to exactly this
+    elif size is None and opset < DYNAMIC_MIN_OPSET:
+        size = preprocessing.size
+        say(f"opset {opset}: fixed size {size} (dynamic sizes need opset {DYNAMIC_MIN_OPSET} or newer)")
     layout = (INPUT_BGR if bgr else INPUT_RGB) if with_preprocessing else INPUT_FLOAT
+    if nv12 == NATIVE_SIZE:
+        nv12 = (preprocessing.size, preprocessing.size)
+    if nv12 is not None:
+        check_frame_size(*nv12)
+        layout = INPUT_NV12
     metadata = network_metadata(net, preprocessing, layout)
+    if nv12 is not None:
+        metadata["nv12"] = {"height": nv12[0], "width": nv12[1], "range": nv12_range}
+        front = nv12_graph(preprocessing, nv12[0], nv12[1], nv12_range, opset, batch)
     axes = f"batch {'dynamic' if batch is None else batch}, size {'dynamic' if size is None else size}"
     say(f"exporting {net.plan.name} ({axes}, opset {opset}) ...")
-    network = torch_to_onnx(net, batch, size, opset, preprocessing.size)
+    if size is None:
+        network = torch_to_onnx(net, batch, size, opset, preprocessing.size)
+    else:
+        network = static_to_onnx(net, batch, size, opset, OUTPUT_NAME)
     output = Path(output)
     with staged(output) as temporary:  # renamed to output only if every check below passes
         onnx.save_model(network, temporary)
@@ -294,10 +361,15 @@ def export_network(
         checks = check_network(temporary, net, batch, size, preprocessing.size)
         if with_preprocessing:
             network = attach_preprocessing(onnx.load(str(temporary)), preprocessing_graph(preprocessing, bgr, opset))
+        elif nv12 is not None:
+            network = attach_preprocessing(onnx.load(str(temporary)), front)
         onnx.save_model(write_metadata(network, metadata), temporary)
-        if with_preprocessing:
+        if with_preprocessing or nv12 is not None:
             onnx.checker.check_model(str(temporary), full_check=True)
+        if with_preprocessing:
             checks += check_with_preprocessing(temporary, net, preprocessing, bgr)
+        elif nv12 is not None:
+            checks += check_nv12(temporary, net, preprocessing, nv12, nv12_range)
         _refuse_failed(checks)
     return ExportResult(output, net.plan.name, opset, layout, checks, time.perf_counter() - started, metadata,
                         replaced)
