@@ -56,10 +56,13 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("onnxruntime", "effnet.runtime.onnxruntime_engine:OnnxRuntimeEngine",
                "ONNX Runtime on an .onnx file from `effnet export` (no torch needed)", ("onnxruntime",),
                "pip install 'effnet[onnx]'", suffixes=(".onnx",)),
+    EngineSpec("litert", "effnet.runtime.litert_engine:LiteRtEngine",
+               "LiteRT (TFLite) interpreter on a .tflite file from `effnet export --format tflite`", ("ai_edge_litert",),
+               "pip install 'effnet[tflite]'", suffixes=(".tflite",)),
 )}
 
 #: Other names users type for an engine.
-ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime"}
+ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert"}
 
 
 def engine_choices() -> tuple[str, ...]:

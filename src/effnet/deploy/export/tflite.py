@@ -368,6 +368,7 @@ def export_tflite_network(
     entry = getattr(net, "pretrained_cfg", None)
     preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
     size = preprocessing.size
+    crops, paths = _calibration_crops(calibration, num_images, preprocessing) if int8 else (None, [])
     float_module = nhwc_network(net)
     say(f"converting {net.plan.name} to TFLite fp32 ({size}x{size}, batch 1) ...")
     float_model = convert(float_module, size)
@@ -378,7 +379,6 @@ def export_tflite_network(
     agreement, compared, used = None, 0, 0
     extra: dict[str, Any] = {}
     if int8:
-        crops, paths = _calibration_crops(calibration, num_images, preprocessing)
         used = len(paths)
         say(f"quantizing to int8 ({int8_input} input) on {used} calibration images ...")
         if int8_input == "uint8":
