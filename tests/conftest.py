@@ -12,6 +12,7 @@ another fixture of the same name with another type:
   the session: never change its settings.
 - ``_private_cache`` (autouse): ``$EFFNET_CACHE`` is a folder of the session's own.
 - ``tiny_classifier``: a builder of hand-made ONNX classifiers (see ``TinyClassifier``).
+- ``lite0_tflite``: Lite0 exported as an fp32 ``.tflite`` file (skipped without the tflite extra).
 """
 
 from __future__ import annotations
@@ -208,3 +209,14 @@ def unwritable_folder(tmp_path: Path):
         yield folder
     finally:
         (tmp_path / "read_only").chmod(0o755)
+
+
+@pytest.fixture(scope="session")
+def lite0_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lite0 with its embedded weights as an fp32 ``.tflite`` file (``effnet export --format
+    tflite``); skipped where the ``tflite`` extra is not installed."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    from effnet.deploy.export.tflite import export_tflite
+
+    return export_tflite("efficientnet_lite0", "default", tmp_path_factory.mktemp("tflite") / "lite0.tflite").path

@@ -79,10 +79,13 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("openvino", "effnet.runtime.openvino_engine:OpenVinoEngine",
                "OpenVINO on an .onnx export or an IR .xml, fp32/bf16/int8 (no torch needed)", ("openvino",),
                "pip install 'effnet[openvino]'", suffixes=(".xml", ".onnx"), precisions=("fp32", "bf16", "int8")),
+    EngineSpec("litert", "effnet.runtime.litert_engine:LiteRtEngine",
+               "LiteRT (TFLite) interpreter on a .tflite file from `effnet export --format tflite`", ("ai_edge_litert",),
+               "pip install 'effnet[tflite]'", suffixes=(".tflite",)),
 )}
 
 #: Other names users type for an engine.
-ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime"}
+ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert"}
 
 
 def engine_choices() -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from ..deploy.export.calibration_dump import CalibrationDump
 from ..deploy.export.nv12_graph import parse_frame_size
 from ..deploy.export.onnx import (DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult,
                                   export)
+from ..deploy.export.tflite import INT8_INPUTS, TfliteExportResult, export_tflite
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
 from ..options import add_options, keyword_or_int
@@ -20,7 +21,7 @@ DESCRIPTION = (
     "onnxruntime logits vs torch) and carries its architecture, preprocessing and labels."
 )
 
-FORMATS = ("onnx", "triton")
+FORMATS = ("onnx", "triton", "tflite")
 #: the --format triton options and their values when not given (None marks "not given", so a
 #: plain ONNX export can refuse them instead of ignoring them)
 TRITON_DEFAULTS = {"name": None, "max_batch": 16, "max_queue_delay_us": 5000, "instances": 1, "kind": "KIND_AUTO"}
@@ -33,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="onnx",
                         help="onnx: one .onnx file; triton: a Triton Inference Server model repository "
                              "(NAME/config.pbtxt, NAME/labels.txt, NAME/1/model.onnx) for the onnxruntime "
-                             "backend with dynamic batching")
+                             "backend with dynamic batching; tflite: one .tflite file for LiteRT (batch 1, the "
+                             "weights' own size), checked in the LiteRT interpreter (needs effnet[tflite])")
     parser.add_argument("--batch", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|N",
                         help="batch axis: dynamic or a fixed size (default: dynamic)")
     parser.add_argument("--size", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|S",
@@ -78,6 +80,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     calib.add_argument("--calib-dtype", choices=calibration.DTYPES,
                        help="float32 or uint8 (uint8 with --calib-values pixels only; default: float32, uint8 for "
                             "NV12 frames)")
+    tflite = parser.add_argument_group("with --format tflite")
+    tflite.add_argument("--int8", action="store_true",
+                        help="full-integer int8 (per-channel weights), calibrated on the --calib images")
+    tflite.add_argument("--calib-images", type=int, default=100, metavar="N",
+                        help="with --int8: at most N calibration images, spread over the folder (default 100)")
+    tflite.add_argument("--int8-input", choices=INT8_INPUTS, default="uint8",
+                        help="with --int8: uint8 pixels resized and cropped, normalized inside (as Google's int8 "
+                             "EfficientNet-Lite files), or the fp32 file's normalized float32 (default: uint8)")
     triton = parser.add_argument_group("with --format triton")
     triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
     triton.add_argument("--max-batch", type=int, help="Triton's max_batch_size for dynamic batching "
@@ -93,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.format == "triton":
         return run_triton(args)
+    if args.format == "tflite":
+        return run_tflite(args)
+    if args.int8:
+        raise UsageError("--int8 applies with --format tflite only (ONNX int8: effnet quantize)")
     given = [option for option in TRITON_DEFAULTS if getattr(args, option) is not None]
     if given:
         raise UsageError(f"--{given[0].replace('_', '-')} applies with --format triton only")
@@ -169,6 +183,41 @@ def run_triton(args: argparse.Namespace) -> int:
     print(f"wrote Triton model repository {args.output} (model {model_folder.name}: config.pbtxt, labels.txt, "
           f"1/model.onnx)")
     return 0
+
+
+def run_tflite(args: argparse.Namespace) -> int:
+    if not str(args.output).endswith(".tflite"):
+        raise UsageError(f"--output should end in .tflite: {args.output}")
+    onnx_only = [flag for flag, given in (("--batch", args.batch is not None), ("--size", args.size is not None),
+                                          ("--opset", args.opset != DEFAULT_OPSET),
+                                          ("--with-preprocessing", args.with_preprocessing), ("--bgr", args.bgr))
+                 if given]
+    if onnx_only:
+        raise UsageError(f"{onnx_only[0]} does not apply to --format tflite (batch 1 at the weights' own size)")
+    if args.calib and not args.int8:
+        raise UsageError("--calib applies to --format tflite with --int8 (or to ONNX with --calib-dump)")
+    if args.calib_dump or args.input != "float":
+        raise UsageError("--calib-dump and --input nv12 apply to ONNX exports only")
+    result = export_tflite(args.model, args.weights, args.output, int8=args.int8, calibration=args.calib,
+                           num_images=args.calib_images, int8_input=args.int8_input, log=_log)
+    report_tflite(result)
+    if result.replaced:
+        print(f"replaced {result.path}")
+    size_mb = result.path.stat().st_size / 1e6
+    print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, {result.precision}, input {result.input_layout}) "
+          f"in {result.seconds:.0f} s")
+    return 0
+
+
+def report_tflite(result: TfliteExportResult) -> None:
+    """The fp32 check against torch and, for int8, the agreement on the calibration images."""
+    for check in result.checks:
+        print(f"check {check['what']:<14} input {'x'.join(map(str, check['shape'])):<14} max |litert - torch| = "
+              f"{check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}), same top-1: "
+              f"{'yes' if check['same_top1'] else 'no'}")
+    if result.agreement is not None:
+        print(f"int8 top-1 agreement with torch fp32: {100 * result.agreement:.1f}% on the {result.compared} "
+              "calibration images")
 
 
 def _log(message: str) -> None:

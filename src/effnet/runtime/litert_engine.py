@@ -1,0 +1,119 @@
+"""The LiteRT engine: a ``.tflite`` file from ``effnet export --format tflite`` in the LiteRT
+interpreter (``ai_edge_litert``, XNNPACK on the CPU); torch is never imported.
+
+The file's effnet metadata (``runtime.tflite_metadata``) says its architecture, labels,
+preprocessing and input: float32 NHWC (fp32 files and float-input int8 files: the engine
+transposes effnet's NCHW batch), or uint8 pixels resized and cropped (Google-style int8
+files: the engine's preprocessing stops after the crop, the file normalizes). effnet's files
+have batch 1, so a batch runs image by image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data.labels import resolve_labels
+from ..data.transforms import Preprocessing
+from ..errors import UsageError
+from .base import Engine
+from .tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, TfliteModelError, read_metadata
+
+
+@dataclass(frozen=True)
+class CropOnly(Preprocessing):
+    """The weights' resize and crop, no normalization: uint8 pixels for files that normalize
+    inside (the fields still describe the file's whole recipe)."""
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def __call__(self, image: np.ndarray, source_size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.resize_crop(image, source_size)
+
+
+@dataclass
+class LiteRtEngine(Engine):
+    """A LiteRT interpreter behind the ``Engine`` interface: NCHW float32 batches (or uint8
+    NHWC crops for uint8 files) in, float32 logits out."""
+
+    interpreter: Any = field(default=None, repr=False)
+    path: str = ""
+    input_layout: str = INPUT_FLOAT_NHWC
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        weights: Any = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+    ) -> "LiteRtEngine":
+        """``LiteRtEngine.load(None, "model.tflite")``: the file names its architecture.
+
+        ``model``, when given, must agree with the file; ``device``: ``cpu`` only;
+        ``threads``: the interpreter's threads (None: LiteRT's default).
+        """
+        from ai_edge_litert.interpreter import Interpreter
+
+        if weights in (None, "default") or not str(weights).lower().endswith(".tflite"):
+            raise UsageError("the litert engine needs an exported model: --weights model.tflite "
+                             "(create one with `effnet export --format tflite`)")
+        if device.split(":")[0] != "cpu":
+            raise UsageError(f"--device {device}: the litert engine runs on the CPU only")
+        if threads is not None and threads < 1:
+            raise UsageError("--threads must be at least 1")
+        if any(value is not None for value in (preprocessing or {}).values()):
+            raise UsageError(f"{weights}: a TFLite file is exported at a fixed size with its preprocessing in its "
+                             "metadata; --size, --crop-pct, --interpolation, --mean and --std cannot change it")
+        metadata = read_metadata(weights)
+        if not metadata:
+            raise TfliteModelError(f"{weights} has no effnet metadata: export it with `effnet export --format tflite`")
+        try:
+            interpreter = Interpreter(model_path=str(weights), num_threads=threads)
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise TfliteModelError(f"{weights}: LiteRT cannot load this model ({str(exc).strip()[:300]})") from None
+        arch = str(metadata.get("arch", "unknown"))
+        if model is not None:
+            from ..models.variants import canonical_name  # pure Python: no torch
+
+            if canonical_name(model) != arch:
+                raise UsageError(f"{weights} holds {arch}, not {model}")
+        layout = str(metadata.get("input", INPUT_FLOAT_NHWC))
+        recipe = Preprocessing.from_dict(metadata["preprocessing"])
+        if layout == INPUT_UINT8_NHWC:
+            recipe = CropOnly(**recipe.to_dict())
+        output = interpreter.get_output_details()[0]
+        labels = resolve_labels(metadata.get("labels", "imagenet1k"), int(output["shape"][-1]))
+        return cls(name="litert", arch=arch, preprocessing=recipe, labels=labels, interpreter=interpreter,
+                   path=str(weights), input_layout=layout, metadata=metadata)
+
+    @property
+    def weights_name(self) -> str:
+        return str(self.metadata.get("weights") or self.path)
+
+    @property
+    def takes_images(self) -> bool:
+        """uint8 files take resized, cropped uint8 NHWC crops (``preprocessing`` makes them)."""
+        return self.input_layout == INPUT_UINT8_NHWC
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if self.takes_images:
+            rows = np.ascontiguousarray(batch.reshape(-1, *batch.shape[-3:]), dtype=np.uint8)
+        else:
+            rows = np.ascontiguousarray(batch.transpose(0, 2, 3, 1), dtype=np.float32)
+        source = self.interpreter.get_input_details()[0]
+        target = self.interpreter.get_output_details()[0]
+        logits = []
+        for row in rows:
+            self.interpreter.set_tensor(source["index"], row[None])
+            self.interpreter.invoke()
+            logits.append(self.interpreter.get_tensor(target["index"])[0].copy())
+        return np.stack(logits)
