@@ -97,7 +97,7 @@ def test_engine_options_reach_the_predictor(argv: list[str], engine: str, option
     with pytest.raises(Loaded) as loaded:
         main(["serve", "--port", "0", *argv])
     model, weights, given = loaded.value.args
-    assert given == {"engine": engine, **options}
+    assert given == {"engine": engine, "precision": None, **options}
 
 
 def test_busy_port_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
