@@ -15,7 +15,7 @@ from effnet.tasks.bench.runners import ONNX_EXPORT, RUNNERS, InputFiles, canonic
 
 #: the runner names of effnet 0.1 (docs/benchmarks.md), which scripts and notes use
 KNOWN = ["reference", "torch", "torch-cl", "torch-compile", "onnx", "onnx-int8", "openvino", "openvino-bf16",
-         "openvino-int8", "cuda", "cuda-fp16", "cuda-bf16", "cuda-graph", "cuda-compile"]
+         "openvino-int8", "litert", "litert-int8", "cuda", "cuda-fp16", "cuda-bf16", "cuda-graph", "cuda-compile"]
 
 
 def test_every_known_name_is_a_runner_over_a_registered_engine() -> None:
@@ -67,3 +67,17 @@ def test_openvino_runs_the_same_export_as_onnxruntime_in_fp32(tmp_path: Path) ->
     openvino_forward = RUNNERS["openvino"].prepare(module, 2, 64, threads=1, files=files)
     assert len(list(tmp_path.iterdir())) == 1  # one export serves both engines
     np.testing.assert_allclose(openvino_forward(), onnx_forward(), atol=1e-4)
+
+
+def test_litert_times_the_tflite_export_with_torch_answers(tmp_path: Path) -> None:
+    """The litert row runs the file `effnet export --format tflite` writes, at the weights' own
+    size (a .tflite file is fixed-size): the same logits as the onnx row's export, batch of 2."""
+    pytest.importorskip("litert_torch")
+    module = load_network("efficientnet_lite0")
+    files = InputFiles(tmp_path)
+    size = module.plan.eval_resolution
+    litert_forward = RUNNERS["litert"].prepare(module, 2, size, threads=1, files=files)
+    onnx_forward = RUNNERS["onnx"].prepare(module, 2, size, threads=1, files=files)
+    np.testing.assert_allclose(litert_forward(), onnx_forward(), atol=1e-3)
+    with pytest.raises(UsageError, match="weights' own size"):
+        RUNNERS["litert"].prepare(module, 1, 64, files=files)

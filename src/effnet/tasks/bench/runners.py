@@ -37,8 +37,11 @@ Forward = Callable[[], object]
 MODULE, ONNX_EXPORT, ONNX_INT8, REFERENCE_PORT = "module", "onnx export", "onnx int8", "reference port"
 OPENVINO_INT8 = "openvino int8"
 #: The sources made from the export (they need the export's packages) and those calibrated on --calib.
-FILE_SOURCES = (ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8)
-CALIBRATED_SOURCES = (ONNX_INT8, OPENVINO_INT8)
+#: The files ``effnet export --format tflite`` writes (fp32, and int8 with float input so the
+#: timed batch is the same as every other runner's).
+TFLITE_EXPORT, TFLITE_INT8 = "tflite export", "tflite int8"
+FILE_SOURCES = (ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8, TFLITE_EXPORT, TFLITE_INT8)
+CALIBRATED_SOURCES = (ONNX_INT8, OPENVINO_INT8, TFLITE_INT8)
 
 #: Packages ``deploy.export`` needs besides onnxruntime.
 EXPORT_PACKAGES = ("onnx", "onnxscript")
@@ -83,8 +86,24 @@ class InputFiles:
         stem = f"{net.plan.name}-{size}"
         if source == ONNX_EXPORT:
             return export_network(net, self.folder / f"{stem}.onnx", batch=None, size=size).path
+        if source in (TFLITE_EXPORT, TFLITE_INT8):
+            entry = getattr(net, "pretrained_cfg", None)
+            native = entry.preprocessing.size if entry else net.plan.eval_resolution
+            if size != native:
+                raise UsageError(f"the litert runners time the .tflite file at the weights' own size ({native} px), "
+                                 f"not --size {size}")
+        if source == TFLITE_EXPORT:
+            from ...deploy.export.tflite import export_tflite_network  # litert-torch: only for this runner
+
+            return export_tflite_network(net, self.folder / f"{stem}.tflite").path
         if self.calibration is None:
             raise UsageError("the int8 runners need calibration images: --calib DIR")
+        if source == TFLITE_INT8:
+            from ...deploy.export.tflite import export_tflite_network
+
+            return export_tflite_network(net, self.folder / f"{stem}.int8.tflite", int8=True,
+                                         calibration=self.calibration.folder, num_images=self.calibration.images,
+                                         int8_input="float").path
         if source == OPENVINO_INT8:
             from ...deploy.quantize.openvino import quantize_openvino  # nncf: only for this runner
 
@@ -103,7 +122,7 @@ class Runner:
     summary: str
     #: the ``runtime.ENGINES`` entry behind it; None for the reference port
     engine: str | None
-    #: MODULE, ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8 or REFERENCE_PORT
+    #: MODULE, REFERENCE_PORT or one of FILE_SOURCES
     source: str = MODULE
     #: the engine's ``precision`` (None: the file's own)
     precision: str | None = None
@@ -126,6 +145,9 @@ class Runner:
         if reason is None and self.source in FILE_SOURCES:
             absent = [package for package in EXPORT_PACKAGES if importlib.util.find_spec(package) is None]
             reason = f"{', '.join(absent)} not installed (pip install onnx onnxruntime onnxscript)" if absent else None
+        if reason is None and self.source in (TFLITE_EXPORT, TFLITE_INT8) and (
+                importlib.util.find_spec("litert_torch") is None):
+            reason = "litert_torch not installed (pip install 'effnet[tflite]')"
         if reason is None and self.source == OPENVINO_INT8 and importlib.util.find_spec("nncf") is None:
             reason = "nncf not installed (pip install 'effnet[openvino]')"
         if reason is None and self.engine == "openvino" and self.precision == "bf16":
@@ -228,6 +250,10 @@ RUNNERS: dict[str, Runner] = {runner.name: runner for runner in (
            "openvino", ONNX_EXPORT, precision="bf16"),
     Runner("openvino-int8", "OpenVINO int8, quantized with NNCF as `effnet quantize --engine openvino` does "
            "(needs --calib DIR)", "openvino", OPENVINO_INT8, precision="int8"),
+    Runner("litert", "LiteRT (TFLite, XNNPACK) fp32 on the file `effnet export --format tflite` writes (batch 1 "
+           "files: a batch runs image by image)", "litert", TFLITE_EXPORT),
+    Runner("litert-int8", "LiteRT int8 (per-channel, float input), `effnet export --format tflite --int8` "
+           "(needs --calib DIR)", "litert", TFLITE_INT8),
     Runner("cuda", "CUDA fp32, channels_last", "torch", device="cuda", channels_last=True),
     Runner("cuda-fp16", "CUDA fp16 autocast, channels_last", "torch", device="cuda", channels_last=True,
            autocast="fp16"),
