@@ -239,3 +239,18 @@ def test_auto_search_never_gets_worse(tiny_workspace: dict[str, Path], tmp_path:
     kept = {row["layer"] for row in report["sensitivity"] if row["kept_float"]}
     assert float_weights_onnxruntime_runs(tmp_path / "auto.int8.onnx") == {f"w_{name[5:]}" if name != "classifier"
                                                                             else "w_fc" for name in kept}
+
+
+def test_a_fixed_batch_file_is_one_line_naming_the_dynamic_export(tmp_path: Path, tiny_classifier) -> None:
+    """Calibration and the search run batches of several images: a --batch 1 export cannot take
+    them (it failed deep in onnxruntime before), so it is refused first, with what to do."""
+    model = tiny_classifier()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = tmp_path / "b1.onnx"
+    onnx.save(model, str(fixed))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.new("RGB", (40, 40), (90, 120, 30)).save(calib / "a.jpg")
+    with pytest.raises(EffnetError, match="fixed batch of 1: quantize an export with a dynamic batch"):
+        quantize(fixed, calib, tmp_path / "b1.int8.onnx")
+    assert not (tmp_path / "b1.int8.onnx").exists()

@@ -136,6 +136,10 @@ def read_float_model(path: Path, size: int | None) -> tuple[Any, dict[str, Any],
     float_model, metadata = load_float_model(path)
     if "preprocessing" not in metadata:
         raise QuantizeError(f"{path}: no effnet preprocessing metadata; export the model with `effnet export`")
+    batch = float_model.graph.input[0].type.tensor_type.shape.dim[0]
+    if batch.HasField("dim_value"):  # calibration, the search and the report run batches of several images
+        raise QuantizeError(f"{path} has a fixed batch of {batch.dim_value}: quantize an export with a dynamic "
+                            "batch (`effnet export` without --batch); the int8 file then takes any batch")
     preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
     if size is not None:
         preprocessing = preprocessing.with_size(size)
