@@ -104,8 +104,8 @@ def _tiny_classifier(opset: int = 18) -> onnx.ModelProto:
 
 
 @pytest.fixture
-def tiny_classifier() -> Callable[..., onnx.ModelProto]:
-    """``tiny_classifier(opset=18)``: a fresh copy of the tiny classifier (tests may edit it)."""
+def tiny_graph() -> Callable[..., onnx.ModelProto]:
+    """``tiny_graph(opset=18)``: a fresh copy of the tiny classifier (tests may edit it)."""
     return _tiny_classifier
 
 

@@ -20,10 +20,10 @@ from effnet.runtime.onnxruntime_engine import OnnxRuntimeEngine
 
 
 @pytest.fixture
-def tiny_file(tmp_path: Path, tiny_classifier: Callable[..., onnx.ModelProto]) -> Path:
+def tiny_file(tmp_path: Path, tiny_graph: Callable[..., onnx.ModelProto]) -> Path:
     """The deploy tests' tiny float32 classifier (32x32 input, 10 classes) as a file."""
     path = tmp_path / "tiny.onnx"
-    onnx.save(tiny_classifier(11), path)
+    onnx.save(tiny_graph(11), path)
     return path
 
 

@@ -108,7 +108,7 @@ def model_config_class() -> type:
 ModelConfig = model_config_class()
 
 
-def tiny_classifier(path: Path, batch: int | str = "N", classes: int = 1000, size: int = 224) -> Path:
+def tiny_graph(path: Path, batch: int | str = "N", classes: int = 1000, size: int = 224) -> Path:
     """An ONNX 'classifier' (global pool + linear) shaped like an exported EfficientNet."""
     weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, classes)).astype(np.float32), "w")
     graph = helper.make_graph(
@@ -129,7 +129,7 @@ def tiny_classifier(path: Path, batch: int | str = "N", classes: int = 1000, siz
 def test_repository_layout_and_config(tmp_path: Path) -> None:
     preprocessing = Preprocessing(size=224).to_dict()
     folder = write_model_repository(tmp_path / "model_repository", "efficientnet_lite0",
-                                    tiny_classifier(tmp_path / "exported.onnx"), imagenet_names(), preprocessing,
+                                    tiny_graph(tmp_path / "exported.onnx"), imagenet_names(), preprocessing,
                                     max_batch_size=16, max_queue_delay_us=2000, instances=2, kind="KIND_CPU")
     assert folder == tmp_path / "model_repository" / "efficientnet_lite0"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
@@ -156,7 +156,7 @@ def test_repository_layout_and_config(tmp_path: Path) -> None:
 
 
 def test_fixed_batch_export_turns_batching_off(tmp_path: Path) -> None:
-    folder = write_model_repository(tmp_path, "m", tiny_classifier(tmp_path / "b1.onnx", batch=1, classes=10),
+    folder = write_model_repository(tmp_path, "m", tiny_graph(tmp_path / "b1.onnx", batch=1, classes=10),
                                     [f"c{i}" for i in range(10)])
     config = text_format.Parse((folder / "config.pbtxt").read_text(), ModelConfig())
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
@@ -172,7 +172,7 @@ def test_names_with_quotes_survive(tmp_path: Path) -> None:
 
 
 def test_mismatches_are_one_line_errors(tmp_path: Path) -> None:
-    model = tiny_classifier(tmp_path / "m.onnx", classes=10)
+    model = tiny_graph(tmp_path / "m.onnx", classes=10)
     with pytest.raises(EffnetError, match="3 labels for a model with 10 outputs"):
         write_model_repository(tmp_path / "repo", "m", model, ["a", "b", "c"])
     garbage = tmp_path / "garbage.onnx"
@@ -244,7 +244,7 @@ def test_export_triton_checks_the_repository_and_its_settings_before_exporting(
 
 def test_export_triton_replaces_a_model_already_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def small_export(net, output, **options):  # the export is tested in test_onnx.py; here, the layout
-        tiny_classifier(Path(output), classes=3, size=32)
+        tiny_graph(Path(output), classes=3, size=32)
         return ExportResult(Path(output), "tiny", 18, INPUT_FLOAT, metadata={
             "labels": ["a", "b", "c"], "num_classes": 3, "preprocessing": Preprocessing(size=32).to_dict()})
 

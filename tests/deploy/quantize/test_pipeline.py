@@ -241,10 +241,10 @@ def test_auto_search_never_gets_worse(tiny_workspace: dict[str, Path], tmp_path:
                                                                             else "w_fc" for name in kept}
 
 
-def test_a_fixed_batch_file_is_one_line_naming_the_dynamic_export(tmp_path: Path, tiny_classifier) -> None:
+def test_a_fixed_batch_file_is_one_line_naming_the_dynamic_export(tmp_path: Path, tiny_graph) -> None:
     """Calibration and the search run batches of several images: a --batch 1 export cannot take
     them (it failed deep in onnxruntime before), so it is refused first, with what to do."""
-    model = tiny_classifier()
+    model = tiny_graph()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     fixed = tmp_path / "b1.onnx"
     onnx.save(model, str(fixed))

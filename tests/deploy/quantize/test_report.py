@@ -13,10 +13,10 @@ from effnet.deploy.quantize.report import markdown, measure_speed
 from effnet.runtime.timing import time_calls
 
 
-def test_speed_is_timed_in_interleaved_rounds_through_the_shared_loop(tmp_path: Path, tiny_classifier,
+def test_speed_is_timed_in_interleaved_rounds_through_the_shared_loop(tmp_path: Path, tiny_graph,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     model = tmp_path / "tiny.onnx"
-    onnx.save(tiny_classifier(), str(model))
+    onnx.save(tiny_graph(), str(model))
     calls: list[int] = []
 
     def counting(run, **options):

@@ -82,13 +82,13 @@ def test_auto_weight_kind_cannot_saturate_on_any_cpu() -> None:
     assert gemm_weights_for("s8") == "s8"
 
 
-def test_gemm_weights_are_those_of_every_layer_but_depthwise(tiny_classifier) -> None:
-    assert gemm_weight_names(tiny_classifier()) == {"w_a", "w_b", "w_c", "w_fc"}
+def test_gemm_weights_are_those_of_every_layer_but_depthwise(tiny_graph) -> None:
+    assert gemm_weight_names(tiny_graph()) == {"w_a", "w_b", "w_c", "w_fc"}
 
 
-def test_bias_correction_removes_the_mean_error(tiny_classifier) -> None:
+def test_bias_correction_removes_the_mean_error(tiny_graph) -> None:
     """After correction the int8-rounded layer's mean output over the data equals float's."""
-    model = tiny_classifier()
+    model = tiny_graph()
     rng = np.random.default_rng(1)
     x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
     means = conv_input_means(model, iter([x]), "input")
