@@ -191,41 +191,40 @@ def _say(message: str) -> None:
     print(f"effnet: {message}", file=sys.stderr, flush=True)
 
 
-def build(model: str | None, weights: Any, size: int | None, root: Path | None = None) -> CacheEntry:
-    """Export, check and store the entry for these weights; returns it (or the one another
-    process stored meanwhile). Raises ``OSError`` when the cache cannot be written and
-    ``EffnetError`` when the export fails its checks."""
+def build(model: str | None, weights: Any, size: int | None, root: Path | None = None,
+          key: CacheKey | None = None) -> CacheEntry:
+    """Export, check and store the entry for these weights (``key``: theirs, when the caller
+    has it already); returns it (or the one another process stored meanwhile). Raises
+    ``OSError`` when the cache cannot be written and ``EffnetError`` when the export fails."""
     folder = engines_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
-    key = cache_key(model, weights, size)
-    if key is not None:
-        with _build_lock(folder, key.digest):
-            entry = _usable(folder / key.digest)
-            if entry is not None:
-                return entry  # another process built it while we waited
-            return _build_into(folder, key, model, weights, size)
-    # the weights are not on this machine yet: fetch them first (a download that cannot
-    # happen is the same one-line error as on torch), then they have a key
-    from ..weights.loading import entry_path, resolve_entry
+    key = key or cache_key(model, weights, size)
+    if key is None:
+        # the weights are not on this machine yet: fetch them first (a download that cannot
+        # happen is the same one-line error as on torch), then they have a key
+        from ..weights.loading import entry_path, resolve_entry
 
-    entry_path(resolve_entry(weights, model))
-    return build(model, weights, size, root)
+        entry_path(resolve_entry(weights, model))
+        key = cache_key(model, weights, size)
+        if key is None:
+            raise EffnetError(f"weights {weights_file(model, weights)[1]}: no local file after fetching them")
+    with _build_lock(folder, key.digest):
+        entry = _usable(folder / key.digest)
+        if entry is not None:
+            return entry  # another process built it while we waited
+        return _build_into(folder, key, model, weights, size)
 
 
-def _build_into(folder: Path, key: CacheKey | None, model: str | None, weights: Any, size: int | None) -> CacheEntry:
+def _build_into(folder: Path, key: CacheKey, model: str | None, weights: Any, size: int | None) -> CacheEntry:
     from .export.onnx import NATIVE_SIZE, export
 
-    what = weights_file(model, weights)[1]
-    _say(f"building the fast CPU engine for {what} once: an ONNX export checked "
+    _say(f"building the fast CPU engine for {key.weights} once: an ONNX export checked "
          f"against torch, kept in {folder} (`effnet cache list` shows it) ...")
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
     try:
         os.chmod(staging, 0o777 & ~current_umask())
         result = export(model, weights, staging / MODEL_FILE, size=size or NATIVE_SIZE, opset=CACHE_OPSET)
-        key = key or cache_key(model, weights, size)
-        if key is None:
-            raise EffnetError(f"weights {what}: no local file after the export downloaded them")
         info = {
             "key": asdict(key),
             "arch": result.arch,
@@ -261,9 +260,11 @@ def _usable(folder: Path) -> CacheEntry | None:
     return entry if entry.state == "ok" else None
 
 
-def lookup(model: str | None, weights: Any, size: int | None, root: Path | None = None) -> CacheEntry | None:
-    """The current, whole entry for these weights, or ``None`` (a damaged one is reported once)."""
-    key = cache_key(model, weights, size)
+def lookup(model: str | None, weights: Any, size: int | None, root: Path | None = None,
+           key: CacheKey | None = None) -> CacheEntry | None:
+    """The current, whole entry for these weights (``key``: theirs, when the caller has it
+    already), or ``None`` (a damaged one is reported once)."""
+    key = key or cache_key(model, weights, size)
     if key is None:
         return None
     folder = engines_dir(root) / key.digest
@@ -296,12 +297,13 @@ def load_auto(model: str | None, weights: Any = "default", *, device: str | None
             or importlib_missing("onnx", "onnxscript")):
         return torch_engine()
     size = (preprocessing or {}).get("size")
-    entry = lookup(model, weights, size)
+    key = cache_key(model, weights, size)  # hashes the weights: once per load
+    entry = lookup(model, weights, size, key=key)
     if entry is None:
         from .export.onnx import ExportError
 
         try:
-            entry = build(model, weights, size)
+            entry = build(model, weights, size, key=key)
         except ExportError as error:
             warnings.warn(f"{error}; running on torch instead", EngineFallbackWarning, stacklevel=3)
             return torch_engine()
