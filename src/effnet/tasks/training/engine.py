@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import random
 import signal
@@ -224,7 +225,7 @@ class Trainer:
         self.wrapped: nn.Module = self.model
         if self.dist.enabled:
             self.wrapped = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if cuda else None, broadcast_buffers=True
+                self.model, device_ids=[self.device.index] if cuda else None, forward_sync_buffers=True
             )
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(train.ema_decay), use_buffers=True)
@@ -570,21 +571,34 @@ class Trainer:
         config = self.config
         self._describe()
         current_stage = None
-        with _StopFlag() as stop:
-            while self.epoch < config.train.epochs:
-                stage = stage_for_epoch(config, self.epoch, self.base_size)
-                if config.progressive is not None and stage != current_stage:
-                    self.echo(f"stage {stage.index + 1}/{config.progressive.stages}: size {stage.image_size}, "
-                              f"RandAugment {stage.rand_augment_magnitude}, dropout {stage.drop_rate}, "
-                              f"mixup {stage.mixup_alpha}")
-                current_stage = stage
-                result = self.train_epoch(stage, stop)
-                self._end_epoch(result)
-                if stop.requested:
-                    raise TrainingStopped(f"stopped after epoch {self.epoch}; continue with --resume")
-        summary = self._finish()
+        try:
+            with _StopFlag() as stop:
+                while self.epoch < config.train.epochs:
+                    stage = stage_for_epoch(config, self.epoch, self.base_size)
+                    if config.progressive is not None and stage != current_stage:
+                        self.echo(f"stage {stage.index + 1}/{config.progressive.stages}: size {stage.image_size}, "
+                                  f"RandAugment {stage.rand_augment_magnitude}, dropout {stage.drop_rate}, "
+                                  f"mixup {stage.mixup_alpha}")
+                    current_stage = stage
+                    result = self.train_epoch(stage, stop)
+                    self._end_epoch(result)
+                    if stop.requested:
+                        raise TrainingStopped(f"stopped after epoch {self.epoch}; continue with --resume")
+            summary = self._finish()
+            self.dist.barrier()  # every rank is done before any tears the group down
+            return summary
+        finally:
+            self._release_process_group()
+
+    def _release_process_group(self) -> None:
+        """Drop the DDP wrapper (its reducer holds the process group) before destroying the
+        group: a gloo group left for interpreter shutdown to free can abort the process
+        ("terminate called without an active exception") after the run has succeeded."""
+        if not self.dist.enabled:
+            return
+        self.wrapped = self.forward = self.model
+        gc.collect()
         self.dist.close()
-        return summary
 
     def _end_epoch(self, result: dict[str, float]) -> None:
         config = self.config
