@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calib-images", type=int, default=144, help="int8 calibration crops (144: all of them)")
     args = parser.parse_args()
     photos = real_photos()
     compare = photos | augmented(photos, 5, seed=0)
@@ -41,8 +42,12 @@ def main() -> None:
             "onnxruntime fp32": export(MODEL, "default", root / "lite0.onnx", batch=1, size="native").path,
             "litert fp32": export_tflite(MODEL, "default", root / "lite0.tflite").path,
         }
-        int8 = export_tflite(MODEL, "default", root / "lite0_int8.tflite", int8=True, calibration=root / "calib")
-        files["litert int8 (uint8 input)"] = int8.path
+        int8 = export_tflite(MODEL, "default", root / "lite0_int8.tflite", int8=True, calibration=root / "calib",
+                             num_images=args.calib_images)
+        files["litert int8 (uint8 input, stem + first conv float)"] = int8.path
+        files["litert int8 full-integer (uint8 input)"] = export_tflite(
+            MODEL, "default", root / "lite0_int8_full.tflite", int8=True, calibration=root / "calib",
+            num_images=args.calib_images, float_layers=0).path
         engines = {name: open_engine("auto", None, str(path), threads=args.threads) for name, path in files.items()}
         logits = {name: np.stack([engine(engine.preprocessing(image)[None])[0] for image in compare.values()])
                   for name, engine in engines.items()}

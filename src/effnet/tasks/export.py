@@ -12,6 +12,7 @@ from ..deploy.export.nv12_graph import parse_frame_size
 from ..deploy.export.onnx import (DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult,
                                   export)
 from ..deploy.export.tflite import INT8_INPUTS, TfliteExportResult, export_tflite
+from ..deploy.export.tflite_int8 import DEFAULT_FLOAT_LAYERS
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
 from ..options import add_options, keyword_or_int
@@ -82,12 +83,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "NV12 frames)")
     tflite = parser.add_argument_group("with --format tflite")
     tflite.add_argument("--int8", action="store_true",
-                        help="full-integer int8 (per-channel weights), calibrated on the --calib images")
+                        help="int8 (int8 activations, per-channel int8 weights), calibrated on the --calib images")
     tflite.add_argument("--calib-images", type=int, default=100, metavar="N",
                         help="with --int8: at most N calibration images, spread over the folder (default 100)")
     tflite.add_argument("--int8-input", choices=INT8_INPUTS, default="uint8",
                         help="with --int8: uint8 pixels resized and cropped, normalized inside (as Google's int8 "
                              "EfficientNet-Lite files), or the fp32 file's normalized float32 (default: uint8)")
+    tflite.add_argument("--int8-float-layers", type=int, default=DEFAULT_FLOAT_LAYERS, metavar="N",
+                        help="with --int8: keep the first N convolutions (stem first) float; 0 makes a full-integer "
+                             "file, which NPUs and the Edge TPU need (default: 2, the stem and the first block's "
+                             "conv: on Lite0 95.1%% top-1 agreement with fp32 vs 94.4%% for 0, at the same speed)")
     triton = parser.add_argument_group("with --format triton")
     triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
     triton.add_argument("--max-batch", type=int, help="Triton's max_batch_size for dynamic batching "
@@ -199,7 +204,8 @@ def run_tflite(args: argparse.Namespace) -> int:
     if args.calib_dump or args.input != "float":
         raise UsageError("--calib-dump and --input nv12 apply to ONNX exports only")
     result = export_tflite(args.model, args.weights, args.output, int8=args.int8, calibration=args.calib,
-                           num_images=args.calib_images, int8_input=args.int8_input, log=_log)
+                           num_images=args.calib_images, int8_input=args.int8_input,
+                           float_layers=args.int8_float_layers, log=_log)
     report_tflite(result)
     if result.replaced:
         print(f"replaced {result.path}")

@@ -1,5 +1,6 @@
-"""``effnet export --format tflite``: fp32 equal to torch, int8 full-integer with uint8 input
-like Google's EfficientNet-Lite files, preprocessing and labels in the file, bad input refused.
+"""``effnet export --format tflite``: fp32 equal to torch, int8 with uint8 input like Google's
+EfficientNet-Lite files (full-integer on request), its recipe closer to fp32 than the quantizer
+as it comes, preprocessing and labels in the file, bad input refused.
 
 The references: effnet's torch Lite0 with the same embedded weights, on real photos
 (scikit-image, scikit-learn, matplotlib and the repo's examples).
@@ -85,6 +86,29 @@ def test_int8_file_takes_uint8_pixels_and_returns_float_logits(lite0_int8) -> No
     assert lite0_int8.calibration_images == 14 and lite0_int8.agreement is not None
 
 
+def _float_weights(path: Path) -> list[tuple[int, ...]]:
+    """Shapes of the float32 weights of the file's convolutions."""
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+    return [tuple(tensors[op["inputs"][1]]["shape"]) for op in interpreter._get_ops_details()
+            if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and tensors[op["inputs"][1]]["dtype"] == np.float32]
+
+
+def test_int8_keeps_the_stem_and_first_conv_float_unless_asked_full_integer(
+        lite0_int8, tmp_path: Path, calibration_folder: Path) -> None:
+    """Default: the stem (32x3x3x3, OHWI) and block 0's depthwise conv (1x3x3x32) stay float,
+    every later layer is int8; ``float_layers=0``: no float convolution is left."""
+    quantization = read_metadata(lite0_int8.path)["quantization"]
+    assert quantization["float_layers"] == 2 and quantization["bias_correction"] is True
+    assert sorted(_float_weights(lite0_int8.path)) == [(1, 3, 3, 32), (32, 3, 3, 3)]
+    full = export_tflite("efficientnet_lite0", "default", tmp_path / "full.tflite", int8=True,
+                         calibration=calibration_folder, num_images=6, float_layers=0)
+    assert read_metadata(full.path)["quantization"]["float_layers"] == 0
+    assert _float_weights(full.path) == []
+    ops = [op["op_name"] for op in Interpreter(model_path=str(full.path))._get_ops_details()]
+    assert ops.count("DEQUANTIZE") == 1 and ops[-1] == "DEQUANTIZE"  # only the logits leave int8
+
+
 def test_int8_agrees_with_fp32_on_real_photos(lite0_int8, acceptance_photos) -> None:
     """chelsea, coffee, camera and china: int8 keeps torch's top-1 on at least three of four,
     and the cat stays a cat (281 tabby / 282 tiger cat / 285 Egyptian cat)."""
@@ -108,6 +132,9 @@ def test_bad_settings_fail_before_any_work(tmp_path: Path) -> None:
         export_tflite("efficientnet_lite0", "default", tmp_path / "a.tflite", int8=True)
     with pytest.raises(UsageError, match="--int8 only"):
         export_tflite("efficientnet_lite0", "default", tmp_path / "a.tflite", calibration=tmp_path)
+    with pytest.raises(UsageError, match="--int8-float-layers"):
+        export_tflite("efficientnet_lite0", "default", tmp_path / "a.tflite", int8=True, calibration=tmp_path,
+                      float_layers=-1)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "broken.jpg").write_bytes(b"not a jpeg")

@@ -1,13 +1,14 @@
-"""A network to LiteRT/TFLite (fp32, or full-integer int8), checked in the LiteRT interpreter.
+"""A network to LiteRT/TFLite (fp32 or int8), checked in the LiteRT interpreter.
 
 fp32: ``litert_torch.convert`` of the network behind an NHWC wrapper (TFLite's layout), so the
 file takes what effnet's preprocessing makes, transposed: float32 N x S x S x 3.
 
-int8 (``int8=True`` with a calibration folder): full-integer, as Google's published
-EfficientNet-Lite int8 files are. The float model is quantized by ``ai_edge_quantizer``
-(Google's quantizer for converted LiteRT models: int8 activations, per-channel int8
-weights), calibrated in the LiteRT interpreter on the calibration images prepared exactly as
-the weights' preprocessing says. Two inputs:
+int8 (``int8=True`` with a calibration folder): int8 activations and per-channel int8 weights,
+as Google's published EfficientNet-Lite int8 files are, by ``ai_edge_quantizer`` (Google's
+quantizer for converted LiteRT models) with ``tflite_int8``'s recipe (percentile ranges, bias
+correction, the first two convolutions float unless ``float_layers=0`` asks for a
+full-integer file), calibrated in the LiteRT interpreter on the calibration images prepared
+exactly as the weights' preprocessing says. Two inputs:
 
 - ``uint8`` (default): the file takes uint8 RGB pixels already resized and cropped; the
   normalization is a 1x1 depthwise convolution inside (it is per channel, so ImageNet mean/std
@@ -16,10 +17,8 @@ the weights' preprocessing says. Two inputs:
 - ``float``: the file takes the same normalized float32 NHWC input as the fp32 file, and
   quantizes it in its first op.
 
-The activation ranges are the true min/max over every calibration image (the quantizer's
-default moving average clips the largest logits and lost 13 points of top-1 agreement on
-Lite0). The output is dequantized in the file: every effnet TFLite file returns float32
-logits, so engines and users never apply output scales themselves.
+The output is dequantized in the file: every effnet TFLite file returns float32 logits, so
+engines and users never apply output scales themselves.
 
 Every file is run in the LiteRT interpreter before it is written: fp32 must match torch
 (logits within tolerance, same top-1) on deterministic photo-like images; int8 reports its
@@ -35,6 +34,8 @@ import importlib.util
 import io
 import logging
 import os
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, write_metadata
 from .onnx import ExportError, _refuse_failed, _test_image, network_metadata
+from .tflite_int8 import DEFAULT_FLOAT_LAYERS, PERCENTILE, quantize_int8, set_interface
 
 #: Packages the export needs (the ``tflite`` extra) and how to install them.
 PACKAGES = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
@@ -84,7 +86,8 @@ def missing_packages() -> list[str]:
     return [package for package in PACKAGES if importlib.util.find_spec(package) is None]
 
 
-def check_settings(int8: bool, calibration: str | os.PathLike | None, int8_input: str) -> None:
+def check_settings(int8: bool, calibration: str | os.PathLike | None, int8_input: str,
+                   float_layers: int = DEFAULT_FLOAT_LAYERS) -> None:
     """Refuse settings that exclude each other, or a missing extra, before any slow work."""
     absent = missing_packages()
     if absent:
@@ -95,6 +98,8 @@ def check_settings(int8: bool, calibration: str | os.PathLike | None, int8_input
         raise UsageError("--calib applies with --int8 only")
     if int8_input not in INT8_INPUTS:
         raise UsageError(f"--int8-input must be one of {', '.join(INT8_INPUTS)}, not {int8_input}")
+    if float_layers < 0:
+        raise UsageError(f"--int8-float-layers must be 0 or more, not {float_layers}")
 
 
 # -- wrappers: what the file computes ----------------------------------------------------
@@ -155,129 +160,28 @@ def convert(module: Any, size: int) -> bytes:
 
 @contextlib.contextmanager
 def _quiet():
-    """The converter and quantizer print progress bars and reports, and log warnings
-    about ops and enums that do not concern a classifier."""
+    """The converter and quantizer print progress bars and reports, log warnings about ops
+    and enums that do not concern a classifier, and their C++ parts write straight to file
+    descriptor 2 ("Estimated count of arithmetic ops"): all of it is held back (errors reach
+    the user as the ``ExportError`` they raise)."""
     captured = io.StringIO()
     loggers = [logging.getLogger(name) for name in ("", "absl", "torch.export", "torch._export")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        with tempfile.TemporaryFile() as native, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            os.dup2(native.fileno(), 2)
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.dup2(saved, 2)
+        os.close(saved)
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-# -- int8 ---------------------------------------------------------------------------------
-def _min_max(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Calibration ranges that hold every image seen (the quantizer's default averages)."""
-    if not old:
-        return new
-    return {"min": np.minimum(old["min"], new["min"]), "max": np.maximum(old["max"], new["max"])}
-
-
-def quantize_int8(float_model: bytes, inputs: np.ndarray, input_range: tuple[float, float] | None) -> bytes:
-    """Full-integer int8 (per-channel weights) of ``float_model``, calibrated on ``inputs``
-    (N x S x S x 3 float32, what the float model takes); ``input_range`` pins the input's
-    range (the pixel range for uint8 files) instead of calibrating it."""
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import calibrator, quantizer, recipe
-
-    signatures = Interpreter(model_content=float_model).get_signature_list()
-    signature = next(iter(signatures))
-    input_name = signatures[signature]["inputs"][0]
-    with _quiet():
-        quantizing = quantizer.Quantizer(float_model)
-        quantizing.load_quantization_recipe(recipe.static_wi8_ai8())
-        calibrating = calibrator.Calibrator(float_model, num_threads=os.cpu_count() or 1, qsv_update_func=_min_max)
-        # the public Quantizer.calibrate fixes the moving average; its recipe is what it would pass
-        calibrating.calibrate({signature: [{input_name: row[None]} for row in inputs]}, quantizing._recipe_manager)
-        ranges = calibrating.get_model_qsvs()
-        if input_range is not None:
-            name = _input_tensor_name(float_model)
-            ranges[name] = {"min": np.array(input_range[0], np.float32), "max": np.array(input_range[1], np.float32)}
-        quantized = quantizing.quantize(ranges, enable_progress_report=False).quantized_model
-    return bytes(quantized)
-
-
-def _input_tensor_name(model: bytes) -> str:
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-    graph = parsed.subgraphs[0]
-    name = graph.tensors[graph.inputs[0]].name
-    return name.decode() if isinstance(name, bytes) else name
-
-
-def set_interface(model: bytes, input_type: str) -> bytes:
-    """An int8 model's interface made usable as it is: the input becomes ``uint8`` (scale 1,
-    zero point 0: the pixel itself) or ``float`` (a QUANTIZE op in front requantizes it), and
-    the output float32 logits (a DEQUANTIZE op behind). The int8 graph inside is unchanged."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    parsed = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-    graph = parsed.subgraphs[0]
-    quantize_op = _opcode(parsed, schema, schema.BuiltinOperator.QUANTIZE)
-    dequantize_op = _opcode(parsed, schema, schema.BuiltinOperator.DEQUANTIZE)
-    empty = _empty_buffer(parsed, schema)
-
-    old_input, old_output = graph.inputs[0], graph.outputs[0]
-    source = graph.tensors[old_input]
-    if input_type == "uint8":
-        new_input = _tensor(schema, graph, source, "image_uint8", schema.TensorType.UINT8, empty, (1.0, 0))
-    else:
-        new_input = _tensor(schema, graph, source, "input_float32", schema.TensorType.FLOAT32, empty, None)
-    new_output = _tensor(schema, graph, graph.tensors[old_output], "logits", schema.TensorType.FLOAT32, empty, None)
-    graph.operators.insert(0, _operator(schema, quantize_op, new_input, old_input))
-    graph.operators.append(_operator(schema, dequantize_op, old_output, new_output))
-    graph.inputs, graph.outputs = [new_input], [new_output]
-    for signature in parsed.signatureDefs or []:
-        for item in signature.inputs:
-            if item.tensorIndex == old_input:
-                item.tensorIndex = new_input
-        for item in signature.outputs:
-            if item.tensorIndex == old_output:
-                item.tensorIndex = new_output
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(parsed))
-
-
-def _opcode(parsed: Any, schema: Any, builtin: int) -> int:
-    for index, code in enumerate(parsed.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 2
-    parsed.operatorCodes.append(code)
-    return len(parsed.operatorCodes) - 1
-
-
-def _empty_buffer(parsed: Any, schema: Any) -> int:
-    parsed.buffers.append(schema.BufferT())
-    return len(parsed.buffers) - 1
-
-
-def _tensor(schema: Any, graph: Any, like: Any, name: str, tensor_type: int, buffer: int,
-            quantization: tuple[float, int] | None) -> int:
-    tensor = schema.TensorT()
-    tensor.shape = list(like.shape)
-    tensor.shapeSignature = list(like.shapeSignature) if like.shapeSignature is not None else None
-    tensor.type, tensor.buffer, tensor.name = tensor_type, buffer, name
-    if quantization is not None:
-        params = schema.QuantizationParametersT()
-        params.scale, params.zeroPoint = [quantization[0]], [quantization[1]]
-        tensor.quantization = params
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1
-
-
-def _operator(schema: Any, opcode: int, source: int, target: int) -> Any:
-    operator = schema.OperatorT()
-    operator.opcodeIndex, operator.inputs, operator.outputs = opcode, [source], [target]
-    return operator
 
 
 # -- checks -------------------------------------------------------------------------------
@@ -332,17 +236,18 @@ def export_tflite(
     calibration: str | os.PathLike | None = None,
     num_images: int = DEFAULT_CALIBRATION_IMAGES,
     int8_input: str = "uint8",
+    float_layers: int = DEFAULT_FLOAT_LAYERS,
     log: Callable[[str], None] | None = None,
 ) -> TfliteExportResult:
     """Load ``model`` with ``weights`` (as every command does), then ``export_tflite_network``."""
-    check_settings(int8, calibration, int8_input)
+    check_settings(int8, calibration, int8_input, float_layers)
     check_writable(output)
     from ...runtime.torch_engine import TorchEngine  # torch: only once an export really runs
 
     started = time.perf_counter()
     engine = TorchEngine.load(model, weights, channels_last=False)
     result = export_tflite_network(engine.model, output, int8=int8, calibration=calibration, num_images=num_images,
-                                   int8_input=int8_input, log=log)
+                                   int8_input=int8_input, float_layers=float_layers, log=log)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -355,12 +260,15 @@ def export_tflite_network(
     calibration: str | os.PathLike | None = None,
     num_images: int = DEFAULT_CALIBRATION_IMAGES,
     int8_input: str = "uint8",
+    float_layers: int = DEFAULT_FLOAT_LAYERS,
     log: Callable[[str], None] | None = None,
 ) -> TfliteExportResult:
     """Convert a built ``EfficientNet`` at its weights' input size (batch 1), check it in the
     LiteRT interpreter and write ``output``. ``net`` is left as it was (a CPU copy is
-    converted). Raises ``ExportError`` (nothing written) when the fp32 check fails."""
-    check_settings(int8, calibration, int8_input)
+    converted). ``float_layers``: with ``int8``, the first convolutions kept float (0: a
+    full-integer file; ``tflite_int8``). Raises ``ExportError`` (nothing written) when the fp32
+    check fails."""
+    check_settings(int8, calibration, int8_input, float_layers)
     replaced = check_writable(output)
     say = log or (lambda message: None)
     started = time.perf_counter()
@@ -380,24 +288,26 @@ def export_tflite_network(
     extra: dict[str, Any] = {}
     if int8:
         used = len(paths)
-        say(f"quantizing to int8 ({int8_input} input) on {used} calibration images ...")
+        say(f"quantizing to int8 ({int8_input} input, {_layers(float_layers)} float) on {used} calibration "
+            "images ...")
         if int8_input == "uint8":
             module, inputs, layout = pixel_network(net, preprocessing), crops.astype(np.float32), INPUT_UINT8_NHWC
-            source = convert(module, size)
-            data = set_interface(quantize_int8(source, inputs, (0.0, 255.0)), "uint8")
-            feed = crops
+            source, pinned, skip, feed = convert(module, size), (0.0, 255.0), 1, crops
         else:
-            module = float_module
+            module, source, pinned, skip = float_module, float_model, None, 0
             inputs = np.stack([preprocessing.normalize(crop).transpose(1, 2, 0) for crop in crops])
-            data = set_interface(quantize_int8(float_model, inputs, None), "float")
             feed = inputs
+        with _quiet():
+            quantized, floats = quantize_int8(source, inputs, pinned, float_layers, skip)
+        data = set_interface(quantized, int8_input)
         say("checking: int8 top-1 agreement with torch on the calibration images ...")
         expected, _ = _torch_logits(module, inputs)
         actual = run_file(data, feed)
         agreement, compared, precision = float((actual.argmax(1) == expected.argmax(1)).mean()), len(feed), "int8"
-        extra = {"quantization": {"precision": "int8", "weights": "int8 per-channel", "activations": "int8 min/max",
-                                  "calibration_images": used, "top1_agreement_calibration": agreement,
-                                  "tool": "ai-edge-quantizer"}}
+        extra = {"quantization": {
+            "precision": "int8", "weights": "int8 per-channel", "activations": f"int8, {PERCENTILE}th percentile",
+            "bias_correction": True, "float_layers": len(floats), "calibration_images": used,
+            "top1_agreement_calibration": agreement, "tool": "ai-edge-quantizer + effnet"}}
     metadata = {**network_metadata(net, preprocessing, layout), "precision": precision, **extra}
     output = Path(output)
     with staged(output) as temporary:
@@ -405,6 +315,10 @@ def export_tflite_network(
         run_file(temporary, np.zeros((1, size, size, 3), np.uint8 if layout == INPUT_UINT8_NHWC else np.float32))
     return TfliteExportResult(output, net.plan.name, precision, layout, checks, agreement, compared, used,
                               time.perf_counter() - started, metadata, replaced)
+
+
+def _layers(count: int) -> str:
+    return "no layer" if count == 0 else "1 layer" if count == 1 else f"{count} layers"
 
 
 def _calibration_crops(folder: str | os.PathLike | None, num_images: int,
