@@ -61,3 +61,26 @@ def test_defaults_are_written_by_the_help_formatter(command: str, capsys) -> Non
     text = " ".join(capsys.readouterr().out.split())
     assert "images per forward pass (default: " in text  # appended by the formatter
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``main``'s exit code, whether argparse (SystemExit) or a task (a return) refused."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "photo.jpg"], ["eval", "val/"], ["export", "-o", "out.onnx"],
+    ["quantize", "model.onnx", "--calib", "calib/", "-o", "out.onnx"], ["info"], ["bench"],
+])
+@pytest.mark.parametrize("size", ["100000", "-1"])
+def test_size_means_one_range_in_every_command(command: list[str], size: str, capsys) -> None:
+    """``--size`` is refused outside 8-4096 by every command alike, as one line, before any work:
+    ``predict --size 100000`` used to try a 120 GB allocation and end in a traceback."""
+    assert _exit_code([*command, "--size", size]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert "argument --size" in last and f"an integer from 8 to 4096, not '{size}'" in last

@@ -41,9 +41,27 @@ def positive_int_list(text: str) -> list[int]:
     return [positive_int(value) for value in values]
 
 
+#: The input sides ``--size`` takes in every command: the range a weights file's header may
+#: claim (``weights.io.IMAGE_SIZES``). Past it a typo (``--size 22400``) would be an allocation
+#: of many GB and a traceback rather than one line.
+IMAGE_SIZES = (8, 4096)
+
+
+def image_size(text: str) -> int:
+    """An argparse ``type``: a square input side within ``IMAGE_SIZES``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = IMAGE_SIZES[0] - 1
+    if not IMAGE_SIZES[0] <= value <= IMAGE_SIZES[1]:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from {IMAGE_SIZES[0]} to {IMAGE_SIZES[1]}, not {text!r}")
+    return value
+
+
 def keyword_or_int(keyword: str, minimum: int, keyword_value: Any) -> Callable[[str], Any]:
     """An argparse ``type``: ``keyword`` (as ``keyword_value``) or an integer of at least ``minimum``,
-    e.g. ``--size dynamic|224`` or ``--keep-float auto|2``."""
+    e.g. ``--batch dynamic|16`` or ``--keep-float auto|2``."""
 
     def parse(text: str) -> Any:
         if text.lower() == keyword:
@@ -55,6 +73,21 @@ def keyword_or_int(keyword: str, minimum: int, keyword_value: Any) -> Callable[[
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected '{keyword}' or an integer >= {minimum}, not {text!r}")
         return value
+
+    return parse
+
+
+def keyword_or_size(keyword: str) -> Callable[[str], int | None]:
+    """An argparse ``type``: ``keyword`` (as None) or an ``image_size``, e.g. ``--size dynamic|224``."""
+
+    def parse(text: str) -> int | None:
+        if text.lower() == keyword:
+            return None
+        try:
+            return image_size(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected '{keyword}' or an integer from {IMAGE_SIZES[0]} to {IMAGE_SIZES[1]}, not {text!r}") from None
 
     return parse
 
@@ -152,7 +185,7 @@ GROUPS: dict[str, OptionGroup] = {
         "defaults are then a guess)",
         {
             "size": Option(("--size",), {
-                "type": positive_int, "metavar": "PIXELS",
+                "type": image_size, "metavar": "PIXELS",
                 "help": "side of the square network input. The weights' crop rule scales with it (a TF-style crop "
                         "keeps its 32-pixel margin, a resize-then-crop its fraction) and a TF_SAME_STATIC "
                         "network keeps its nominal padding: timm's test size (its --test-size / test_input_size)"}),

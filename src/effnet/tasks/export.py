@@ -15,7 +15,7 @@ from ..deploy.export.tflite import INT8_INPUTS, TfliteExportResult, export_tflit
 from ..deploy.export.tflite_int8 import DEFAULT_FLOAT_LAYERS
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
-from ..options import add_options, keyword_or_int
+from ..options import add_options, keyword_or_int, keyword_or_size
 
 DESCRIPTION = (
     "Export a model to ONNX. The file is checked right after export (ONNX checker, then "
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "weights' own size), checked in the LiteRT interpreter (needs effnet[tflite])")
     parser.add_argument("--batch", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|N",
                         help="batch axis: dynamic or a fixed size (default: dynamic)")
-    parser.add_argument("--size", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|S",
+    parser.add_argument("--size", type=keyword_or_size("dynamic"), default=None, metavar="dynamic|S",
                         help="input height and width: dynamic (TF-'same' padding follows the input) or a fixed "
                              "size; with --with-preprocessing, the network size (default: dynamic; the weights' "
                              "own size with --with-preprocessing or --format triton)")

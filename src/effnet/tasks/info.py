@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._progress import progress
-from ..errors import UsageError
 from ..models.counting import count_macs
 from ..models.variants import canonical_name, list_models, resolve
+from ..options import image_size
 from ..weights.registry import reported_entry
 
 DESCRIPTION = (
@@ -113,12 +113,11 @@ def to_json(rows: Sequence[dict[str, Any]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated variants, e.g. b0,lite0,v2_s (default: every variant)")
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format")
-    parser.add_argument("--size", type=int, help="count every model at this input size instead of its eval size")
+    parser.add_argument("--size", type=image_size, metavar="PIXELS",
+                        help="count every model at this input size instead of its eval size")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size is not None and not 32 <= args.size <= 4096:
-        raise UsageError(f"--size must be between 32 and 4096, not {args.size}")
     models = [m for m in args.models.split(",") if m.strip()] if args.models else None
     rows = info_rows(models, args.size)
     if args.format == "markdown":

@@ -14,7 +14,7 @@ from ..deploy.quantize.pipeline import quantize
 from ..deploy.quantize.recipe import AUTO_FLOAT_MACS, AUTO_MAX_FLOAT, AUTO_MIN_GAIN, METHODS, WEIGHT_KINDS
 from ..deploy.quantize.report import markdown
 from ..errors import UsageError
-from ..options import add_options, keyword_or_int, positive_int
+from ..options import add_options, image_size, keyword_or_int, positive_int
 
 DESCRIPTION = (
     "Quantize an exported ONNX model to int8 (static, per-channel weights) with calibration images, "
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "u8 uint8 (slow u8u8 kernels), s8-safe 8-bit scaled so onnxruntime's AVX2 kernels "
                              "cannot saturate; auto: s8-safe on every CPU (a file built with s8 on a VNNI CPU "
                              "saturates on AVX2-only ones)")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=image_size, default=None, metavar="PIXELS",
                         help="input height and width the int8 file is built for (it is fixed there; "
                              "default: the model's preprocessing size)")
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,

@@ -19,7 +19,7 @@ from ...data.images import find_images
 from ..._files import check_writable
 from ...errors import EffnetError, UsageError
 from ...models.variants import canonical_name, short_name
-from ...options import add_options, check_json_destination, positive_int, positive_int_list, write_json
+from ...options import add_options, check_json_destination, image_size, positive_int, positive_int_list, write_json
 from ...weights.registry import reported_entry
 from .machine import header_lines, machine_info
 from .agreement import compares, top1_agreement
@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the engine's own, one per core; the table shows the count)")
     parser.add_argument("--backends", default=",".join(DEFAULT_RUNNERS),
                         help="comma-separated, from the list below")
-    parser.add_argument("--size", type=int, help="input size for every model (default: each model's eval size)")
+    parser.add_argument("--size", type=image_size, metavar="PIXELS",
+                        help="input size for every model (default: each model's eval size)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per configuration and round")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time every configuration this many times, interleaved, and pool the samples: "
@@ -125,8 +126,6 @@ def check_settings(args: argparse.Namespace) -> TimingSettings:
                                  ("--min-repeats", args.min_repeats, 1), ("--rounds", args.rounds, 1)):
         if (value <= 0) if least is None else (value < least):
             raise UsageError(f"{option} must be {'> 0' if least is None else f'at least {least}'}, not {value:g}")
-    if args.size is not None and not 32 <= args.size <= 2048:
-        raise UsageError(f"--size must be between 32 and 2048, not {args.size}")
     return TimingSettings(budget=args.budget, warmup=args.warmup, min_repeats=args.min_repeats)
 
 
