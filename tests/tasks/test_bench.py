@@ -108,6 +108,16 @@ def test_unwritable_outputs_are_refused_before_timing(tmp_path: Path, capsys: py
     assert "ending in .json" in capsys.readouterr().err
 
 
+def test_a_plot_format_matplotlib_cannot_write_is_refused_before_timing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--plot bench.txt`` used to end a whole benchmark run in matplotlib's ValueError traceback."""
+    assert main(["bench", *TINY, "--backends", "torch", "--plot", str(tmp_path / "bench.txt")]) == 2
+    captured = capsys.readouterr()
+    assert "machine:" not in captured.out and "round 1/2" not in captured.err
+    assert captured.err.splitlines()[-1].startswith(f"effnet: error: --plot {tmp_path / 'bench.txt'}: ")
+    assert ".png" in captured.err and ".svg" in captured.err and not (tmp_path / "bench.txt").exists()
+
+
 def test_reference_port_is_the_baseline_of_the_ratio_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "--models", "lite0,v2_b0", *TINY[2:], "--batch-sizes", "1",

@@ -23,7 +23,7 @@ from ...options import add_options, check_json_destination, image_size, positive
 from ...weights.registry import reported_entry
 from .machine import header_lines, machine_info
 from .agreement import compares, top1_agreement
-from .report import json_document, plot, table_lines, write_csv
+from .report import check_plot_path, json_document, plot, table_lines, write_csv
 from .runners import (CALIBRATED_SOURCES, DEFAULT_RUNNERS, RUNNERS, Calibration, InputFiles, canonical_runners,
                       check_runners, load_network)
 from .trials import Configuration, TimingSettings, Trial, with_speedups
@@ -135,6 +135,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     for path in (args.csv, args.json, args.plot):
         if path not in (None, "-"):
             check_writable(path)
+    if args.plot:
+        check_plot_path(args.plot)
 
 
 def check_calibration(args: argparse.Namespace, runners: list[str], skipped: dict[str, str]) -> Calibration | None:

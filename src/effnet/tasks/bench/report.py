@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._files import staged
+from ...errors import UsageError
 from ...models.variants import VARIANTS, short_name
 from .trials import BenchResult
 
@@ -69,6 +70,16 @@ def json_document(machine: dict[str, Any], config: dict[str, Any], results: Sequ
                   skipped: dict[str, str]) -> dict[str, Any]:
     """What ``--json`` writes: the machine, the run's options, the rows and what was skipped (and why)."""
     return {"machine": machine, "config": config, "results": [r.row() for r in results], "skipped": skipped}
+
+
+def check_plot_path(path: str) -> None:
+    """Refuse a ``--plot`` file type matplotlib cannot write before the timing starts, not after it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = sorted(FigureCanvasAgg.get_supported_filetypes())
+    if Path(path).suffix.lower().lstrip(".") not in formats:
+        raise UsageError(f"--plot {path}: matplotlib writes {', '.join('.' + f for f in formats)} files; "
+                         "name the plot e.g. bench.png")
 
 
 def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> None:
