@@ -248,6 +248,17 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path: Path, capsys
     assert f"{tmp_path / 'elsewhere'}: no run to resume here" in capsys.readouterr().err
 
 
+def test_resume_from_a_file_that_is_no_run_checkpoint_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--resume notes.txt`` used to report "<the folder two levels up>: no run to resume here"."""
+    stray = tmp_path / "downloads" / "notes.txt"
+    stray.parent.mkdir()
+    stray.write_text("hello\n")
+    assert main(["train", "--resume", str(stray)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"effnet: error: --resume {stray}: not a checkpoint of an effnet run (they are "
+                                "RUN/checkpoints/checkpoint-NNNNNNNN.pt); or give --output RUN --resume"]
+
+
 def test_list_and_print_configs(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "--list-configs"]) == 0
     assert "digits_finetune_lite0.yaml" in capsys.readouterr().out

@@ -85,6 +85,9 @@ def _resume_target(args: argparse.Namespace) -> None:
     checkpoint = Path(args.resume)
     if not checkpoint.is_file():
         raise UsageError(f"--resume {checkpoint}: no such checkpoint file")
+    if checkpoint.resolve().parent.name != "checkpoints":
+        raise UsageError(f"--resume {checkpoint}: not a checkpoint of an effnet run (they are "
+                         "RUN/checkpoints/checkpoint-NNNNNNNN.pt); or give --output RUN --resume")
     run_folder = checkpoint.resolve().parent.parent
     if args.output is None:
         args.output = str(run_folder)
