@@ -166,6 +166,19 @@ def test_unknown_weights_exit_like_an_unknown_model(tmp_path: Path, capsys: pyte
     assert code == 2 and "unknown weights 'nosuchtag'; known entries: efficientnet_lite0." in err
 
 
+def test_an_existing_file_of_another_kind_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--weights notes.txt`` (or a photo put in the wrong place) is a file that exists: saying
+    "unknown weights 'notes.txt'; known entries: ..." sent the user looking for a tag."""
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("hello\n")
+    with pytest.raises(WeightsError, match=r"^notes.txt: not a weights file effnet reads \(\.safetensors, \.pth") as error:
+        get_weights("notes.txt", "efficientnet_lite0")
+    assert error.value.exit_code == 2
+    assert main(["predict", "--weights", "notes.txt", "notes.txt"]) == 2
+    assert capsys.readouterr().err.startswith("effnet: error: notes.txt: not a weights file effnet reads")
+
+
 def test_docs_list_every_entry() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "weights.md").read_text()
     for name in ENTRIES:

@@ -14,7 +14,9 @@ from .catalog import ENTRIES
 from .entry import WeightsEntry, checksum_matches
 
 DEFAULT_MODEL = "efficientnet_lite0"
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".h5", ".hdf5", ".keras", ".pdparams")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar", ".h5", ".hdf5", ".keras", ".pdparams")
+#: files the runtime engines run (named in errors only: the engines recognise their own)
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".tflite")
 
 
 def looks_like_path(weights: object) -> bool:
@@ -72,6 +74,9 @@ def get_weights(name: str, arch: str | None = None) -> WeightsEntry:
         if arch is not None and entry.arch != arch:
             raise WrongArchitectureError(f"weights '{name}' are for {entry.arch}, not {arch}")
         return entry
+    if Path(name).is_file():  # a file whose suffix no loader takes (a photo or a note in the wrong place)
+        raise UnknownWeightsError(f"{name}: not a weights file effnet reads ({', '.join(CHECKPOINT_SUFFIXES)}, "
+                                  f"or {', '.join(EXPORTED_SUFFIXES)} from `effnet export`/`quantize`)")
     raise UnknownWeightsError(f"unknown weights '{name}'; known entries: {_entry_names(arch)}")
 
 
