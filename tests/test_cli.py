@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.cli import COMMANDS, HelpFormatter, main
+from effnet.cli import COMMANDS, SUMMARIES, HelpFormatter, main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -84,3 +84,15 @@ def test_size_means_one_range_in_every_command(command: list[str], size: str, ca
     assert "Traceback" not in err
     last = err.splitlines()[-1]
     assert "argument --size" in last and f"an integer from 8 to 4096, not '{size}'" in last
+
+
+@pytest.mark.parametrize("command, option", [("convert", "--from"), ("export", "--format")])
+def test_summaries_name_every_choice_the_command_offers(command: str, option: str) -> None:
+    """``effnet --help`` and the command's own description name every source / format it takes
+    (they said "Keras" and "ONNX" after PaddleClas, MindSpore, Triton and TFLite had come)."""
+    module = importlib.import_module(COMMANDS[command])
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    choices = next(action.choices for action in parser._actions if option in action.option_strings)
+    for text in (SUMMARIES[command], module.DESCRIPTION):
+        assert [choice for choice in choices if choice not in text.lower()] == []

@@ -35,15 +35,15 @@ COMMANDS: dict[str, str] = {
 SUMMARIES: dict[str, str] = {
     "predict": "classify images (top-k with class names)",
     "models": "list every variant with params, input size and weights",
-    "convert": "convert lukemelas/timm/torchvision/Keras checkpoints to safetensors with metadata",
+    "convert": "lukemelas/timm/torchvision/Keras/PaddleClas/MindSpore checkpoints to safetensors with metadata",
     "eval": "top-1/top-5 accuracy on an ImageFolder tree or images + label file",
     "train": "train or fine-tune from a YAML recipe (resumable, torchrun for many processes)",
     "info": "params and FLOPs (multiply-adds) of every variant, with reported accuracy",
     "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
     "serve": "HTTP server with dynamic batching, a web page and metrics",
-    "export": "export to ONNX (checked vs torch; metadata and optional preprocessing inside)",
-    "quantize": "int8 ONNX with calibration images, sensitive layers kept float, accuracy/speed report",
+    "export": "export to ONNX, a Triton repository or TFLite (checked vs torch; metadata inside)",
+    "quantize": "int8 ONNX (or OpenVINO IR) with calibration images, sensitive layers float, fp32-vs-int8 report",
     "cache": "list or clear the compiled engines --engine auto keeps (one export per model and weights)",
 }
 

@@ -33,6 +33,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text!r}")
+    return value
+
+
 def positive_int_list(text: str) -> list[int]:
     """An argparse ``type``: comma-separated integers >= 1 (``1,16``)."""
     values = [part.strip() for part in text.split(",") if part.strip()]

@@ -61,11 +61,19 @@ def test_bad_settings_are_one_line_usage_errors(tmp_path: Path, arguments: list[
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("arguments", [["--batch", "0"], ["--size", "big"]])
-def test_bad_axes_are_rejected_by_the_parser(tmp_path: Path, arguments: list[str]) -> None:
+@pytest.mark.parametrize("arguments", [["--batch", "0"], ["--size", "big"], ["--calib-count", "0"],
+                                       ["--format", "tflite", "--int8", "--calib-images", "0"],
+                                       ["--format", "triton", "--instances", "0"],
+                                       ["--format", "triton", "--max-queue-delay-us", "-1"]])
+def test_bad_axes_and_counts_are_rejected_by_the_parser(tmp_path: Path, arguments: list[str],
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Counts are checked where they are parsed: ``--calib-images 0`` loaded the model and ended in
+    "none of the 0 calibration images can be read ()"; ``--instances 0`` in a message about
+    Triton's field names."""
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "-o", str(tmp_path / "m.onnx"), *arguments])
     assert exit_info.value.code == 2
+    assert f"argument {arguments[-2]}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 DESCRIPTION = (
     "Convert a checkpoint from lukemelas (efficientnet_pytorch), timm, torchvision, Keras "
     "(.keras/.h5 of keras.applications EfficientNet/EfficientNetV2), PaddleClas (.pdparams) or "
-    "MindSpore's mindcv (.ckpt) into a .safetensors file that carries its architecture, padding, "
+    "MindSpore's mindcv (.ckpt, --from mindspore) into a .safetensors file that carries its architecture, padding, "
     "BatchNorm epsilon, preprocessing and labels. No other framework is needed, and nothing in "
     "the file is executed."
 )

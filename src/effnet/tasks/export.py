@@ -15,11 +15,12 @@ from ..deploy.export.tflite import INT8_INPUTS, TfliteExportResult, export_tflit
 from ..deploy.export.tflite_int8 import DEFAULT_FLOAT_LAYERS
 from ..deploy.export.triton import KINDS, export_triton
 from ..errors import UsageError
-from ..options import add_options, keyword_or_int, keyword_or_size
+from ..options import add_options, keyword_or_int, keyword_or_size, non_negative_int, positive_int
 
 DESCRIPTION = (
-    "Export a model to ONNX. The file is checked right after export (ONNX checker, then "
-    "onnxruntime logits vs torch) and carries its architecture, preprocessing and labels."
+    "Export a model to ONNX (--format onnx), a Triton Inference Server model repository (triton) or a "
+    "LiteRT/TFLite file (tflite). The file is checked right after export (ONNX checker and onnxruntime, or "
+    "the LiteRT interpreter, against torch's logits) and carries its architecture, preprocessing and labels."
 )
 
 FORMATS = ("onnx", "triton", "tflite")
@@ -68,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     calib.add_argument("--calib-dump", metavar="DIR",
                        help="after the export, write the calibration set for the exported file: DIR/data/ (one "
                             "file per image), DIR/list.txt, DIR/manifest.json; every class present is covered")
-    calib.add_argument("--calib-count", type=int, default=calibration.DEFAULT_COUNT,
+    calib.add_argument("--calib-count", type=positive_int, default=calibration.DEFAULT_COUNT, metavar="N",
                        help=f"images to pick (default: {calibration.DEFAULT_COUNT}, as VastAI's document asks)")
     calib.add_argument("--calib-format", choices=calibration.FORMATS, default="npy",
                        help="npy (numpy), bin (raw bytes, hb_mapper's cal_data_dir) or image (copies of the picked "
@@ -84,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tflite = parser.add_argument_group("with --format tflite")
     tflite.add_argument("--int8", action="store_true",
                         help="int8 (int8 activations, per-channel int8 weights), calibrated on the --calib images")
-    tflite.add_argument("--calib-images", type=int, default=100, metavar="N",
-                        help="with --int8: at most N calibration images, spread over the folder (default 100)")
+    tflite.add_argument("--calib-images", type=positive_int, default=100, metavar="N",
+                        help="with --int8: at most N calibration images, spread over the folder")
     tflite.add_argument("--int8-input", choices=INT8_INPUTS, default="uint8",
                         help="with --int8: uint8 pixels resized and cropped, normalized inside (as Google's int8 "
                              "EfficientNet-Lite files), or the fp32 file's normalized float32 (default: uint8)")
@@ -95,11 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "conv: on Lite0 95.1%% top-1 agreement with fp32 vs 94.4%% for 0, at the same speed)")
     triton = parser.add_argument_group("with --format triton")
     triton.add_argument("--name", help="the model's name in the repository (default: the architecture)")
-    triton.add_argument("--max-batch", type=int, help="Triton's max_batch_size for dynamic batching "
+    triton.add_argument("--max-batch", type=int, metavar="N", help="Triton's max_batch_size for dynamic batching "
                         f"(default: {TRITON_DEFAULTS['max_batch']}; needs --batch dynamic)")
-    triton.add_argument("--max-queue-delay-us", type=int, help="how long Triton waits to fill a batch, in "
+    triton.add_argument("--max-queue-delay-us", type=non_negative_int, metavar="US", help="how long Triton waits to fill a batch, in "
                         f"microseconds (default: {TRITON_DEFAULTS['max_queue_delay_us']})")
-    triton.add_argument("--instances", type=int,
+    triton.add_argument("--instances", type=positive_int, metavar="N",
                         help=f"model instances per device (default: {TRITON_DEFAULTS['instances']})")
     triton.add_argument("--kind", choices=KINDS,
                         help=f"where Triton runs the instances (default: {TRITON_DEFAULTS['kind']})")
@@ -144,8 +145,6 @@ def _check_calibration(args: argparse.Namespace) -> None:
         raise UsageError("--calib-dump needs --calib IMAGES_DIR (the images to pick from)")
     if args.calib and not args.calib_dump:
         raise UsageError("--calib needs --calib-dump DIR (where to write the calibration set)")
-    if args.calib_count < 1:
-        raise UsageError(f"--calib-count must be at least 1, not {args.calib_count}")
     if args.calib_dump:
         calibration.check_folders(args.calib, args.calib_dump)
 
