@@ -74,13 +74,17 @@ def test_report_goes_where_asked(small_model: dict[str, Path], tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "x.onnx"]
 
 
-@pytest.mark.parametrize("arguments", [["--threads", "0"], ["--num-images", "0"], ["--keep-float", "some"]])
+@pytest.mark.parametrize("arguments", [["--threads", "0"], ["--num-images", "0"], ["--calib-images", "0"],
+                                       ["--keep-float", "some"], ["--size", "4"]])
 def test_bad_numbers_are_rejected_by_the_parser(small_model: dict[str, Path], tmp_path: Path,
-                                                arguments: list[str]) -> None:
+                                                arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--calib-images`` is export's and bench's name for the count; ``--num-images`` still works."""
     with pytest.raises(SystemExit) as exit_info:
         main(["quantize", str(small_model["model"]), "--calib", str(small_model["calib"]), *arguments,
               "-o", str(tmp_path / "x.onnx")])
     assert exit_info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("effnet quantize: error: argument ") and arguments[0] in last
 
 
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str, code: int = 1) -> None:

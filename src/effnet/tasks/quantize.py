@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the engine the int8 file is for; openvino: NNCF's post-training quantization to an "
                              "OpenVINO IR (run it with --engine openvino --precision int8); the options below "
                              "from --method on are onnxruntime's")
-    parser.add_argument("--num-images", type=positive_int, default=1000,
-                        help="calibration images, spread over the folder (or all there are, when fewer)")
+    parser.add_argument("--calib-images", "--num-images", dest="num_images", type=positive_int, default=1000,
+                        metavar="N", help="calibration images to use, spread over the folder (or all there are, "
+                                          "when fewer); the same option as export's and bench's")
     parser.add_argument("--method", choices=METHODS, default="percentile",
                         help="activation range calibration (percentile: the 99.999th; minmax and entropy agreed "
                              "less with fp32 on Lite0)")
