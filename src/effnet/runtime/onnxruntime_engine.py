@@ -135,8 +135,7 @@ class OnnxRuntimeEngine(Engine):
 
     def __call__(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         if not self.takes_images:
-            array = np.ascontiguousarray(batch, dtype=np.float32)
-            return self.session.run(None, {self.input_name: array})[0]
+            return self._run(np.ascontiguousarray(batch, dtype=np.float32))
         if isinstance(batch, np.ndarray):
             images = [batch] if batch.ndim == 3 else list(batch)
         else:
@@ -146,23 +145,29 @@ class OnnxRuntimeEngine(Engine):
         for index, image in enumerate(images):
             groups.setdefault(image.shape, []).append(index)
         if self.input_layout == INPUT_NV12:
-            frames = np.stack([self.nv12_frame(image) for image in images])
-            fixed = self.session.get_inputs()[0].shape[0]
-            step = fixed if isinstance(fixed, int) else len(frames)  # NPU-style files fix the batch too
-            runs = []
-            for start in range(0, len(frames), step):
-                chunk = frames[start:start + step]
-                padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
-                runs.append(self.session.run(None, {self.input_name: padded})[0][:len(chunk)])
-            return np.concatenate(runs)
+            return self._run(np.stack([self.nv12_frame(image) for image in images]))
         for indices in groups.values():
             stacked = np.stack([images[i] for i in indices])
             if self.input_layout == INPUT_BGR:
                 stacked = stacked[..., ::-1]  # images arrive as RGB (load_image); the graph wants BGR
             stacked = np.ascontiguousarray(stacked, dtype=np.uint8)
-            for i, row in zip(indices, self.session.run(None, {self.input_name: stacked})[0]):
+            for i, row in zip(indices, self._run(stacked)):
                 logits[i] = row
         return np.stack(logits)  # type: ignore[arg-type]
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        """The graph's logits for ``array``. A file with a fixed batch (``effnet export --batch N``:
+        NPU-style files fix it) takes any number of rows, in runs of N, the last padded by
+        repeating its last row."""
+        fixed = self.session.get_inputs()[0].shape[0]
+        if not isinstance(fixed, int) or fixed == len(array):
+            return self.session.run(None, {self.input_name: array})[0]
+        runs = []
+        for start in range(0, len(array), fixed):
+            chunk = array[start:start + fixed]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+            runs.append(self.session.run(None, {self.input_name: padded})[0][:len(chunk)])
+        return np.concatenate(runs)
 
     def nv12_frame(self, image: np.ndarray) -> np.ndarray:
         """A decoded RGB photo as one NV12 frame of the file's size (``data.nv12.fit_frame``)."""
