@@ -96,3 +96,15 @@ def test_summaries_name_every_choice_the_command_offers(command: str, option: st
     choices = next(action.choices for action in parser._actions if option in action.option_strings)
     for text in (SUMMARIES[command], module.DESCRIPTION):
         assert [choice for choice in choices if choice not in text.lower()] == []
+
+
+@pytest.mark.parametrize("command", [["models"], ["cache", "list"], ["predict", "photo.jpg"], ["eval", "val/"]])
+def test_an_unwritable_json_destination_is_refused_before_the_work(command: list[str], unwritable_folder: Path,
+                                                                   capsys) -> None:
+    """``--json PATH`` in a folder nobody may write: refused up front (exit 2, nothing done),
+    not after a whole evaluation has run and printed its summary."""
+    destination = unwritable_folder / "results.json"
+    assert main([*command, "--json", str(destination)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"effnet: error: cannot write {destination}: ")

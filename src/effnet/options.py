@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._files import staged
+from ._files import check_writable, staged
 from .errors import UsageError
 
 
@@ -249,6 +249,7 @@ def check_json_destination(destination: str | None) -> None:
         raise UsageError(f"--json {destination} is a folder; give a file name, e.g. {path / 'results.json'}")
     if any(folder.exists() and not folder.is_dir() for folder in path.parents):
         raise UsageError(f"--json {destination}: a part of this path is a file, not a folder")
+    check_writable(path)  # a read-only folder or mount, refused with the reason
 
 
 def write_json(destination: str, document: Any) -> None:
