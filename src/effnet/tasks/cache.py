@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=("list", "clear"), default="list",
                         help="list: every entry with its model, weights, size and state; clear: remove entries")
     parser.add_argument("--stale", action="store_true",
-                        help="with clear: only entries another effnet version made, or damaged ones")
+                        help="only the entries another effnet version made, or damaged ones: list shows them, "
+                             "clear removes them")
     add_options(parser, "json")
 
 
@@ -28,10 +29,14 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "clear":
         removed = clear(stale_only=args.stale)
         freed = sum(entry.bytes for entry in removed)
+        if args.json:
+            write_json(args.json, {"folder": str(engines_dir()), "removed": [_row(entry) for entry in removed]})
+            if args.json == "-":
+                return 0
         print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} ({freed / 1e6:.1f} MB) "
               f"from {engines_dir()}")
         return 0
-    entries = list_entries()
+    entries = [entry for entry in list_entries() if not args.stale or entry.state != "ok"]
     rows = [_row(entry) for entry in entries]
     if args.json:
         write_json(args.json, {"folder": str(engines_dir()), "entries": rows})
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
     where = f"{cache_dir()}" + ("" if _env_set() else f" (set {CACHE_ENV} to move it)")
     if not rows:
-        print(f"no compiled engines in {where}")
+        print(f"no {'stale or damaged ' if args.stale else ''}compiled engines in {where}")
         return 0
     print(f"compiled engines in {where}:")
     header = ("entry", "model", "weights", "size", "engine", "MB", "state", "built")
