@@ -49,3 +49,10 @@ def test_markdown_columns_line_up_in_a_terminal() -> None:
         assert cell[1] == f"{row['params_m']:.3f}" and cell[2] == f"{row['macs_g']:.3f}"  # numbers align on the point
         assert cell[5] == "1.0" and cell[6] == "1.0"
     assert cells[1][8] == "-"  # Lite0's publisher reports no top-5
+
+
+def test_models_that_names_no_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--models ,`` (or ``--models ""`` from an empty shell variable) counted every variant, as
+    if the option were absent; bench refuses it the same way."""
+    assert main(["info", "--models", ","]) == 2
+    assert capsys.readouterr().err == "effnet: error: --models names no model (e.g. --models b0,lite0)\n"

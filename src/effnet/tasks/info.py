@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._progress import progress
+from ..errors import UsageError
 from ..models.counting import count_macs
 from ..models.variants import canonical_name, list_models, resolve
 from ..options import image_size
@@ -118,7 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    models = [m for m in args.models.split(",") if m.strip()] if args.models else None
+    models = [m for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    if models == []:
+        raise UsageError("--models names no model (e.g. --models b0,lite0)")
     rows = info_rows(models, args.size)
     if args.format == "markdown":
         print(f"{CONVENTION}\n\n{to_markdown(rows)}")
