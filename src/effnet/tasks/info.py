@@ -112,7 +112,7 @@ def to_json(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", help="comma-separated variants, e.g. b0,lite0,v2_s (default: every variant)")
+    parser.add_argument("--models", metavar="NAME[,NAME...]", help="comma-separated variants, e.g. b0,lite0,v2_s (default: every variant)")
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format")
     parser.add_argument("--size", type=image_size, metavar="PIXELS",
                         help="count every model at this input size instead of its eval size")

@@ -234,22 +234,22 @@ class LatencyProbe:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--phi", type=float, help="compound coefficient (default: 1.0 when no target is given)")
-    target.add_argument("--target-flops", help="largest phi with at most this many multiply-adds, e.g. 2G")
-    target.add_argument("--target-latency", help="largest phi whose measured batch-1 p50 latency fits, e.g. 20ms")
-    parser.add_argument("--base", default="efficientnet_b0", help="variant to scale from")
+    target.add_argument("--target-flops", metavar="MACS", help="largest phi with at most this many multiply-adds, e.g. 2G")
+    target.add_argument("--target-latency", metavar="TIME", help="largest phi whose measured batch-1 p50 latency fits, e.g. 20ms")
+    parser.add_argument("--base", default="efficientnet_b0", metavar="NAME", help="variant to scale from")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="depth base; the default is the paper's")
     parser.add_argument("--beta", type=float, default=BETA, help="width base; the default is the paper's")
     parser.add_argument("--gamma", type=float, default=GAMMA, help="resolution base; the default is the paper's")
-    parser.add_argument("--round-to", type=int, default=8,
+    parser.add_argument("--round-to", type=int, default=8, metavar="PIXELS",
                         help="round the resolution to a multiple of this (8 keeps stride-2 maps even)")
     latency = parser.add_argument_group("with --target-latency")
     add_options(latency, "engine", "device", "threads", engine={
         "help": "engine the candidates run on: torch (channels_last, as predict runs it; auto means torch here) or "
                 "onnxruntime (exports every candidate, so each takes seconds longer)"})
-    latency.add_argument("--budget", type=float, default=1.0,
+    latency.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
                          help="seconds of timing per candidate, split over its rounds (the base is timed as long "
                               "again beside it)")
-    latency.add_argument("--rounds", type=int, default=3,
+    latency.add_argument("--rounds", type=int, default=3, metavar="N",
                          help="rounds per candidate, each timing it right after the base; the median ratio decides")
 
 

@@ -37,26 +37,26 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     width = max(map(len, RUNNERS))
     parser.epilog = "backends:\n" + "\n".join(f"  {r.name:<{width}}  {r.summary}" for r in RUNNERS.values())
-    parser.add_argument("--models", default="lite0,b0", help="comma-separated variants")
+    parser.add_argument("--models", default="lite0,b0", metavar="NAME[,NAME...]", help="comma-separated variants")
     parser.add_argument("--batch-sizes", type=positive_int_list, default="1,16", metavar="N[,N...]",
                         help="comma-separated batch sizes")  # argparse converts a string default with the type
     parser.add_argument("--threads", type=positive_int_list, default=None, metavar="N[,N...]",
                         help="comma-separated CPU thread counts inside one forward pass, each timed "
                              "(default: the engine's own, one per core; the table shows the count)")
-    parser.add_argument("--backends", default=",".join(DEFAULT_RUNNERS),
+    parser.add_argument("--backends", default=",".join(DEFAULT_RUNNERS), metavar="NAME[,NAME...]",
                         help="comma-separated, from the list below")
     parser.add_argument("--size", type=image_size, metavar="PIXELS",
                         help="input size for every model (default: each model's eval size)")
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per configuration and round")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--budget", type=float, default=2.0, metavar="SECONDS", help="seconds of timing per configuration and round")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="time every configuration this many times, interleaved, and pool the samples: "
                              "spreads load from other processes evenly on a shared machine")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing, each round")
-    parser.add_argument("--min-repeats", type=int, default=5, help="timed batches at least")
+    parser.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed batches before timing, each round")
+    parser.add_argument("--min-repeats", type=int, default=5, metavar="N", help="timed batches at least")
     parser.add_argument("--calib", metavar="DIR",
                         help="onnx-int8, openvino-int8: folder of calibration images (e.g. a few hundred of your own "
                              "photos)")
-    parser.add_argument("--calib-images", type=positive_int, default=100,
+    parser.add_argument("--calib-images", type=positive_int, default=100, metavar="N",
                         help="onnx-int8, openvino-int8: calibration images to use from --calib")
     parser.add_argument("--photos", metavar="DIR",
                         help="photos on which the top-1 of every backend that runs a file (onnx, openvino, their "
