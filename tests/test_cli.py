@@ -108,3 +108,17 @@ def test_an_unwritable_json_destination_is_refused_before_the_work(command: list
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"effnet: error: cannot write {destination}: ")
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "serve"])
+def test_engine_help_names_every_engine_of_the_registry(command: str) -> None:
+    """It listed auto, torch, onnxruntime and openvino and sent the reader to ``effnet bench --help``
+    (which lists bench's backends, not engines) for the rest: litert was missing."""
+    from effnet.runtime import ENGINES
+
+    module = importlib.import_module(COMMANDS[command])
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    text = next(action.help for action in parser._actions if "--engine" in action.option_strings)
+    assert [name for name in ENGINES if f"{name} (" not in text] == []
+    assert ".tflite" in text and "bench" not in text

@@ -136,6 +136,16 @@ def _engine_choices() -> tuple[str, ...]:
     return engine_choices()
 
 
+def _engine_help() -> str:
+    """``--engine``'s help, with every engine of the registry and the files it runs, so that a new
+    engine shows up here without anyone editing this text."""
+    from .runtime import ENGINES
+
+    engines = ", ".join(f"{spec.name} ({', '.join(spec.suffixes) + ' files' if spec.suffixes else 'the reference'})"
+                        for spec in ENGINES.values())
+    return f"{OPTIONS['engine'].settings['help']}, or one of: {engines}"
+
+
 def _interpolations() -> tuple[str, ...]:
     from .data.transforms import INTERPOLATIONS  # numpy and Pillow: only for commands that preprocess
 
@@ -156,8 +166,7 @@ OPTIONS: dict[str, Option] = {
     "engine": Option(("--engine",), {
         "default": "auto", "metavar": "NAME",
         "help": "inference engine: auto (an exported file on the engine it needs; weights on a CPU: onnxruntime on "
-                "an export made once and cached, see `effnet cache`; on a GPU: torch), torch (the reference), "
-                "onnxruntime, openvino; `effnet bench --help` lists them all"}),
+                "an export made once and cached, see `effnet cache`; on a GPU: torch)"}),
     "device": Option(("--device",), {
         "default": None, "help": "torch device, e.g. cpu, cuda, cuda:1 (default: cpu; torch engine only)"}),
     "threads": Option(("--threads",), {
@@ -222,7 +231,7 @@ def add_options(parser: argparse.ArgumentParser | Any, *names: str, **changes: d
         if name in GROUPS:
             _add_group(parser, GROUPS[name])
             continue
-        extra = {"choices": _engine_choices()} if name == "engine" else {}
+        extra = {"choices": _engine_choices(), "help": _engine_help()} if name == "engine" else {}
         action = OPTIONS[name].add(parser, **{**extra, **changes.get(name, {})})
         if name == "engine":  # the name before 0.2 (README changelog), kept working
             parser.add_argument("--backend", dest=action.dest, choices=action.choices, help=argparse.SUPPRESS)
