@@ -122,3 +122,19 @@ def test_engine_help_names_every_engine_of_the_registry(command: str) -> None:
     text = next(action.help for action in parser._actions if "--engine" in action.option_strings)
     assert [name for name in ENGINES if f"{name} (" not in text] == []
     assert ".tflite" in text and "bench" not in text
+
+
+def test_an_image_over_the_pixel_limit_is_one_line_without_pillows_warning(tmp_path: Path) -> None:
+    """A 108-megapixel PNG (over effnet's 100 M limit, under twice it): Pillow's
+    DecompressionBombWarning (two lines with its source path) came before effnet's own error."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("L", (12000, 9000)).save(big)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-m", "effnet", "predict", "--engine", "torch", str(big)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"effnet: error: {big}: 12000x9000 = 108,000,000 pixels exceeds the limit of 100,000,000 "
+        "(possible decompression bomb)", "effnet: 1 of 1 images failed"]

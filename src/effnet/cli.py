@@ -103,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            # Pillow's DecompressionBombWarning: data.images checks every image against effnet's own
+            # pixel limit before decoding it and reports one line, which this warning would only precede.
+            warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
             return int(module.run(args) or 0)
     except EffnetError as error:
         print(f"effnet: {error.label}{error}", file=sys.stderr)
