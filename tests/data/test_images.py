@@ -121,6 +121,12 @@ def test_our_pixel_limit_is_the_only_one(monkeypatch: pytest.MonkeyPatch) -> Non
     assert decode_image(big, "big.png", max_pixels=5_000_000)[0, 0].tolist() == [10, 20, 30]
     with pytest.raises(ImageError, match=r"2000x1500 = 3,000,000 pixels exceeds the limit of 2,000,000"):
         decode_image(big, "big.png", max_pixels=2_000_000)
+    # over twice the limit Pillow refuses on its own, before we see the size: still our words and number
+    # (it said "possible decompression bomb (Image size (3000000 pixels) exceeds limit of ...)")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(ImageError, match=r"^big.png: 3,000,000 pixels exceeds the limit of 1,400,000 "
+                                         r"\(possible decompression bomb\)$"):
+        decode_image(big, "big.png", max_pixels=1_400_000)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
     tiff = _encode(Image.new("RGB", (1200, 1000)), "TIFF")  # 1.2 Mpx: past Pillow's warning threshold
     with warnings.catch_warnings():

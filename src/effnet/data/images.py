@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import threading
 from pathlib import Path
@@ -253,8 +254,14 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     except UnidentifiedImageError:
         reason, kind = _unopenable(data)
         raise ImageError(name, reason, kind=kind) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # a limit the application set
-        raise ImageError(name, f"possible decompression bomb ({exc})", kind="too_many_pixels") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses past twice its limit before the size is known to us; say it in our words
+        # (with our limit, unless the application set a lower one for Pillow)
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        reason = (f"{int(found.group(1)):,} pixels exceeds the limit of {limit:,} (possible decompression bomb)"
+                  if found else f"possible decompression bomb ({exc})")
+        raise ImageError(name, reason, kind="too_many_pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         if "truncated" in reason.lower() or "premature" in reason.lower():
