@@ -130,3 +130,12 @@ def test_a_report_that_cannot_be_written_is_refused_before_quantizing(small_mode
                     "--report", str(small_model["model"]), "-o", str(tmp_path / "x.int8.onnx")],
            f"--report {small_model['model']} is the float model", code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_unwritable_output_is_named_before_the_report(small_model: dict[str, Path], unwritable_folder: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o /read-only/q.onnx`` said "cannot write /read-only/q.json": the report, which the user
+    did not name, instead of the file they asked for."""
+    output = unwritable_folder / "q.onnx"
+    assert main(["quantize", str(small_model["model"]), "--calib", str(small_model["calib"]), "-o", str(output)]) == 2
+    assert capsys.readouterr().err.startswith(f"effnet: error: cannot write {output}: ")

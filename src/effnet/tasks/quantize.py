@@ -8,8 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .._files import staged
-from .._files import check_writable
+from .._files import check_writable, staged
 from ..deploy.quantize.pipeline import quantize
 from ..deploy.quantize.recipe import AUTO_FLOAT_MACS, AUTO_MAX_FLOAT, AUTO_MIN_GAIN, METHODS, WEIGHT_KINDS
 from ..deploy.quantize.report import markdown
@@ -74,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
         if output.suffix != ".xml":
             raise UsageError(f"--output should end in .xml for --engine openvino: {output}")
+        check_writable(output)
         quantize_openvino(args.model, args.calib, output, num_images=args.num_images, size=args.size)
         print(f"wrote {output} and {output.with_suffix('.bin')}")
         return 0
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     for other, what in ((output, "the int8 file"), (Path(args.model), "the float model")):
         if report_path.resolve() == other.resolve():
             raise UsageError(f"--report {report_path} is {what}; give the report another name")
-    report_replaced = check_writable(report_path)  # before the run, not after it
+    check_writable(output)  # before the run, not after it; the output first: the user named it
+    report_replaced = check_writable(report_path)
     result = quantize(
         args.model, args.calib, output, num_images=args.num_images, method=args.method, per_channel=args.per_channel,
         keep_float=args.keep_float, gemm_weights=args.gemm_weights,
