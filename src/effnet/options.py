@@ -179,7 +179,8 @@ OPTIONS: dict[str, Option] = {
                 "speed: `effnet bench` measures both"}),
     "json": Option(("--json",), {
         "type": json_destination, "nargs": "?", "const": "-", "default": None, "metavar": "PATH",
-        "help": "also write the results as JSON to PATH (a .json file), or to stdout with '-' or no PATH"}),
+        "help": "write the results as JSON to PATH (a .json file) besides what is printed, or print them to stdout "
+                "instead with '-' or no PATH"}),
     "no_progress": Option(("--no-progress",), {
         "action": "store_true", "help": "no progress bar (bars are only drawn on a terminal anyway)"}),
 }

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-map", metavar="FILE", default=None,
                         help="'name index' lines or a JSON object mapping folder names / label tokens to indices")
     parser.add_argument("--per-class", action="store_true", help="also print accuracy per class")
-    add_options(parser, "json", json={"help": "also write the results (totals, per class, per image, skipped "
-                                              "files) as JSON to PATH, or to stdout with '-' or no PATH"})
+    add_options(parser, "json", json={"help": "write the results (totals, per class, per image, skipped files) as "
+                                              "JSON to PATH (a .json file) besides the summary, or print them to "
+                                              "stdout with '-' or no PATH (the summary then goes to stderr)"})
     parser.add_argument("--exact-decode", action="store_true",
                         help="decode every image at full size. By default a JPEG at least 6x the model's "
                              "working size (e.g. >= 1536 px short side for Lite0) is decoded DCT-reduced to >= 3x: "

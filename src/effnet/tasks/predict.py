@@ -24,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", "-k", type=positive_int, default=5, metavar="K", help="classes to show per image")
     parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
                         help="images per forward pass")
-    add_options(parser, "json", json={"help": "print one JSON document instead of tables (no PATH, or '-'), "
-                                              "or write it to PATH (a .json file) as well as the tables"})
+    add_options(parser, "json")
     add_options(parser, "preprocessing")
 
 

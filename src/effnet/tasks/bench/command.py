@@ -63,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "bf16/int8) is compared with torch fp32's: the 'top-1 agree' column (default: the "
                              "--calib images; photos not used for calibration are the fairer test)")
     parser.add_argument("--csv", metavar="PATH", help="write results as CSV ('-' for stdout)")
-    add_options(parser, "json", json={"help": "write machine, config and results as JSON to PATH (a .json file), "
-                                              "or to stdout with '-' or no PATH"})
+    add_options(parser, "json", json={"help": "write machine, config and results as JSON to PATH (a .json file) "
+                                              "besides the table, or print them to stdout instead with '-' or no "
+                                              "PATH"})
     parser.add_argument("--plot", metavar="PNG", help="write accuracy-vs-latency and throughput-vs-batch plots")
 
 
