@@ -138,3 +138,12 @@ def test_an_image_over_the_pixel_limit_is_one_line_without_pillows_warning(tmp_p
     assert done.stderr.splitlines() == [
         f"effnet: error: {big}: 12000x9000 = 108,000,000 pixels exceeds the limit of 100,000,000 "
         "(possible decompression bomb)", "effnet: 1 of 1 images failed"]
+
+
+def test_help_command_shows_that_commands_help(capsys) -> None:
+    """``effnet help predict`` printed the command list, as ``effnet help`` does."""
+    with pytest.raises(SystemExit) as stop:
+        main(["help", "predict"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: effnet predict")
+    assert main(["help"]) == 0 and "commands:" in capsys.readouterr().out

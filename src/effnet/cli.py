@@ -51,7 +51,7 @@ SUMMARIES: dict[str, str] = {
 def _top_level_help() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: effnet COMMAND [options]   (effnet COMMAND --help for details; effnet --version)",
+        "usage: effnet COMMAND [options]   (effnet COMMAND --help or effnet help COMMAND for details; effnet --version)",
         "",
         "EfficientNet V1, Lite and V2: build, load, predict, evaluate, train, export, bench, serve.",
         "",
@@ -78,6 +78,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 2 and argv[0] == "help" and argv[1] in COMMANDS:
+        argv = [argv[1], "--help"]  # effnet help predict
     if not argv or argv[0] in ("-h", "--help", "help"):
         try:
             print(_top_level_help(), flush=True)
