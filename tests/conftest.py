@@ -220,3 +220,13 @@ def lite0_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from effnet.deploy.export.tflite import export_tflite
 
     return export_tflite("efficientnet_lite0", "default", tmp_path_factory.mktemp("tflite") / "lite0.tflite").path
+
+
+@pytest.fixture(scope="session")
+def lite0_pte(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lite0 with its embedded weights as an ExecuTorch ``.pte`` program (``effnet export
+    --format executorch``); skipped where the ``executorch`` extra is not installed."""
+    pytest.importorskip("executorch")
+    from effnet.deploy.export.executorch import export_executorch
+
+    return export_executorch("efficientnet_lite0", "default", tmp_path_factory.mktemp("pte") / "lite0.pte").path
