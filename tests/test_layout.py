@@ -163,3 +163,33 @@ def test_the_import_reader_sees_every_form(snippet: str, expected: list[str]) ->
     path = PACKAGE / "runtime" / "example.py"
     found = [target for _, target in _imports(_module_name(path), path, text=snippet + "\n")]
     assert found == expected
+
+
+def test_every_engine_module_is_one_registered_engine() -> None:
+    """docs/architecture.md's engine recipe: ``runtime/NAME_engine.py`` + one ``ENGINES`` line,
+    naming an ``Engine`` with a ``load`` classmethod (modules import their runtime lazily)."""
+    import importlib
+
+    from effnet.runtime import ENGINES
+    from effnet.runtime.base import Engine
+
+    modules = {f"effnet.runtime.{path.stem}" for path in (PACKAGE / "runtime").glob("*_engine.py")}
+    targets = [spec.target.partition(":") for spec in ENGINES.values()]
+    assert sorted(module for module, _, _ in targets) == sorted(modules)
+    for module, _, attribute in targets:
+        engine = getattr(importlib.import_module(module), attribute)
+        assert issubclass(engine, Engine) and callable(engine.load)
+
+
+def test_every_source_module_is_registered() -> None:
+    """docs/architecture.md's source recipe: ``weights/sources/NAME.py`` defines ``SOURCE``,
+    registered in ``SOURCES`` under its name."""
+    import importlib
+
+    from effnet.weights.sources import SOURCES
+
+    names = {path.stem for path in (PACKAGE / "weights" / "sources").glob("*.py")} - {"__init__", "base"}
+    for name in names:
+        source = importlib.import_module(f"effnet.weights.sources.{name}").SOURCE
+        assert SOURCES[source.name] is source
+    assert len(SOURCES) == len(names)
