@@ -125,8 +125,7 @@ class OnnxRuntimeEngine(FileEngine):
 
     def __call__(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         if not self.takes_images:
-            array = np.ascontiguousarray(batch, dtype=np.float32)
-            return self.session.run(None, {self.input_name: array})[0]
+            return self._run(np.ascontiguousarray(batch, dtype=np.float32))
         if isinstance(batch, np.ndarray):
             images = [batch] if batch.ndim == 3 else list(batch)
         else:
@@ -136,18 +135,22 @@ class OnnxRuntimeEngine(FileEngine):
         for index, image in enumerate(images):
             groups.setdefault(image.shape, []).append(index)
         if self.input_layout == INPUT_NV12:
-            frames = np.stack([self.nv12_frame(image) for image in images])
-            fixed = self.session.get_inputs()[0].shape[0]  # NPU-style files fix the batch too
-            return run_in_fixed_batches(lambda run: self.session.run(None, {self.input_name: run})[0], frames,
-                                        fixed if isinstance(fixed, int) else None)
+            return self._run(np.stack([self.nv12_frame(image) for image in images]))
         for indices in groups.values():
             stacked = np.stack([images[i] for i in indices])
             if self.input_layout == INPUT_BGR:
                 stacked = stacked[..., ::-1]  # images arrive as RGB (load_image); the graph wants BGR
             stacked = np.ascontiguousarray(stacked, dtype=np.uint8)
-            for i, row in zip(indices, self.session.run(None, {self.input_name: stacked})[0]):
+            for i, row in zip(indices, self._run(stacked)):
                 logits[i] = row
         return np.stack(logits)  # type: ignore[arg-type]
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        """The graph's logits for ``array``. A file with a fixed batch (``effnet export --batch N``:
+        NPU-style files fix it) takes any number of rows, in runs of N (``run_in_fixed_batches``)."""
+        fixed = self.session.get_inputs()[0].shape[0]
+        return run_in_fixed_batches(lambda run: self.session.run(None, {self.input_name: run})[0], array,
+                                    fixed if isinstance(fixed, int) else None)
 
     def nv12_frame(self, image: np.ndarray) -> np.ndarray:
         """A decoded RGB photo as one NV12 frame of the file's size (``data.nv12.fit_frame``)."""
