@@ -218,3 +218,20 @@ def test_torch_takes_the_same_preprocessing_overrides() -> None:
     recorded = open_engine("torch", "efficientnet_lite0", "default").preprocessing
     assert engine.preprocessing == recorded.with_size(256).with_overrides(interpolation="bilinear")
     assert engine.preprocessing.crop_fraction == pytest.approx(256 / (256 + 32))  # TF crop padding kept
+
+
+@pytest.mark.parametrize("layout", [INPUT_FLOAT, INPUT_RGB])
+def test_a_fixed_batch_file_takes_any_number_of_images(tmp_path: Path, tiny_classifier, layout: str,
+                                                       photo_thumbnails: dict) -> None:
+    """``effnet export --batch 2`` (NPU-style files fix the batch): five photos run as 2 + 2 + 1,
+    the last chunk padded. Feeding them as one batch of five was onnxruntime's INVALID_ARGUMENT
+    traceback in predict, eval and export --calib-dump."""
+    engine = open_engine("onnxruntime", None, str(tiny_classifier(tmp_path / "m.onnx", layout=layout, batch=2)))
+    photos = [np.asarray(image.convert("RGB")) for image in list(photo_thumbnails.values())[:5]]
+    assert len(photos) == 5
+    if layout == INPUT_FLOAT:
+        batch = np.stack([engine.preprocessing(photo) for photo in photos])
+        expected = tiny_classifier.logits(batch.mean(axis=(2, 3)))
+    else:
+        batch, expected = photos, tiny_classifier.logits(channel_means(photos))
+    np.testing.assert_allclose(engine(batch), expected, rtol=1e-4, atol=1e-4)
