@@ -56,6 +56,27 @@ def test_the_written_file_has_the_mode_the_umask_gives(tmp_path: Path, umask: in
     assert target.stat().st_mode & 0o777 == mode
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_writer_that_replaces_the_temporary_still_gives_the_umask_mode(tmp_path: Path, umask: int,
+                                                                       mode: int) -> None:
+    """safetensors 0.8's save_file writes its own file and renames it over the path it is
+    given (mode 0600), as atomic writers do: the mode must come from the umask all the same
+    (model.safetensors from `effnet train` and `effnet convert` were 0600)."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "model.safetensors"
+    previous = os.umask(umask)
+    try:
+        with staged(target) as temporary:
+            save_file({"weight": torch.zeros(2)}, str(temporary))
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == mode
+
+
 def test_a_new_file_in_a_new_folder_is_fine_and_nothing_is_created(tmp_path: Path) -> None:
     assert check_writable(tmp_path / "new" / "deeper" / "model.onnx") is False
     assert list(tmp_path.iterdir()) == []

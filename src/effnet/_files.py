@@ -3,11 +3,12 @@
 Every effnet output (weights, checkpoints, ONNX files, reports, downloads) is staged in a
 temporary file beside its destination and renamed over it only once it is complete, so an
 interrupted or failed write leaves the old file, or none, never a truncated one. The file
-gets the permissions any other tool would give it (``0666`` less the umask, e.g. 0644):
-``mkstemp`` creates 0600 files, which a server or container running as another user could
-not read. A write that fails (a full disk) names the destination, never the hidden
-temporary file, and ``check_writable`` lets a long job refuse an unwritable destination
-before it starts rather than after.
+gets the permissions any other tool would give it (``0666`` less the umask, e.g. 0644),
+set just before the rename: ``mkstemp`` creates 0600 files, and so do writers that replace
+the path they are given with their own temporary (safetensors' ``save_file``), which a
+server or container running as another user could not read. A write that fails (a full
+disk) names the destination, never the hidden temporary file, and ``check_writable`` lets a
+long job refuse an unwritable destination before it starts rather than after.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     temporary = Path(name)
     try:
@@ -49,6 +49,7 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
             if error.filename is not None and Path(error.filename) == temporary:
                 error.filename = str(target)  # the user knows the destination, not our temp name
             raise
+        os.chmod(temporary, 0o666 & ~current_umask())
         if durable:
             with open(temporary, "rb+") as written:
                 os.fsync(written.fileno())
