@@ -117,3 +117,33 @@ def test_a_failed_write_names_the_destination_not_the_temporary(tmp_path: Path) 
             raise OSError(errno.ENOSPC, "No space left on device", str(temporary))
     assert caught.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_runs_out_of_space_names_the_destination(tmp_path: Path, file_size_limit) -> None:
+    """A failed write() through a file object (onnx.save, json.dump) raises an OSError that
+    names no file: the CLI's line said only "[Errno 28] No space left on device"."""
+    import errno
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError) as caught, file_size_limit(1 << 16):
+        with staged(target) as temporary, open(temporary, "wb") as handle:
+            handle.write(bytes(1 << 17))
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(target)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_safetensors_out_of_space_is_an_os_error_naming_the_destination(tmp_path: Path, file_size_limit) -> None:
+    """safetensors reports a failed write as its own SafetensorError, which the CLI would
+    show as a traceback (the weights of `effnet train` and `effnet convert`)."""
+    import errno
+
+    import torch
+
+    from effnet.weights.io import write_safetensors
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as caught, file_size_limit(1 << 16):
+        write_safetensors({"weight": torch.zeros(1 << 16)}, target, {"format": "effnet"})
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

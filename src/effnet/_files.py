@@ -13,6 +13,7 @@ long job refuse an unwritable destination before it starts rather than after.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UsageError
+
+#: Errors only a failed write gives: the destination's file system said no (full, over quota,
+#: over the file size limit). A write through a file object reports them naming no file.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def current_umask() -> int:
@@ -48,6 +53,8 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
         except OSError as error:
             if error.filename is not None and Path(error.filename) == temporary:
                 error.filename = str(target)  # the user knows the destination, not our temp name
+            elif error.filename is None and error.errno in OUT_OF_SPACE:
+                error.filename = str(target)
             raise
         os.chmod(temporary, 0o666 & ~current_umask())
         if durable:

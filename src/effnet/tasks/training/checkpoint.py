@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -61,11 +61,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _WriteWatch:
+    """A file's ``write`` for ``torch.save``, keeping the file system's error: torch's zip
+    writer replaces it with its own ("unexpected pos 704 vs 598")."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the file's interface, as it is
+        return getattr(self.handle, name)
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a staged file, fsynced with its folder: a kill or a power cut
-    mid-save leaves the previous checkpoints intact."""
+    mid-save leaves the previous checkpoints intact. A failed write raises the file system's
+    ``OSError`` (a full disk), not torch's account of it."""
     with staged(path, durable=True) as temporary, open(temporary, "wb") as handle:
-        torch.save(obj, handle)
+        watch = _WriteWatch(handle)
+        try:
+            torch.save(obj, watch)
+        except RuntimeError:
+            if watch.error is not None:
+                raise watch.error from None
+            raise
 
 
 class CheckpointManager:
