@@ -18,6 +18,7 @@ import torch
 
 from effnet.data.transforms import Preprocessing
 from effnet.deploy import cache
+from effnet.errors import EffnetError
 from effnet.models.network import build_model
 from effnet.models.spec import Padding
 from effnet.runtime import open_engine
@@ -141,6 +142,23 @@ def test_an_entry_of_another_version_is_stale_never_loaded_and_cleared_alone(
     assert states == {current.name: "ok", old.name: "stale"}
     removed = cache.clear(stale_only=True)
     assert [entry.path for entry in removed] == [old] and current.is_dir() and not old.exists()
+
+
+def test_clearing_a_cache_that_cannot_be_changed_says_so(tiny_weights: Path, copied_cache: Path) -> None:
+    """`effnet cache clear` on a read-only cache printed "removed 1 entry (18.6 MB)" and
+    exited 0 with everything still there."""
+    engines = copied_cache / cache.ENGINES_FOLDER
+    (entry,) = cache.list_entries()
+    engines.chmod(0o555)
+    try:
+        if os.access(engines, os.W_OK):
+            pytest.skip("this user (root) may change a read-only folder")
+        with pytest.raises(EffnetError) as caught:
+            cache.clear()
+    finally:
+        engines.chmod(0o755)
+    assert str(caught.value) == f"removed 0 entries; could not remove 1 from {engines} (Permission denied)"
+    assert [found.path for found in cache.list_entries()] == [entry.path]
 
 
 def test_two_processes_building_the_same_entry_at_once_both_succeed(tiny_weights: Path, private_cache: Path) -> None:

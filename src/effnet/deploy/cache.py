@@ -164,15 +164,28 @@ def list_entries(root: Path | None = None) -> list[CacheEntry]:
 
 def clear(root: Path | None = None, *, stale_only: bool = False) -> list[CacheEntry]:
     """Remove the entries (only stale and corrupt ones with ``stale_only``) and any build
-    folders left by killed builds; returns what was removed."""
-    removed = [entry for entry in list_entries(root) if not stale_only or entry.state != "ok"]
-    for entry in removed:
-        shutil.rmtree(entry.path, ignore_errors=True)
+    folders left by killed builds; returns what was removed. Entries that cannot be removed
+    (a read-only cache) are an ``EffnetError`` once the others are gone: a clear that
+    reports success must have cleared."""
     folder = engines_dir(root)
+    removed: list[CacheEntry] = []
+    failures: list[OSError] = []
+    for entry in list_entries(root):
+        if stale_only and entry.state == "ok":
+            continue
+        try:
+            shutil.rmtree(entry.path)
+            removed.append(entry)
+        except OSError as error:
+            failures.append(error)
     if folder.is_dir():
         for leftover in folder.glob(".build-*"):
             if not stale_only or time.time() - leftover.stat().st_mtime > 24 * 3600:
-                shutil.rmtree(leftover, ignore_errors=True)
+                shutil.rmtree(leftover, ignore_errors=True)  # hidden, and never loaded: not worth an error
+    if failures:
+        reason = failures[0].strerror or str(failures[0])
+        raise EffnetError(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}; could not remove "
+                          f"{len(failures)} from {folder} ({reason})")
     return removed
 
 
