@@ -306,7 +306,7 @@ def test_a_request_head_that_does_not_arrive_in_time_closes_the_connection(lite0
     assert json.loads(body)["error"]["code"] == "header_timeout"
     assert errors == ['effnet_http_errors_total{code="header_timeout"} 1.0']
     assert [line for line in live.lines() if "408" in line] == [
-        f"127.0.0.1:{port}: 408 the request line and headers did not arrive within 0.5s (--read-timeout)"]
+        f"127.0.0.1:{port}: 408 the request line and headers did not arrive within 0.5 seconds (--read-timeout)"]
 
 
 def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(lite0: Predictor) -> None:

@@ -77,7 +77,7 @@ class HeadDeadlineProtocol(H11Protocol):
             self.transport.write(_timeout_answer(self.head_timeout))
             self.transport.close()
             peer = self.client
-            log.info("%s: 408 the request line and headers did not arrive within %gs (--read-timeout)",
+            log.info("%s: 408 the request line and headers did not arrive within %g seconds (--read-timeout)",
                      f"{peer[0]}:{peer[1]}" if peer else "a client", self.head_timeout)
             if self.metrics is not None:
                 self.metrics.errors.labels(code="header_timeout").inc()
