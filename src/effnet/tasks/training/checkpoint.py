@@ -3,8 +3,9 @@
 Each save goes to a temporary file in the same folder, is flushed to disk, and only then
 renamed over its final name (``os.replace`` is atomic), so a crash or a full disk mid-save
 leaves every earlier checkpoint untouched. Only after a successful save are the oldest
-checkpoints beyond ``keep`` removed. Files load with ``torch.load(weights_only=True)``:
-random-number states are stored as tensors and plain Python values, never pickled objects.
+checkpoints beyond ``keep`` removed, and the temporary files of saves that were killed.
+Files load with ``torch.load(weights_only=True)``: random-number states are stored as
+tensors and plain Python values, never pickled objects.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class CheckpointManager:
             raise CheckpointError(f"could not write {path} ({reason}); {kept}") from None
         for old in self.checkpoints()[: -self.keep]:
             old.unlink(missing_ok=True)
+        for leftover in self.folder.glob(".checkpoint-*.tmp"):  # staged by a save that was killed (SIGKILL)
+            leftover.unlink(missing_ok=True)
         return path
 
     @staticmethod
