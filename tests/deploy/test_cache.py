@@ -177,6 +177,21 @@ def test_two_processes_building_the_same_entry_at_once_both_succeed(tiny_weights
     assert not list((private_cache / "engines").glob(".build-*"))
 
 
+def test_a_build_removes_what_a_killed_build_of_its_entry_left(tiny_weights: Path, private_cache: Path) -> None:
+    """SIGKILL mid-build (a container killed at start-up) left the build folder, the size of
+    the model, until `effnet cache clear`; another entry's build folder may be in use."""
+    digest = cache.cache_key(None, str(tiny_weights), None).digest
+    engines = private_cache / cache.ENGINES_FOLDER
+    killed = engines / f"{cache.staging_prefix(digest)}k1ll3d"
+    killed.mkdir(parents=True)
+    (killed / ".model.onnx.u2g9c0t.tmp").write_bytes(bytes(1000))
+    other = engines / f"{cache.staging_prefix('0' * 24)}busy"
+    other.mkdir()
+    engine = open_engine("auto", None, str(tiny_weights))
+    assert isinstance(engine, OnnxRuntimeEngine)
+    assert sorted(path.name for path in engines.glob(".build-*")) == [other.name]
+
+
 def test_a_cache_that_cannot_be_written_costs_speed_not_the_answer(
     tiny_weights: Path, unwritable_folder: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

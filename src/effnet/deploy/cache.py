@@ -18,7 +18,7 @@ cache clear --stale`` removes those).
 Safe under concurrency and failure: an entry is built in a private folder and renamed into
 place whole; a lock makes a second process wait for the first one's build and then use it
 (without the lock, e.g. on a file system without ``flock``, both build and the rename keeps
-one). A cache that cannot be written (read-only, full) costs speed, never an answer: one
+one), and removes what a killed build of the same entry left. A cache that cannot be written (read-only, full) costs speed, never an answer: one
 warning, and the torch engine runs.
 """
 
@@ -190,14 +190,23 @@ def clear(root: Path | None = None, *, stale_only: bool = False) -> list[CacheEn
 
 
 @contextlib.contextmanager
-def _build_lock(folder: Path, digest: str) -> Iterator[None]:
-    """One build of an entry at a time across processes (``flock``; released if the holder dies)."""
+def _build_lock(folder: Path, digest: str) -> Iterator[bool]:
+    """One build of an entry at a time across processes (``flock``; released if the holder
+    dies). Yields whether the lock is held: without it (no ``flock`` on some network file
+    systems) builds may race, and the renames stay atomic."""
     with open(folder / f".{digest}.lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:  # no flock here (some network file systems): builds may race, renames stay atomic
-            pass
-        yield
+        except OSError:
+            yield False
+        else:
+            yield True
+
+
+def staging_prefix(digest: str) -> str:
+    """The name an entry's build folder starts with, beside the entry until it is renamed
+    into place."""
+    return f".build-{digest}-"
 
 
 def _say(message: str) -> None:
@@ -221,10 +230,13 @@ def build(model: str | None, weights: Any, size: int | None, root: Path | None =
         key = cache_key(model, weights, size)
         if key is None:
             raise EffnetError(f"weights {weights_file(model, weights)[1]}: no local file after fetching them")
-    with _build_lock(folder, key.digest):
+    with _build_lock(folder, key.digest) as exclusive:
         entry = _usable(folder / key.digest)
         if entry is not None:
             return entry  # another process built it while we waited
+        if exclusive:  # no other build of this entry runs: a folder of its is what a killed build left
+            for leftover in folder.glob(f"{staging_prefix(key.digest)}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
         return _build_into(folder, key, model, weights, size)
 
 
@@ -234,7 +246,7 @@ def _build_into(folder: Path, key: CacheKey, model: str | None, weights: Any, si
     _say(f"building the fast CPU engine for {key.weights} once: an ONNX export checked "
          f"against torch, kept in {folder} (`effnet cache list` shows it) ...")
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(key.digest), dir=folder))
     try:
         os.chmod(staging, 0o777 & ~current_umask())
         result = export(model, weights, staging / MODEL_FILE, size=size or NATIVE_SIZE, opset=CACHE_OPSET)
