@@ -18,8 +18,9 @@ cache clear --stale`` removes those).
 Safe under concurrency and failure: an entry is built in a private folder and renamed into
 place whole; a lock makes a second process wait for the first one's build and then use it
 (without the lock, e.g. on a file system without ``flock``, both build and the rename keeps
-one), and removes what a killed build of the same entry left. A cache that cannot be written (read-only, full) costs speed, never an answer: one
-warning, and the torch engine runs.
+one), and removes what a killed build of the same entry left. A cache that cannot be
+written (read-only, full) costs speed, never an answer: one warning, and the torch engine
+runs; ``effnet cache clear`` on it says what it could not remove.
 """
 
 from __future__ import annotations
