@@ -53,8 +53,7 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
         except OSError as error:
             if error.filename is not None and Path(error.filename) == temporary:
                 error.filename = str(target)  # the user knows the destination, not our temp name
-            elif error.filename is None and error.errno in OUT_OF_SPACE:
-                error.filename = str(target)
+            name_out_of_space(error, target)
             raise
         os.chmod(temporary, 0o666 & ~current_umask())
         if durable:
@@ -69,6 +68,13 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
                 os.close(folder)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def name_out_of_space(error: OSError, path: str | os.PathLike) -> None:
+    """Name ``path`` in an out-of-space ``error`` that names no file (a failed ``write()``
+    through a file object), so that its one line says which file did not fit."""
+    if error.filename is None and error.errno in OUT_OF_SPACE:
+        error.filename = str(path)
 
 
 def check_writable(path: str | os.PathLike) -> bool:
