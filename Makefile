@@ -11,11 +11,12 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock requirements-nodeps.txt requirements-tflite.txt pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.txt requirements-tflite.txt requirements-executorch.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.lock
 	$(PIP) install --no-deps -r requirements-nodeps.txt
 	$(PIP) install --no-deps -r requirements-tflite.txt
+	$(PIP) install --no-deps -r requirements-executorch.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -17,6 +17,7 @@ another fixture of the same name with another type:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -211,6 +212,28 @@ def unwritable_folder(tmp_path: Path):
         (tmp_path / "read_only").chmod(0o755)
 
 
+@pytest.fixture
+def file_size_limit():
+    """``with file_size_limit(n):`` no file grows past ``n`` bytes, and a write past it fails
+    as on a full disk (RLIMIT_FSIZE: the same failed write(), as EFBIG instead of ENOSPC,
+    without root or a small file system)."""
+    import resource
+    import signal
+
+    @contextlib.contextmanager
+    def limited(limit: int = 1 << 20) -> Iterator[None]:
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write, do not kill the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+
+    return limited
+
+
 @pytest.fixture(scope="session")
 def lite0_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Lite0 with its embedded weights as an fp32 ``.tflite`` file (``effnet export --format
@@ -220,3 +243,13 @@ def lite0_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from effnet.deploy.export.tflite import export_tflite
 
     return export_tflite("efficientnet_lite0", "default", tmp_path_factory.mktemp("tflite") / "lite0.tflite").path
+
+
+@pytest.fixture(scope="session")
+def lite0_pte(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lite0 with its embedded weights as an ExecuTorch ``.pte`` program (``effnet export
+    --format executorch``); skipped where the ``executorch`` extra is not installed."""
+    pytest.importorskip("executorch")
+    from effnet.deploy.export.executorch import export_executorch
+
+    return export_executorch("efficientnet_lite0", "default", tmp_path_factory.mktemp("pte") / "lite0.pte").path

@@ -82,6 +82,9 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("litert", "effnet.runtime.litert_engine:LiteRtEngine",
                "LiteRT (TFLite) interpreter on a .tflite file from `effnet export --format tflite`", ("ai_edge_litert",),
                "pip install 'effnet[tflite]'", suffixes=(".tflite",)),
+    EngineSpec("executorch", "effnet.runtime.executorch_engine:ExecuTorchEngine",
+               "ExecuTorch (XNNPACK) on a .pte program from `effnet export --format executorch`", ("executorch",),
+               "pip install 'effnet[executorch]'", suffixes=(".pte",)),
 )}
 
 #: Other names users type for an engine.

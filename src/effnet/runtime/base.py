@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..data.transforms import Preprocessing
+from ..errors import UsageError
 
 
 @dataclass
@@ -60,3 +62,43 @@ class Engine:
         if self.takes_images and len({array.shape for array in arrays}) > 1:
             return list(arrays)
         return np.stack(arrays)
+
+
+@dataclass
+class FileEngine(Engine):
+    """An engine over an exported file (ONNX, OpenVINO IR, TFLite) that carries effnet's
+    metadata: the file names its weights, and it runs on the CPU."""
+
+    path: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def weights_name(self) -> str:
+        return str(self.metadata.get("weights") or self.path)
+
+    @staticmethod
+    def check_options(name: str, weights: Any, suffixes: tuple[str, ...], made_by: str, device: str,
+                      threads: int | None) -> None:
+        """The checks every file engine makes before opening anything, one line each: a file of
+        the kind it runs (``made_by`` says how to get one), the CPU, at least one thread."""
+        if weights in (None, "default") or not str(weights).lower().endswith(suffixes):
+            raise UsageError(f"the {name} engine needs an exported model: {made_by}")
+        if device.split(":")[0] != "cpu":
+            raise UsageError(f"--device {device}: the {name} engine runs on the CPU only (--engine torch runs on "
+                             "a GPU)")
+        if threads is not None and threads < 1:
+            raise UsageError("--threads must be at least 1")
+
+
+def run_in_fixed_batches(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: int | None) -> np.ndarray:
+    """``run`` over ``batch`` in runs of exactly ``size`` rows, for files compiled for one batch
+    size (a TFLite file's 1, an NPU-style ONNX file's N): the last run is padded by repeating
+    its last row and the padding's outputs are dropped. ``size`` None: one run of any size."""
+    if size is None or len(batch) == size:
+        return run(batch)
+    outputs = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+        outputs.append(run(padded)[:len(chunk)])
+    return np.concatenate(outputs)

@@ -1,7 +1,8 @@
 """Top-1/top-5 accuracy of an engine on a labelled image set: the library behind ``effnet eval``.
 
-``evaluate(engine, eval_set)`` is the entry point; the pieces it is made of are public for
-callers that need one step (quantize's agreement check runs ``predict_shard`` alone).
+``evaluate(engine, eval_set)`` is the entry point. It runs in three steps so that torchrun
+ranks share the work: ``predict_shard`` (this rank's images -> per-image top-k), ``gather``
+(every rank's shard, merged), ``score`` (totals, per class, per image).
 
 The loop is arranged so that the network, not the data, sets the pace: DataLoader workers
 decode (simplejpeg, with DCT-domain reduction for large JPEGs) and preprocess while the main

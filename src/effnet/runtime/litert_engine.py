@@ -19,7 +19,7 @@ import numpy as np
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
 from ..errors import UsageError
-from .base import Engine
+from .base import FileEngine, run_in_fixed_batches
 from .tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, TfliteModelError, read_metadata
 
 
@@ -36,14 +36,12 @@ class CropOnly(Preprocessing):
 
 
 @dataclass
-class LiteRtEngine(Engine):
+class LiteRtEngine(FileEngine):
     """A LiteRT interpreter behind the ``Engine`` interface: NCHW float32 batches (or uint8
     NHWC crops for uint8 files) in, float32 logits out."""
 
     interpreter: Any = field(default=None, repr=False)
-    path: str = ""
     input_layout: str = INPUT_FLOAT_NHWC
-    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(
@@ -61,13 +59,8 @@ class LiteRtEngine(Engine):
         """
         from ai_edge_litert.interpreter import Interpreter
 
-        if weights in (None, "default") or not str(weights).lower().endswith(".tflite"):
-            raise UsageError("the litert engine needs an exported model: --weights model.tflite "
-                             "(create one with `effnet export --format tflite`)")
-        if device.split(":")[0] != "cpu":
-            raise UsageError(f"--device {device}: the litert engine runs on the CPU only")
-        if threads is not None and threads < 1:
-            raise UsageError("--threads must be at least 1")
+        cls.check_options("litert", weights, (".tflite",), "--weights model.tflite (create one with `effnet export "
+                          "--format tflite`)", device, threads)
         if any(value is not None for value in (preprocessing or {}).values()):
             raise UsageError(f"{weights}: a TFLite file is exported at a fixed size with its preprocessing in its "
                              "metadata; --size, --crop-pct, --interpolation, --mean and --std cannot change it")
@@ -95,10 +88,6 @@ class LiteRtEngine(Engine):
                    path=str(weights), input_layout=layout, metadata=metadata)
 
     @property
-    def weights_name(self) -> str:
-        return str(self.metadata.get("weights") or self.path)
-
-    @property
     def takes_images(self) -> bool:
         """uint8 files take resized, cropped uint8 NHWC crops (``preprocessing`` makes them)."""
         return self.input_layout == INPUT_UINT8_NHWC
@@ -109,11 +98,9 @@ class LiteRtEngine(Engine):
             rows = np.ascontiguousarray(batch.reshape(-1, *batch.shape[-3:]), dtype=np.uint8)
         else:
             rows = np.ascontiguousarray(batch.transpose(0, 2, 3, 1), dtype=np.float32)
-        source = self.interpreter.get_input_details()[0]
-        target = self.interpreter.get_output_details()[0]
-        logits = []
-        for row in rows:
-            self.interpreter.set_tensor(source["index"], row[None])
-            self.interpreter.invoke()
-            logits.append(self.interpreter.get_tensor(target["index"])[0].copy())
-        return np.stack(logits)
+        return run_in_fixed_batches(self._invoke, rows, 1)  # effnet's .tflite files have batch 1
+
+    def _invoke(self, row: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"], row)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.interpreter.get_output_details()[0]["index"]).copy()

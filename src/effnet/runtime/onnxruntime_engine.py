@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EffnetError, UsageError
-from .base import Engine
+from .base import FileEngine, run_in_fixed_batches
 from .exported_file import file_facts
 from .onnx_metadata import INPUT_BGR, INPUT_FLOAT, INPUT_LAYOUTS, INPUT_NV12, INPUT_RGB, decode
 
@@ -73,7 +73,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @dataclass
-class OnnxRuntimeEngine(Engine):
+class OnnxRuntimeEngine(FileEngine):
     """An onnxruntime session behind the ``Engine`` interface.
 
     ``engine(batch)`` takes a preprocessed NCHW float32 batch for plain graphs; for graphs
@@ -82,9 +82,7 @@ class OnnxRuntimeEngine(Engine):
     """
 
     session: Any = field(default=None, repr=False)
-    path: str = ""
     input_layout: str = INPUT_FLOAT
-    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(
@@ -102,12 +100,8 @@ class OnnxRuntimeEngine(Engine):
         ``Preprocessing.with_overrides`` replacing what the file says, or what is guessed for
         a file without effnet metadata (a warning names the guess when nothing is given).
         """
-        if weights in (None, "default") or not str(weights).lower().endswith(".onnx"):
-            raise UsageError("the onnxruntime engine needs an exported model: --weights model.onnx "
-                             "(create one with `effnet export`)")
-        if device.split(":")[0] != "cpu":
-            raise UsageError(f"--device {device}: the onnxruntime engine runs on the CPU only "
-                             "(--engine torch runs on a GPU)")
+        cls.check_options("onnxruntime", weights, (".onnx",), "--weights model.onnx (create one with `effnet export`)",
+                          device, threads)
         session = open_session(weights, threads=threads)
         metadata = decode(session.get_modelmeta().custom_metadata_map)
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -119,10 +113,6 @@ class OnnxRuntimeEngine(Engine):
             name="onnxruntime", arch=arch, preprocessing=recipe, labels=labels,
             session=session, path=str(weights), input_layout=layout, metadata=metadata,
         )
-
-    @property
-    def weights_name(self) -> str:
-        return str(self.metadata.get("weights") or self.path)
 
     @property
     def input_name(self) -> str:
@@ -157,17 +147,10 @@ class OnnxRuntimeEngine(Engine):
 
     def _run(self, array: np.ndarray) -> np.ndarray:
         """The graph's logits for ``array``. A file with a fixed batch (``effnet export --batch N``:
-        NPU-style files fix it) takes any number of rows, in runs of N, the last padded by
-        repeating its last row."""
+        NPU-style files fix it) takes any number of rows, in runs of N (``run_in_fixed_batches``)."""
         fixed = self.session.get_inputs()[0].shape[0]
-        if not isinstance(fixed, int) or fixed == len(array):
-            return self.session.run(None, {self.input_name: array})[0]
-        runs = []
-        for start in range(0, len(array), fixed):
-            chunk = array[start:start + fixed]
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
-            runs.append(self.session.run(None, {self.input_name: padded})[0][:len(chunk)])
-        return np.concatenate(runs)
+        return run_in_fixed_batches(lambda run: self.session.run(None, {self.input_name: run})[0], array,
+                                    fixed if isinstance(fixed, int) else None)
 
     def nv12_frame(self, image: np.ndarray) -> np.ndarray:
         """A decoded RGB photo as one NV12 frame of the file's size (``data.nv12.fit_frame``)."""

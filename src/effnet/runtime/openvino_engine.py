@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EffnetError, UsageError
-from .base import Engine
+from .base import FileEngine, run_in_fixed_batches
 from .exported_file import file_facts
 from .onnx_metadata import INPUT_FLOAT, read_metadata
 
@@ -53,7 +53,7 @@ class OpenVinoModelError(EffnetError, ValueError):
 
 
 @dataclass
-class OpenVinoEngine(Engine):
+class OpenVinoEngine(FileEngine):
     """A compiled OpenVINO model behind the ``Engine`` interface (float32 NCHW batches in).
 
     Each calling thread gets its own infer request (``serve --workers N`` calls one engine
@@ -61,11 +61,9 @@ class OpenVinoEngine(Engine):
     """
 
     compiled: Any = field(default=None, repr=False)
-    path: str = ""
     precision: str = "fp32"
     #: the batch size the model was compiled for, or None for any
     batch: int | None = None
-    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     @classmethod
@@ -90,14 +88,8 @@ class OpenVinoEngine(Engine):
         (an int8 file in int8, anything else in fp32). ``batch``: compile for this batch size
         only (others are split or padded to it).
         """
-        if weights in (None, "default") or not str(weights).lower().endswith(SUFFIXES):
-            raise UsageError("the openvino engine needs an exported model: --weights model.onnx (from `effnet "
-                             "export`) or an OpenVINO IR model.xml")
-        if device.split(":")[0] != "cpu":
-            raise UsageError(f"--device {device}: the openvino engine runs on the CPU here (--engine torch runs on "
-                             "a GPU)")
-        if threads is not None and threads < 1:
-            raise UsageError("--threads must be at least 1")
+        cls.check_options("openvino", weights, SUFFIXES, "--weights model.onnx (from `effnet export`) or an "
+                          "OpenVINO IR model.xml", device, threads)
         if batch is not None and batch < 1:
             raise UsageError("the batch size must be at least 1")
         import openvino as ov
@@ -115,10 +107,6 @@ class OpenVinoEngine(Engine):
         return cls(name="openvino", arch=facts.arch, preprocessing=facts.preprocessing, labels=facts.labels,
                    compiled=compiled, path=str(weights), precision=chosen, batch=batch, metadata=metadata)
 
-    @property
-    def weights_name(self) -> str:
-        return str(self.metadata.get("weights") or self.path)
-
     def _request(self) -> Any:
         request = getattr(self._local, "request", None)
         if request is None:
@@ -126,20 +114,9 @@ class OpenVinoEngine(Engine):
         return request
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        array = np.ascontiguousarray(batch, dtype=np.float32)
         request = self._request()
-        if self.batch is None or len(array) == self.batch:
-            return _infer(request, array)
-        chunks = []
-        for start in range(0, len(array), self.batch):
-            chunk = array[start:start + self.batch]
-            padded = np.concatenate([chunk, np.zeros((self.batch - len(chunk), *chunk.shape[1:]), np.float32)])
-            chunks.append(_infer(request, padded)[:len(chunk)])
-        return np.concatenate(chunks)
-
-
-def _infer(request: Any, array: np.ndarray) -> np.ndarray:
-    return np.array(request.infer({0: array})[0], dtype=np.float32)
+        return run_in_fixed_batches(lambda run: np.array(request.infer({0: run})[0], dtype=np.float32),
+                                    np.ascontiguousarray(batch, dtype=np.float32), self.batch)
 
 
 def read_model(core: Any, path: str | os.PathLike) -> Any:

@@ -11,6 +11,7 @@ from ..deploy.export.calibration_dump import CalibrationDump
 from ..deploy.export.nv12_graph import parse_frame_size
 from ..deploy.export.onnx import (DEFAULT_OPSET, DYNAMIC_MIN_OPSET, MAX_OPSET, MIN_OPSET, NATIVE_SIZE, ExportResult,
                                   export)
+from ..deploy.export.executorch import export_executorch
 from ..deploy.export.tflite import INT8_INPUTS, TfliteExportResult, export_tflite
 from ..deploy.export.tflite_int8 import DEFAULT_FLOAT_LAYERS
 from ..deploy.export.triton import KINDS, export_triton
@@ -23,7 +24,7 @@ DESCRIPTION = (
     "the LiteRT interpreter, against torch's logits) and carries its architecture, preprocessing and labels."
 )
 
-FORMATS = ("onnx", "triton", "tflite")
+FORMATS = ("onnx", "triton", "tflite", "executorch")
 #: the --format triton options and their values when not given (None marks "not given", so a
 #: plain ONNX export can refuse them instead of ignoring them)
 TRITON_DEFAULTS = {"name": None, "max_batch": 16, "max_queue_delay_us": 5000, "instances": 1, "kind": "KIND_AUTO"}
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="onnx: one .onnx file; triton: a Triton Inference Server model repository "
                              "(NAME/config.pbtxt, NAME/labels.txt, NAME/1/model.onnx) for the onnxruntime "
                              "backend with dynamic batching; tflite: one .tflite file for LiteRT (batch 1, the "
-                             "weights' own size), checked in the LiteRT interpreter (needs effnet[tflite])")
+                             "weights' own size), checked in the LiteRT interpreter (needs effnet[tflite]); "
+                             "executorch: one .pte program with the XNNPACK delegate (batch 1, the weights' own "
+                             "size), checked in ExecuTorch's runtime (needs effnet[executorch])")
     parser.add_argument("--batch", type=keyword_or_int("dynamic", 1, None), default=None, metavar="dynamic|N",
                         help="batch axis: dynamic or a fixed size (default: dynamic)")
     parser.add_argument("--size", type=keyword_or_size("dynamic"), default=None, metavar="dynamic|S",
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         return run_triton(args)
     if args.format == "tflite":
         return run_tflite(args)
+    if args.format == "executorch":
+        return run_executorch(args)
     if args.int8:
         raise UsageError("--int8 applies with --format tflite only (ONNX int8: effnet quantize)")
     given = [option for option in TRITON_DEFAULTS if getattr(args, option) is not None]
@@ -211,6 +216,29 @@ def run_tflite(args: argparse.Namespace) -> int:
     size_mb = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, {result.precision}, input {result.input_layout}) "
           f"in {result.seconds:.0f} s")
+    return 0
+
+
+def run_executorch(args: argparse.Namespace) -> int:
+    if not str(args.output).endswith(".pte"):
+        raise UsageError(f"--output should end in .pte: {args.output}")
+    given = [flag for flag, set_ in (("--batch", args.batch is not None), ("--size", args.size is not None),
+                                     ("--opset", args.opset != DEFAULT_OPSET),
+                                     ("--with-preprocessing", args.with_preprocessing), ("--bgr", args.bgr),
+                                     ("--int8", args.int8), ("--calib", args.calib is not None),
+                                     ("--calib-dump", args.calib_dump is not None), ("--input", args.input != "float"))
+             if set_]
+    if given:
+        raise UsageError(f"{given[0]} does not apply to --format executorch (fp32, batch 1 at the weights' own size)")
+    result = export_executorch(args.model, args.weights, args.output, log=_log)
+    for check in result.checks:
+        print(f"check {check['what']:<20} input {'x'.join(map(str, check['shape']))} max |executorch - torch| = "
+              f"{check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}), same top-1: "
+              f"{'yes' if check['same_top1'] else 'no'}")
+    if result.replaced:
+        print(f"replaced {result.path}")
+    size_mb = result.path.stat().st_size / 1e6
+    print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, fp32, XNNPACK) in {result.seconds:.0f} s")
     return 0
 
 

@@ -41,7 +41,8 @@ def test_the_recipe_is_closer_to_fp32_than_the_quantizer_as_it_comes(photo_thumb
     correction touches every int8 layer (33 convs, 16 depthwise, the classifier)."""
     from PIL import Image
 
-    from effnet.deploy.export.tflite import _quiet, convert, nhwc_network, run_file
+    from effnet._quiet import quiet
+    from effnet.deploy.export.tflite import convert, nhwc_network, run_file
     from effnet.runtime.torch_engine import TorchEngine
 
     net = TorchEngine.load("efficientnet_lite0", "default", channels_last=False).model
@@ -50,7 +51,7 @@ def test_the_recipe_is_closer_to_fp32_than_the_quantizer_as_it_comes(photo_thumb
     prepare = lambda image: preprocessing(np.asarray(image.convert("RGB"))).transpose(1, 2, 0)  # noqa: E731
     calibration = np.stack([prepare(image) for image in images])
     photos = np.stack([prepare(Image.fromarray(photo).convert("RGB")) for photo in acceptance_photos.values()])
-    with _quiet():
+    with quiet():
         float_model = convert(nhwc_network(net), preprocessing.size)
         _, means = tflite_int8.calibrate(float_model, calibration, None)
         plain = tflite_int8._quantize(float_model, _min_max_ranges(float_model, calibration), [])

@@ -15,7 +15,7 @@ from effnet.tasks.bench.runners import ONNX_EXPORT, RUNNERS, InputFiles, canonic
 
 #: the runner names of effnet 0.1 (docs/benchmarks.md), which scripts and notes use
 KNOWN = ["reference", "torch", "torch-cl", "torch-compile", "onnx", "onnx-int8", "openvino", "openvino-bf16",
-         "openvino-int8", "litert", "litert-int8", "cuda", "cuda-fp16", "cuda-bf16", "cuda-graph", "cuda-compile"]
+         "openvino-int8", "litert", "litert-int8", "executorch", "cuda", "cuda-fp16", "cuda-bf16", "cuda-graph", "cuda-compile"]
 
 
 def test_every_known_name_is_a_runner_over_a_registered_engine() -> None:
@@ -81,3 +81,17 @@ def test_litert_times_the_tflite_export_with_torch_answers(tmp_path: Path) -> No
     np.testing.assert_allclose(litert_forward(), onnx_forward(), atol=1e-3)
     with pytest.raises(UsageError, match="weights' own size"):
         RUNNERS["litert"].prepare(module, 1, 64, files=files)
+
+
+def test_executorch_times_the_pte_export_with_torch_answers(tmp_path: Path) -> None:
+    """The executorch row runs the program `effnet export --format executorch` writes, at the
+    weights' own size: the same logits as the onnx row's export, batch of 2."""
+    pytest.importorskip("executorch")
+    module = load_network("efficientnet_lite0")
+    files = InputFiles(tmp_path)
+    size = module.plan.eval_resolution
+    pte_forward = RUNNERS["executorch"].prepare(module, 2, size, threads=1, files=files)
+    onnx_forward = RUNNERS["onnx"].prepare(module, 2, size, threads=1, files=files)
+    np.testing.assert_allclose(pte_forward(), onnx_forward(), atol=1e-3)
+    with pytest.raises(UsageError, match="weights' own size"):
+        RUNNERS["executorch"].prepare(module, 1, 64, files=files)

@@ -39,21 +39,20 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ..._files import staged
+from ..._files import check_writable, staged
 from ...data.labels import resolve_labels
 from ...data.nv12 import check_frame_size, rgb_to_nv12
 from ...data.transforms import Preprocessing
 from ...errors import EffnetError, UsageError
 from ...runtime.onnx_metadata import FORMAT, INPUT_BGR, INPUT_FLOAT, INPUT_NV12, INPUT_RGB, write_metadata
 from ...runtime.onnxruntime_engine import open_session
-from ..._files import check_writable
 from .nv12_graph import nv12_graph
 from .preprocessing_graph import IMAGE_NAME, INPUT_NAME, attach_preprocessing, preprocessing_graph
 from .static_graph import static_to_onnx
@@ -244,84 +243,77 @@ def _refuse_failed(checks: list[dict[str, Any]]) -> None:
 
 
 # -- export -------------------------------------------------------------------------------
-def check_settings(size: int | str | None, opset: int, with_preprocessing: bool, bgr: bool,
-                   nv12: tuple[int, int] | str | None = None) -> None:
-    """Refuse settings that exclude each other, before any slow work."""
-    if size == NATIVE_SIZE and with_preprocessing:
-        raise UsageError("a fixed native size and --with-preprocessing exclude each other")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UsageError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
-    if bgr and not with_preprocessing:
-        raise UsageError("--bgr only applies with --with-preprocessing")
-    if with_preprocessing and opset < DYNAMIC_MIN_OPSET:
-        raise UsageError(f"--with-preprocessing needs --opset {DYNAMIC_MIN_OPSET} or newer (antialiased Resize); "
-                         "--input nv12 works from opset 11")
-    if nv12 is not None and with_preprocessing:
-        raise UsageError("--input nv12 and --with-preprocessing exclude each other (both put preprocessing "
-                         "in the graph)")
-    if isinstance(nv12, tuple):
-        check_frame_size(*nv12)
+@dataclass(frozen=True)
+class OnnxSettings:
+    """How a network is exported, checked when made (before any slow work): settings that
+    exclude each other are one ``UsageError``.
+
+    ``batch``/``size`` None: dynamic axes; size ``NATIVE_SIZE``: the weights' own input size.
+    A fixed size exports a static graph (frozen padding, any opset from 11); without one,
+    opsets below 18 fix the size at the weights' own. ``nv12`` (height, width): the graph
+    takes NV12 frames of that size (``NATIVE_SIZE``: the weights' own, square; ``nv12_range``:
+    BT.601 "video" or "full" range).
+    """
+
+    batch: int | None = None
+    size: int | str | None = None
+    opset: int = DEFAULT_OPSET
+    with_preprocessing: bool = False
+    bgr: bool = False
+    nv12: tuple[int, int] | str | None = None
+    nv12_range: str = "video"
+
+    def __post_init__(self) -> None:
+        if self.size == NATIVE_SIZE and self.with_preprocessing:
+            raise UsageError("a fixed native size and --with-preprocessing exclude each other")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UsageError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {self.opset}")
+        if self.bgr and not self.with_preprocessing:
+            raise UsageError("--bgr only applies with --with-preprocessing")
+        if self.with_preprocessing and self.opset < DYNAMIC_MIN_OPSET:
+            raise UsageError(f"--with-preprocessing needs --opset {DYNAMIC_MIN_OPSET} or newer (antialiased "
+                             "Resize); --input nv12 works from opset 11")
+        if self.nv12 is not None and self.with_preprocessing:
+            raise UsageError("--input nv12 and --with-preprocessing exclude each other (both put preprocessing "
+                             "in the graph)")
+        if isinstance(self.nv12, tuple):
+            check_frame_size(*self.nv12)
 
 
-def export(
-    model: str | None = None,
-    weights: Any = "default",
-    output: str | os.PathLike = "model.onnx",
-    *,
-    batch: int | None = None,
-    size: int | str | None = None,
-    opset: int = DEFAULT_OPSET,
-    with_preprocessing: bool = False,
-    bgr: bool = False,
-    nv12: tuple[int, int] | str | None = None,
-    nv12_range: str = "video",
-    log: Callable[[str], None] | None = None,
-) -> ExportResult:
+def export(model: str | None = None, weights: Any = "default", output: str | os.PathLike = "model.onnx", *,
+           log: Callable[[str], None] | None = None, **settings: Any) -> ExportResult:
     """Load ``model`` with ``weights`` (as every command does), then ``export_network`` it.
 
-    ``None`` batch/size mean dynamic axes, size ``NATIVE_SIZE`` the weights' own input size.
-    Raises ``ExportError`` (and writes nothing) when a check fails.
+    ``settings``: ``OnnxSettings``'s fields (``batch``, ``size``, ``opset``, ...); they and
+    ``output`` are checked before the weights are loaded. Raises ``ExportError`` (and writes
+    nothing) when a check fails.
     """
     from ...runtime.torch_engine import TorchEngine  # torch: only once an export really runs
 
-    check_settings(size, opset, with_preprocessing, bgr, nv12)
+    chosen = OnnxSettings(**settings)
     check_writable(output)
     started = time.perf_counter()
     engine = TorchEngine.load(model, weights, channels_last=False)
-    result = export_network(engine.model, output, batch=batch, size=size, opset=opset,
-                            with_preprocessing=with_preprocessing, bgr=bgr, nv12=nv12, nv12_range=nv12_range,
-                            log=log)
+    result = export_network(engine.model, output, log=log, **asdict(chosen))
     result.seconds = time.perf_counter() - started
     return result
 
 
-def export_network(
-    net: Any,
-    output: str | os.PathLike,
-    *,
-    batch: int | None = None,
-    size: int | str | None = None,
-    opset: int = DEFAULT_OPSET,
-    with_preprocessing: bool = False,
-    bgr: bool = False,
-    nv12: tuple[int, int] | str | None = None,
-    nv12_range: str = "video",
-    log: Callable[[str], None] | None = None,
-) -> ExportResult:
+def export_network(net: Any, output: str | os.PathLike, *, log: Callable[[str], None] | None = None,
+                   **settings: Any) -> ExportResult:
     """Export a built ``EfficientNet`` (its ``pretrained_cfg`` when it has one, else random
-    weights at its plan's resolution), check it against torch and write ``output``.
+    weights at its plan's resolution) with ``settings`` (``OnnxSettings``'s fields), check it
+    against torch and write ``output``.
 
     The caller's module is left as it was (the export works on a CPU copy in eval mode), so
     ``effnet bench`` can export the module it times. Raises ``ExportError`` (and writes
-    nothing) when a check fails, and ``UsageError`` before any work when ``output`` cannot be
-    written; an existing file is replaced (``ExportResult.replaced``).
-
-    A fixed size exports a static graph (frozen padding, any opset from 11); without one,
-    opsets below 18 fix the size at the weights' own. ``nv12`` (height, width): the graph takes
-    NV12 frames of that size (``NATIVE_SIZE``: the weights' own, square; ``nv12_range``: BT.601
-    "video" or "full" range).
+    nothing) when a check fails, and ``UsageError`` before any work when the settings exclude
+    each other or ``output`` cannot be written; an existing file is replaced
+    (``ExportResult.replaced``).
     """
-    check_settings(size, opset, with_preprocessing, bgr, nv12)
+    chosen = OnnxSettings(**settings)
+    batch, size, opset, nv12 = chosen.batch, chosen.size, chosen.opset, chosen.nv12
+    with_preprocessing, bgr, nv12_range = chosen.with_preprocessing, chosen.bgr, chosen.nv12_range
     replaced = check_writable(output)
     say = log or (lambda message: None)
     started = time.perf_counter()

@@ -28,16 +28,10 @@ file (``runtime.tflite_metadata``). The file is written whole or not at all (``_
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
-import io
-import logging
 import os
-import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..._files import check_writable, staged
+from ..._quiet import quiet
 from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, write_metadata
@@ -149,39 +144,13 @@ def convert(module: Any, size: int) -> bytes:
     import torch
 
     example = (torch.zeros(1, size, size, 3),)
-    with _quiet():
+    with quiet():
         try:
             import litert_torch
 
             return bytes(litert_torch.convert(module, example).model_content())
         except Exception as exc:
             raise ExportError(f"litert_torch.convert failed: {str(exc).strip().splitlines()[0][:300]}") from exc
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The converter and quantizer print progress bars and reports, log warnings about ops
-    and enums that do not concern a classifier, and their C++ parts write straight to file
-    descriptor 2 ("Estimated count of arithmetic ops"): all of it is held back (errors reach
-    the user as the ``ExportError`` they raise)."""
-    captured = io.StringIO()
-    loggers = [logging.getLogger(name) for name in ("", "absl", "torch.export", "torch._export")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as native, warnings.catch_warnings(), \
-                contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            os.dup2(native.fileno(), 2)
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 # -- checks -------------------------------------------------------------------------------
@@ -297,7 +266,7 @@ def export_tflite_network(
             module, source, pinned, skip = float_module, float_model, None, 0
             inputs = np.stack([preprocessing.normalize(crop).transpose(1, 2, 0) for crop in crops])
             feed = inputs
-        with _quiet():
+        with quiet():
             quantized, floats = quantize_int8(source, inputs, pinned, float_layers, skip)
         data = set_interface(quantized, int8_input)
         say("checking: int8 top-1 agreement with torch on the calibration images ...")

@@ -34,7 +34,7 @@ from ..._files import staged
 from ...data.labels import resolve_labels
 from ...errors import EffnetError, UsageError
 from ..._files import check_writable
-from .onnx import DEFAULT_OPSET, NATIVE_SIZE, ExportResult, check_settings, export_network
+from .onnx import DEFAULT_OPSET, NATIVE_SIZE, ExportResult, OnnxSettings, export_network
 
 #: ONNX TensorProto element types -> Triton DataType names.
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16", 7: "TYPE_INT64", 6: "TYPE_INT32"}
@@ -223,7 +223,7 @@ def export_triton(
     if max_batch_size < 1 and batch is None:
         raise UsageError("--max-batch must be at least 1 (or export a fixed --batch)")
     check_triton_settings(max_batch_size, max_queue_delay_us, instances, kind)
-    check_settings(size or NATIVE_SIZE, opset, with_preprocessing=False, bgr=False)
+    OnnxSettings(batch=batch, size=size or NATIVE_SIZE, opset=opset)  # refuses bad settings before loading
     if name is not None:
         check_model_folder(repository, name)  # before loading the weights, when it can be
     engine = TorchEngine.load(model, weights, channels_last=False)

@@ -42,7 +42,8 @@ onnxruntime --weights model.int8.onnx`` works as for the float file.
 
 Modules, in the order a run uses them: ``recipe`` (settings and constants), ``graph`` (read
 and prepare the float graph, find its layers), ``calibration`` (images, activation ranges),
-``scales`` (weight scales, bias correction, the ``quantize_static`` call), ``sensitivity``
-(per-layer error, which layers stay float), ``report`` (fp32 vs int8), ``pipeline``
-(``quantize()``, the steps in order).
+``sessions`` (onnxruntime sessions on files or in-memory graphs, batched runs), ``scales``
+(weight scales, bias correction, the ``quantize_static`` call), ``sensitivity`` (per-layer
+error, which layers stay float), ``report`` (fp32 vs int8), ``pipeline`` (``quantize()``, the
+steps in order). ``openvino`` is the other engine's int8 (NNCF on the same calibration images).
 """

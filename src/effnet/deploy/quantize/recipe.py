@@ -28,6 +28,8 @@ AUTO_GEMM_WEIGHTS = "s8-safe"
 MIN_OPSET, MAX_OPSET = 13, 23
 #: Ops quantized by default; ``Clip``/``Relu`` are folded into the preceding conv's range.
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Clip", "Relu", "Pad", "GlobalAveragePool", "Flatten")
+#: Ops left float by default (SiLU's ``Sigmoid`` + ``Mul``, squeeze-excitation's ``ReduceMean``):
+#: ``benchmarks/quantize_bench.py`` measures B0 with them quantized too.
 FLOAT_OPS = ("Sigmoid", "Mul", "ReduceMean")
 #: Images the per-layer sensitivity analysis compares logits on (it only ranks the layers).
 SENSITIVITY_IMAGES = 16

@@ -40,7 +40,8 @@ OPENVINO_INT8 = "openvino int8"
 #: The files ``effnet export --format tflite`` writes (fp32, and int8 with float input so the
 #: timed batch is the same as every other runner's).
 TFLITE_EXPORT, TFLITE_INT8 = "tflite export", "tflite int8"
-FILE_SOURCES = (ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8, TFLITE_EXPORT, TFLITE_INT8)
+PTE_EXPORT = "executorch export"
+FILE_SOURCES = (ONNX_EXPORT, ONNX_INT8, OPENVINO_INT8, TFLITE_EXPORT, TFLITE_INT8, PTE_EXPORT)
 CALIBRATED_SOURCES = (ONNX_INT8, OPENVINO_INT8, TFLITE_INT8)
 
 #: Packages ``deploy.export`` needs besides onnxruntime.
@@ -86,12 +87,16 @@ class InputFiles:
         stem = f"{net.plan.name}-{size}"
         if source == ONNX_EXPORT:
             return export_network(net, self.folder / f"{stem}.onnx", batch=None, size=size).path
-        if source in (TFLITE_EXPORT, TFLITE_INT8):
+        if source in (TFLITE_EXPORT, TFLITE_INT8, PTE_EXPORT):
             entry = getattr(net, "pretrained_cfg", None)
             native = entry.preprocessing.size if entry else net.plan.eval_resolution
             if size != native:
-                raise UsageError(f"the litert runners time the .tflite file at the weights' own size ({native} px), "
-                                 f"not --size {size}")
+                raise UsageError(f"the litert and executorch runners time the file at the weights' own size "
+                                 f"({native} px), not --size {size}")
+        if source == PTE_EXPORT:
+            from ...deploy.export.executorch import export_executorch_network  # executorch: only for this runner
+
+            return export_executorch_network(net, self.folder / f"{stem}.pte").path
         if source == TFLITE_EXPORT:
             from ...deploy.export.tflite import export_tflite_network  # litert-torch: only for this runner
 
@@ -254,6 +259,8 @@ RUNNERS: dict[str, Runner] = {runner.name: runner for runner in (
            "files: a batch runs image by image)", "litert", TFLITE_EXPORT),
     Runner("litert-int8", "LiteRT int8 (per-channel, float input), `effnet export --format tflite --int8` "
            "(needs --calib DIR)", "litert", TFLITE_INT8),
+    Runner("executorch", "ExecuTorch (XNNPACK delegate) fp32 on the program `effnet export --format executorch` "
+           "writes (batch 1: a batch runs image by image)", "executorch", PTE_EXPORT),
     Runner("cuda", "CUDA fp32, channels_last", "torch", device="cuda", channels_last=True),
     Runner("cuda-fp16", "CUDA fp16 autocast, channels_last", "torch", device="cuda", channels_last=True,
            autocast="fp16"),
