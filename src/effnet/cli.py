@@ -42,7 +42,7 @@ SUMMARIES: dict[str, str] = {
     "scale": "compound scaling: derive a model from B0 for a phi, FLOPs or latency target",
     "bench": "latency/throughput per model, batch size, threads and backend, with plots",
     "serve": "HTTP server with dynamic batching, a web page and metrics",
-    "export": "export to ONNX, a Triton repository or TFLite (checked vs torch; metadata inside)",
+    "export": "export to ONNX, a Triton repository, TFLite or ExecuTorch (checked vs torch; metadata inside)",
     "quantize": "int8 ONNX (or OpenVINO IR) with calibration images, sensitive layers float, fp32-vs-int8 report",
     "cache": "list or clear the compiled engines --engine auto keeps (one export per model and weights)",
 }

@@ -19,9 +19,10 @@ from ..errors import UsageError
 from ..options import add_options, keyword_or_int, keyword_or_size, non_negative_int, positive_int
 
 DESCRIPTION = (
-    "Export a model to ONNX (--format onnx), a Triton Inference Server model repository (triton) or a "
-    "LiteRT/TFLite file (tflite). The file is checked right after export (ONNX checker and onnxruntime, or "
-    "the LiteRT interpreter, against torch's logits) and carries its architecture, preprocessing and labels."
+    "Export a model to ONNX (--format onnx), a Triton Inference Server model repository (triton), a "
+    "LiteRT/TFLite file (tflite) or an ExecuTorch program (executorch). The file is checked right after export "
+    "(in onnxruntime, the LiteRT interpreter or ExecuTorch's runtime, against torch's logits) and carries its "
+    "architecture, preprocessing and labels."
 )
 
 FORMATS = ("onnx", "triton", "tflite", "executorch")
