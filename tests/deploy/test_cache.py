@@ -246,3 +246,10 @@ def test_the_key_follows_the_weights_bytes_and_the_size(tiny_weights: Path, priv
     assert cache.cache_key(None, str(copy), None).digest == key.digest  # the bytes, not the name
     copy.write_bytes(tiny_weights.read_bytes()[:-1] + b"\x01")
     assert cache.cache_key(None, str(copy), None).digest != key.digest
+
+
+def test_a_registry_entry_has_one_key_with_or_without_its_model_named() -> None:
+    """``effnet predict`` (no --model), ``--model lite0`` and ``Predictor("efficientnet_lite0")``
+    load the same weights: one cache entry, not one per spelling."""
+    keys = {cache.cache_key(model, "default", None) for model in (None, "lite0", "efficientnet_lite0")}
+    assert len(keys) == 1 and next(iter(keys)).model == "efficientnet_lite0"

@@ -28,7 +28,8 @@ def test_multipart_images_match_direct_prediction(server: LiveServer, lite0: Pre
     response = httpx.post(f"{server.url}/v1/predict", files=files, params={"topk": 5}, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "efficientnet_lite0" and body["backend"] == "onnxruntime" and body["topk"] == 5
+    assert body["model"] == "efficientnet_lite0" and body["topk"] == 5
+    assert body["engine"] == body["backend"] == "onnxruntime"  # backend: the name before 0.4
     assert [r["filename"] for r in body["results"]] == list(photo_files)
     for result, data in zip(body["results"], photo_files.values()):
         assert_same(answered(result), expected(lite0, data))

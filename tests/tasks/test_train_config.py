@@ -134,3 +134,12 @@ def test_eval_resize_size_gives_exactly_that_resize() -> None:
             assert math.floor(size / fraction) == resize, (size, resize)
     assert DataConfig(eval_crop_fraction=0.9).crop_fraction(224) == 0.9
     assert DataConfig().crop_fraction(224) is None
+
+
+def test_a_recipe_that_is_no_text_file_is_one_line(tmp_path: Path) -> None:
+    """``effnet train --config photo.jpg``: a UnicodeDecodeError traceback before."""
+    from effnet.tasks.training.config import read_yaml
+
+    photo = Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg"
+    with pytest.raises(ConfigError, match="cat.jpg: not a text file"):
+        read_yaml(photo)

@@ -110,7 +110,8 @@ def weights_file(model: str | None, weights: Any) -> tuple[Path | None, str, str
     else:
         entry = get_weights(str(weights), arch or arch_for(str(weights)) or DEFAULT_MODEL)
     located = entry.locate()
-    return (located if located is not None and located.is_file() else None), entry.name, arch
+    # a registry entry names its architecture: with --model or without, one cache entry
+    return (located if located is not None and located.is_file() else None), entry.name, entry.arch
 
 
 def cache_key(model: str | None, weights: Any, size: int | None) -> CacheKey | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._quiet import quiet
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
 from ..errors import UsageError
@@ -68,8 +69,9 @@ class LiteRtEngine(FileEngine):
         if not metadata:
             raise TfliteModelError(f"{weights} has no effnet metadata: export it with `effnet export --format tflite`")
         try:
-            interpreter = Interpreter(model_path=str(weights), num_threads=threads)
-            interpreter.allocate_tensors()
+            with quiet():  # LiteRT's C++ announces its XNNPACK delegate on stderr at every load
+                interpreter = Interpreter(model_path=str(weights), num_threads=threads)
+                interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise TfliteModelError(f"{weights}: LiteRT cannot load this model ({str(exc).strip()[:300]})") from None
         arch = str(metadata.get("arch", "unknown"))

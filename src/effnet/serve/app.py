@@ -123,7 +123,7 @@ class ModelService:
     def info(self, settings: ServeSettings) -> ModelInfo:
         preprocessing = self.predictor.engine.preprocessing
         return ModelInfo(
-            name=self.name, backend=self.engine, input_size=preprocessing.size,
+            name=self.name, engine=self.engine, backend=self.engine, input_size=preprocessing.size,
             num_classes=self.predictor.engine.num_classes, preprocessing=preprocessing.to_dict(),
             max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, workers=settings.workers,
             queue_size=settings.queue_size,
@@ -177,7 +177,7 @@ def model_services(predictors: Mapping[str, Predictor] | Predictor, settings: Se
         services[name] = ModelService(name, predictor.engine.name, predictor, batcher)
         metrics.watch_queue(name, lambda b=batcher: b.depth, settings.queue_size)
         metrics.model.labels(model=name).info({
-            "backend": predictor.engine.name, "input_size": str(predictor.engine.preprocessing.size),
+            "engine": predictor.engine.name, "input_size": str(predictor.engine.preprocessing.size),
             "max_batch": str(settings.max_batch), "max_wait_ms": str(settings.max_wait_ms),
             "workers": str(settings.workers),
         })
@@ -349,7 +349,8 @@ def add_predict_route(app: FastAPI, server: ServerState, protected: list[Any]) -
             queue_ms=1000 * max(o.queue_seconds for o in outcomes.values()),
             inference_ms=1000 * max(o.inference_seconds for o in outcomes.values()),
         )
-        return PredictResponse(model=service.name, backend=service.engine, topk=topk, results=results, timing=timing)
+        return PredictResponse(model=service.name, engine=service.engine, backend=service.engine, topk=topk,
+                               results=results, timing=timing)
 
 
 def add_info_routes(app: FastAPI, server: ServerState, protected: list[Any]) -> None:

@@ -58,7 +58,7 @@ class ServeMetrics:
         self.queue_capacity = Gauge("effnet_queue_capacity", "Most images that may wait (--queue-size)",
                                     ["model"], registry=r)
         self.ready = Gauge("effnet_ready", "1 when every model is loaded and accepting work", registry=r)
-        self.model = Info("effnet_model", "A served model: architecture, backend and batching settings",
+        self.model = Info("effnet_model", "A served model: architecture, engine and batching settings",
                           ["model"], registry=r)
 
     def watch_queue(self, model: str, depth: Callable[[], float], capacity: int) -> None:

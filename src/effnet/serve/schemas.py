@@ -42,7 +42,8 @@ class Timing(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
-    backend: str = Field(description="the inference engine that answered (torch, onnxruntime)")
+    engine: str = Field(description="the inference engine that answered (onnxruntime, torch, openvino, ...)")
+    backend: str = Field(description="the same as engine: its name before effnet 0.4, kept for older clients")
     topk: int
     results: list[ImageResult]
     timing: Timing
@@ -50,7 +51,8 @@ class PredictResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    backend: str = Field(description="the inference engine (torch, onnxruntime)")
+    engine: str = Field(description="the inference engine (onnxruntime, torch, openvino, ...)")
+    backend: str = Field(description="the same as engine: its name before effnet 0.4, kept for older clients")
     input_size: int
     num_classes: int
     preprocessing: dict[str, Any]

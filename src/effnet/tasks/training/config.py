@@ -401,7 +401,9 @@ def build_config(raw: dict[str, Any], origin: str = "config") -> Config:
 def read_yaml(path: Path) -> dict[str, Any]:
     """One recipe file as a mapping of sections; a YAML error names the line."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a recipe is YAML)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
