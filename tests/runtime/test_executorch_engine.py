@@ -47,7 +47,7 @@ def test_refused_options_and_files(lite0_pte: Path, tmp_path: Path) -> None:
         open_engine("executorch", None, str(lite0_pte), preprocessing={"size": 256})
     with pytest.raises(UsageError, match="CPU only"):
         open_engine("executorch", None, str(lite0_pte), device="cuda")
-    with pytest.raises(UsageError, match="needs an exported program"):
+    with pytest.raises(UsageError, match="needs an exported model"):
         open_engine("executorch", None, "default")
     fake = tmp_path / "fake.pte"
     fake.write_bytes(b"not a program at all")

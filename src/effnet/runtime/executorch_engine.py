@@ -20,7 +20,7 @@ from .._quiet import quiet
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
 from ..errors import EffnetError, UsageError
-from .base import Engine
+from .base import FileEngine, run_in_fixed_batches
 
 #: The constant method holding effnet's metadata (JSON) in a ``.pte`` program.
 METADATA_METHOD = "effnet_metadata"
@@ -48,13 +48,11 @@ def load_program(path: str) -> tuple[Any, dict[str, Any]]:
 
 
 @dataclass
-class ExecuTorchEngine(Engine):
+class ExecuTorchEngine(FileEngine):
     """An ExecuTorch ``forward`` method behind the ``Engine`` interface: NCHW float32 batches
     in, float32 logits out."""
 
     method: Any = field(default=None, repr=False)
-    path: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(
@@ -69,13 +67,8 @@ class ExecuTorchEngine(Engine):
 
         ``threads``: XNNPACK's thread pool, which is one per process (None: ExecuTorch's default).
         """
-        if weights in (None, "default") or not str(weights).lower().endswith(".pte"):
-            raise UsageError("the executorch engine needs an exported program: --weights model.pte "
-                             "(create one with `effnet export --format executorch`)")
-        if device.split(":")[0] != "cpu":
-            raise UsageError(f"--device {device}: the executorch engine runs on the CPU only")
-        if threads is not None and threads < 1:
-            raise UsageError("--threads must be at least 1")
+        cls.check_options("executorch", weights, (".pte",), "--weights model.pte (create one with `effnet export "
+                          "--format executorch`)", device, threads)
         if any(value is not None for value in (preprocessing or {}).values()):
             raise UsageError(f"{weights}: an ExecuTorch program is exported at a fixed size with its preprocessing "
                              "inside; --size, --crop-pct, --interpolation, --mean and --std cannot change it")
@@ -98,10 +91,6 @@ class ExecuTorchEngine(Engine):
         return cls(name="executorch", arch=arch, preprocessing=Preprocessing.from_dict(metadata["preprocessing"]),
                    labels=labels, method=method, path=str(weights), metadata=metadata)
 
-    @property
-    def weights_name(self) -> str:
-        return str(self.metadata.get("weights") or self.path)
-
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return run_rows(self.method, batch)
 
@@ -110,10 +99,9 @@ def run_rows(method: Any, batch: np.ndarray) -> np.ndarray:
     """``method`` (a batch-1 ``forward``) on each image of ``batch``, logits stacked."""
     import torch
 
-    logits = []
-    for row in np.asarray(batch, dtype=np.float32):
+    def run(row: np.ndarray) -> np.ndarray:
         # the runtime reads the tensor's memory as contiguous whatever its strides, and reuses
         # its output buffer on the next call: a contiguous copy in, a copy out
-        output = method.execute([torch.from_numpy(np.ascontiguousarray(row[None]))])[0]
-        logits.append(output.numpy()[0].copy())
-    return np.stack(logits)
+        return method.execute([torch.from_numpy(np.ascontiguousarray(row))])[0].numpy().copy()
+
+    return run_in_fixed_batches(run, np.asarray(batch, dtype=np.float32), 1)
