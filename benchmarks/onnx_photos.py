@@ -99,9 +99,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("folder", type=Path, help="where to write the PNG files")
     parser.add_argument("--copies", type=int, default=5, help="random crops/flips per photo (default 5)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the crops' seed (default 0); another seed gives crops to hold out from calibration")
+    parser.add_argument("--crops-only", action="store_true", help="only the crops, not the whole photos")
     args = parser.parse_args()
     photos = real_photos()
-    paths = write_folder(photos | augmented(photos, args.copies), args.folder)
+    crops = augmented(photos, args.copies, seed=args.seed)
+    paths = write_folder(crops if args.crops_only else photos | crops, args.folder)
     print(f"wrote {len(paths)} images ({len(photos)} photos, {args.copies} crops each) to {args.folder}")
 
 

@@ -17,6 +17,7 @@ another fixture of the same name with another type:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -209,6 +210,28 @@ def unwritable_folder(tmp_path: Path):
         yield folder
     finally:
         (tmp_path / "read_only").chmod(0o755)
+
+
+@pytest.fixture
+def file_size_limit():
+    """``with file_size_limit(n):`` no file grows past ``n`` bytes, and a write past it fails
+    as on a full disk (RLIMIT_FSIZE: the same failed write(), as EFBIG instead of ENOSPC,
+    without root or a small file system)."""
+    import resource
+    import signal
+
+    @contextlib.contextmanager
+    def limited(limit: int = 1 << 20) -> Iterator[None]:
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write, do not kill the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+
+    return limited
 
 
 @pytest.fixture(scope="session")

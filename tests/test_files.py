@@ -56,6 +56,27 @@ def test_the_written_file_has_the_mode_the_umask_gives(tmp_path: Path, umask: in
     assert target.stat().st_mode & 0o777 == mode
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_writer_that_replaces_the_temporary_still_gives_the_umask_mode(tmp_path: Path, umask: int,
+                                                                       mode: int) -> None:
+    """safetensors 0.8's save_file writes its own file and renames it over the path it is
+    given (mode 0600), as atomic writers do: the mode must come from the umask all the same
+    (model.safetensors from `effnet train` and `effnet convert` were 0600)."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "model.safetensors"
+    previous = os.umask(umask)
+    try:
+        with staged(target) as temporary:
+            save_file({"weight": torch.zeros(2)}, str(temporary))
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == mode
+
+
 def test_a_new_file_in_a_new_folder_is_fine_and_nothing_is_created(tmp_path: Path) -> None:
     assert check_writable(tmp_path / "new" / "deeper" / "model.onnx") is False
     assert list(tmp_path.iterdir()) == []
@@ -95,4 +116,34 @@ def test_a_failed_write_names_the_destination_not_the_temporary(tmp_path: Path) 
         with staged(target) as temporary:
             raise OSError(errno.ENOSPC, "No space left on device", str(temporary))
     assert caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_runs_out_of_space_names_the_destination(tmp_path: Path, file_size_limit) -> None:
+    """A failed write() through a file object (onnx.save, json.dump) raises an OSError that
+    names no file: the CLI's line said only "[Errno 28] No space left on device"."""
+    import errno
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError) as caught, file_size_limit(1 << 16):
+        with staged(target) as temporary, open(temporary, "wb") as handle:
+            handle.write(bytes(1 << 17))
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(target)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_safetensors_out_of_space_is_an_os_error_naming_the_destination(tmp_path: Path, file_size_limit) -> None:
+    """safetensors reports a failed write as its own SafetensorError, which the CLI would
+    show as a traceback (the weights of `effnet train` and `effnet convert`)."""
+    import errno
+
+    import torch
+
+    from effnet.weights.io import write_safetensors
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as caught, file_size_limit(1 << 16):
+        write_safetensors({"weight": torch.zeros(1 << 16)}, target, {"format": "effnet"})
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []

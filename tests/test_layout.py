@@ -2,7 +2,7 @@
 
 Data flows one way: ``models -> weights -> runtime -> deploy -> tasks -> cli/serve``, with
 ``data/`` beside the model rooms (it imports no model code) and the shared leaves
-(``errors``, ``_files``, ``_progress``, ``_malloc``, ``_quiet``) below everything. A room never imports
+(``errors``, ``_files``, ``_progress``, ``_quiet``, ``_malloc``) below everything. A room never imports
 a room above it, tasks never import each other (what two share moves down a floor), and the
 imports a module runs when it is loaded form no cycle. Every import counts, including those
 inside functions: a lazy import is still a dependency. ``from effnet import __version__`` is
@@ -23,7 +23,7 @@ PACKAGE = Path(effnet.__file__).resolve().parent
 
 #: Each room's floor: a module may import its own room and rooms on lower floors only.
 FLOORS = {
-    "errors": 0, "_files": 0, "_progress": 0, "_malloc": 0, "_quiet": 0,
+    "errors": 0, "_files": 0, "_progress": 0, "_quiet": 0, "_malloc": 0,
     "data": 1,
     "models": 2,
     "weights": 3,

@@ -3,15 +3,17 @@
 Every effnet output (weights, checkpoints, ONNX files, reports, downloads) is staged in a
 temporary file beside its destination and renamed over it only once it is complete, so an
 interrupted or failed write leaves the old file, or none, never a truncated one. The file
-gets the permissions any other tool would give it (``0666`` less the umask, e.g. 0644):
-``mkstemp`` creates 0600 files, which a server or container running as another user could
-not read. A write that fails (a full disk) names the destination, never the hidden
-temporary file, and ``check_writable`` lets a long job refuse an unwritable destination
-before it starts rather than after.
+gets the permissions any other tool would give it (``0666`` less the umask, e.g. 0644),
+set just before the rename: ``mkstemp`` creates 0600 files, and so do writers that replace
+the path they are given with their own temporary (safetensors' ``save_file``), which a
+server or container running as another user could not read. A write that fails (a full
+disk) names the destination, never the hidden temporary file, and ``check_writable`` lets a
+long job refuse an unwritable destination before it starts rather than after.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UsageError
+
+#: Errors only a failed write gives: the destination's file system said no (full, over quota,
+#: over the file size limit). A write through a file object reports them naming no file.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def current_umask() -> int:
@@ -39,7 +45,6 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     temporary = Path(name)
     try:
@@ -48,7 +53,9 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
         except OSError as error:
             if error.filename is not None and Path(error.filename) == temporary:
                 error.filename = str(target)  # the user knows the destination, not our temp name
+            name_out_of_space(error, target)
             raise
+        os.chmod(temporary, 0o666 & ~current_umask())
         if durable:
             with open(temporary, "rb+") as written:
                 os.fsync(written.fileno())
@@ -61,6 +68,13 @@ def staged(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False)
                 os.close(folder)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def name_out_of_space(error: OSError, path: str | os.PathLike) -> None:
+    """Name ``path`` in an out-of-space ``error`` that names no file (a failed ``write()``
+    through a file object), so that its one line says which file did not fit."""
+    if error.filename is None and error.errno in OUT_OF_SPACE:
+        error.filename = str(path)
 
 
 def check_writable(path: str | os.PathLike) -> bool:

@@ -18,6 +18,7 @@ import torch
 
 from effnet.data.transforms import Preprocessing
 from effnet.deploy import cache
+from effnet.errors import EffnetError
 from effnet.models.network import build_model
 from effnet.models.spec import Padding
 from effnet.runtime import open_engine
@@ -143,6 +144,23 @@ def test_an_entry_of_another_version_is_stale_never_loaded_and_cleared_alone(
     assert [entry.path for entry in removed] == [old] and current.is_dir() and not old.exists()
 
 
+def test_clearing_a_cache_that_cannot_be_changed_says_so(tiny_weights: Path, copied_cache: Path) -> None:
+    """`effnet cache clear` on a read-only cache printed "removed 1 entry (18.6 MB)" and
+    exited 0 with everything still there."""
+    engines = copied_cache / cache.ENGINES_FOLDER
+    (entry,) = cache.list_entries()
+    engines.chmod(0o555)
+    try:
+        if os.access(engines, os.W_OK):
+            pytest.skip("this user (root) may change a read-only folder")
+        with pytest.raises(EffnetError) as caught:
+            cache.clear()
+    finally:
+        engines.chmod(0o755)
+    assert str(caught.value) == f"removed 0 entries; could not remove 1 from {engines} (Permission denied)"
+    assert [found.path for found in cache.list_entries()] == [entry.path]
+
+
 def test_two_processes_building_the_same_entry_at_once_both_succeed(tiny_weights: Path, private_cache: Path) -> None:
     code = ("from effnet.runtime import open_engine; import numpy as np; "
             f"engine = open_engine('auto', None, {str(tiny_weights)!r}); "
@@ -157,6 +175,21 @@ def test_two_processes_building_the_same_entry_at_once_both_succeed(tiny_weights
     entries = cache.list_entries()
     assert [entry.state for entry in entries] == ["ok"]
     assert not list((private_cache / "engines").glob(".build-*"))
+
+
+def test_a_build_removes_what_a_killed_build_of_its_entry_left(tiny_weights: Path, private_cache: Path) -> None:
+    """SIGKILL mid-build (a container killed at start-up) left the build folder, the size of
+    the model, until `effnet cache clear`; another entry's build folder may be in use."""
+    digest = cache.cache_key(None, str(tiny_weights), None).digest
+    engines = private_cache / cache.ENGINES_FOLDER
+    killed = engines / f"{cache.staging_prefix(digest)}k1ll3d"
+    killed.mkdir(parents=True)
+    (killed / ".model.onnx.u2g9c0t.tmp").write_bytes(bytes(1000))
+    other = engines / f"{cache.staging_prefix('0' * 24)}busy"
+    other.mkdir()
+    engine = open_engine("auto", None, str(tiny_weights))
+    assert isinstance(engine, OnnxRuntimeEngine)
+    assert sorted(path.name for path in engines.glob(".build-*")) == [other.name]
 
 
 def test_a_cache_that_cannot_be_written_costs_speed_not_the_answer(

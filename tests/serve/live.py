@@ -54,7 +54,7 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(server_config(app, log_level="warning", **config))
+        self.server = uvicorn.Server(server_config(app, **{"log_level": "warning", **config}))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.records: list[logging.LogRecord] = []
         self._handler = _ListHandler(self.records)
@@ -62,6 +62,10 @@ class LiveServer:
     def tracebacks(self) -> list[logging.LogRecord]:
         """Log records that carry a traceback."""
         return [record for record in self.records if record.exc_info]
+
+    def lines(self, level: int = logging.INFO) -> list[str]:
+        """The messages the server logged at ``level``."""
+        return [record.getMessage() for record in self.records if record.levelno == level]
 
     def start(self) -> "LiveServer":
         for name in SERVER_LOGGERS:
@@ -88,8 +92,10 @@ class LiveServer:
         self.stop()
 
 
-def serve(predictor: Predictor | dict[str, Predictor], shutdown_timeout: float = 30.0, **settings: Any) -> LiveServer:
-    return LiveServer(create_app(predictor, ServeSettings(**settings)), shutdown_timeout=shutdown_timeout)
+def serve(predictor: Predictor | dict[str, Predictor], shutdown_timeout: float = 30.0, log_level: str = "warning",
+          **settings: Any) -> LiveServer:
+    return LiveServer(create_app(predictor, ServeSettings(**settings)), shutdown_timeout=shutdown_timeout,
+                      log_level=log_level)
 
 
 class GatedEngine:

@@ -149,8 +149,8 @@ def test_served_by_a_real_process_and_stopped_by_sigterm() -> None:
         reply = httpx.post(f"{url}/v1/predict", content=image, headers={"X-API-Key": "k-123"}, timeout=60)
         assert reply.json()["results"][0]["predictions"][0]["label"] == "espresso"
         process.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the signal once shutdown is complete, so supervisors see SIGTERM
-        assert process.wait(60) in (0, -signal.SIGTERM)
+        # a graceful stop is the planned end, not a failure (uvicorn alone would die of the signal: 143)
+        assert process.wait(60) == 0
         log = process.stderr.read()
         assert "ready: efficientnet_lite0" in "".join(lines) + log and "Application shutdown complete" in log
     finally:

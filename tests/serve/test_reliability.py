@@ -170,9 +170,9 @@ def read_reply(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 def test_a_client_that_drops_mid_upload_is_not_a_server_error(lite0: Predictor,
                                                               photo_files: dict[str, bytes]) -> None:
-    """nginx's 499: counted as a disconnect, no 500, no traceback in the log."""
+    """nginx's 499: counted as a disconnect, no 500, no traceback in the log: one line each."""
     data = photo_files["coffee.jpg"]
-    with serve(lite0) as live:
+    with serve(lite0, log_level="info") as live:
         for _ in range(2):
             head = f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}"
             raw_request(live, head, data[: len(data) // 2]).close()
@@ -183,6 +183,8 @@ def test_a_client_that_drops_mid_upload_is_not_a_server_error(lite0: Predictor,
     assert requests == ['effnet_http_requests_total{method="POST",route="/v1/predict",status="499"} 2.0']
     assert errors == ['effnet_http_errors_total{code="client_disconnected"} 2.0']
     assert live.tracebacks() == []
+    left = [line for line in live.lines() if "POST /v1/predict: 499 " in line]
+    assert len(left) == 2 and all(line.startswith("127.0.0.1:") and "\n" not in line for line in left), live.lines()
 
 
 def test_a_request_of_many_images_does_not_hold_up_a_small_one(lite0: Predictor,
@@ -274,27 +276,37 @@ def test_a_request_still_running_when_the_shutdown_timeout_ends_gets_a_json_503(
 
 
 def test_a_body_that_does_not_arrive_in_time_is_a_408(lite0: Predictor) -> None:
-    with serve(lite0, read_timeout=0.5) as live:
+    with serve(lite0, read_timeout=0.5, log_level="info") as live:
         stalled = raw_request(live, "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                                     "Content-Length: 5000", b"\xff\xd8" + bytes(100))
         status, headers, body = read_reply(stalled)
+        port = stalled.getsockname()[1]
         stalled.close()
         errors = metric_lines(live, "effnet_http_errors_total")
     assert status == 408 and headers["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "body_timeout"
     assert errors == ['effnet_http_errors_total{code="body_timeout"} 1.0']
+    assert [line for line in live.lines() if "408" in line] == [
+        f"127.0.0.1:{port}: POST /v1/predict: 408 the request body did not arrive within 0.5 "
+        "seconds (--read-timeout)"]
 
 
 @pytest.mark.parametrize("sent", ["", "POST /v1/predict HTTP/1.1\r\nHost: x"])
 def test_a_request_head_that_does_not_arrive_in_time_closes_the_connection(lite0: Predictor, sent: str) -> None:
-    """Slow headers (or none at all) hold a connection only for --read-timeout."""
-    with serve(lite0, read_timeout=0.5) as live:
+    """Slow headers (or none at all) hold a connection only for --read-timeout: one log line
+    and one counted header_timeout each."""
+    with serve(lite0, read_timeout=0.5, log_level="info") as live:
         connection = socket.create_connection(("127.0.0.1", live.port))
         connection.sendall(sent.encode())
         status, headers, body = read_reply(connection)  # the server closes the connection
+        port = connection.getsockname()[1]
         connection.close()
+        errors = metric_lines(live, "effnet_http_errors_total")
     assert status == 408 and headers["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "header_timeout"
+    assert errors == ['effnet_http_errors_total{code="header_timeout"} 1.0']
+    assert [line for line in live.lines() if "408" in line] == [
+        f"127.0.0.1:{port}: 408 the request line and headers did not arrive within 0.5 seconds (--read-timeout)"]
 
 
 def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(lite0: Predictor) -> None:

@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from effnet.cli import main
@@ -65,6 +66,11 @@ def effnet_train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def weights(folder: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
     return load_file(folder / name)
+
+
+def header(path: Path) -> dict[str, str]:
+    with safe_open(path, "pt") as file:
+        return file.metadata()
 
 
 def test_a_short_run_writes_everything(tmp_path: Path) -> None:
@@ -155,6 +161,8 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path: Pat
         assert expected.keys() == actual.keys()
         for key in expected:
             assert torch.equal(expected[key], actual[key]), f"{name}: {key} differs"
+        # the header too: the run keeps its name (the recipe's) when resumed from its folder alone
+        assert header(straight / name) == header(interrupted / name)
     rows = [list(csv.DictReader(open(folder / "metrics.csv"))) for folder in (straight, interrupted)]
     assert [r["val_top1"] for r in rows[0]] == [r["val_top1"] for r in rows[1]]
 

@@ -92,6 +92,29 @@ def test_a_failed_torch_write_is_one_line_and_keeps_the_previous(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-00000001.pt"]
 
 
+def test_a_save_removes_what_a_killed_save_left(tmp_path: Path) -> None:
+    """SIGKILL mid-save leaves the staged temporary (``_files.staged``'s ``.<name>.<random>.tmp``)
+    behind, up to a checkpoint's size each time: a preempted machine would fill its disk."""
+    manager = CheckpointManager(tmp_path, keep=2)
+    leftover = tmp_path / ".checkpoint-00000005.pt.qd15bsub.tmp"
+    leftover.write_bytes(b"PK\x03\x04 cut short")
+    manager.save(state(10.0), 10)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-00000010.pt"]
+
+
+def test_a_checkpoint_that_does_not_fit_says_why(tmp_path: Path, file_size_limit) -> None:
+    """torch's zip writer turns the file system's refusal into "unexpected pos 704 vs 598":
+    the message gives the file system's reason instead."""
+    manager = CheckpointManager(tmp_path, keep=2)
+    manager.save(state(1.0), 1)
+    big = {"model": {"w": torch.zeros(1 << 18)}, "global_step": 2}
+    with pytest.raises(CheckpointError) as caught, file_size_limit(1 << 16):
+        manager.save(big, 2)
+    assert str(caught.value) == (f"could not write {tmp_path / 'checkpoint-00000002.pt'} (File too large); "
+                                 "the previous checkpoint checkpoint-00000001.pt is intact")
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-00000001.pt"]
+
+
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04", b"\x80\x02"])
 def test_an_empty_or_truncated_checkpoint_is_one_line(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "checkpoint-00000003.pt"

@@ -18,8 +18,9 @@ cache clear --stale`` removes those).
 Safe under concurrency and failure: an entry is built in a private folder and renamed into
 place whole; a lock makes a second process wait for the first one's build and then use it
 (without the lock, e.g. on a file system without ``flock``, both build and the rename keeps
-one). A cache that cannot be written (read-only, full) costs speed, never an answer: one
-warning, and the torch engine runs.
+one), and removes what a killed build of the same entry left. A cache that cannot be
+written (read-only, full) costs speed, never an answer: one warning, and the torch engine
+runs; ``effnet cache clear`` on it says what it could not remove.
 """
 
 from __future__ import annotations
@@ -164,27 +165,49 @@ def list_entries(root: Path | None = None) -> list[CacheEntry]:
 
 def clear(root: Path | None = None, *, stale_only: bool = False) -> list[CacheEntry]:
     """Remove the entries (only stale and corrupt ones with ``stale_only``) and any build
-    folders left by killed builds; returns what was removed."""
-    removed = [entry for entry in list_entries(root) if not stale_only or entry.state != "ok"]
-    for entry in removed:
-        shutil.rmtree(entry.path, ignore_errors=True)
+    folders left by killed builds; returns what was removed. Entries that cannot be removed
+    (a read-only cache) are an ``EffnetError`` once the others are gone: a clear that
+    reports success must have cleared."""
     folder = engines_dir(root)
+    removed: list[CacheEntry] = []
+    failures: list[OSError] = []
+    for entry in list_entries(root):
+        if stale_only and entry.state == "ok":
+            continue
+        try:
+            shutil.rmtree(entry.path)
+            removed.append(entry)
+        except OSError as error:
+            failures.append(error)
     if folder.is_dir():
         for leftover in folder.glob(".build-*"):
             if not stale_only or time.time() - leftover.stat().st_mtime > 24 * 3600:
-                shutil.rmtree(leftover, ignore_errors=True)
+                shutil.rmtree(leftover, ignore_errors=True)  # hidden, and never loaded: not worth an error
+    if failures:
+        reason = failures[0].strerror or str(failures[0])
+        raise EffnetError(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}; could not remove "
+                          f"{len(failures)} from {folder} ({reason})")
     return removed
 
 
 @contextlib.contextmanager
-def _build_lock(folder: Path, digest: str) -> Iterator[None]:
-    """One build of an entry at a time across processes (``flock``; released if the holder dies)."""
+def _build_lock(folder: Path, digest: str) -> Iterator[bool]:
+    """One build of an entry at a time across processes (``flock``; released if the holder
+    dies). Yields whether the lock is held: without it (no ``flock`` on some network file
+    systems) builds may race, and the renames stay atomic."""
     with open(folder / f".{digest}.lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:  # no flock here (some network file systems): builds may race, renames stay atomic
-            pass
-        yield
+        except OSError:
+            yield False
+        else:
+            yield True
+
+
+def staging_prefix(digest: str) -> str:
+    """The name an entry's build folder starts with, beside the entry until it is renamed
+    into place."""
+    return f".build-{digest}-"
 
 
 def _say(message: str) -> None:
@@ -208,10 +231,13 @@ def build(model: str | None, weights: Any, size: int | None, root: Path | None =
         key = cache_key(model, weights, size)
         if key is None:
             raise EffnetError(f"weights {weights_file(model, weights)[1]}: no local file after fetching them")
-    with _build_lock(folder, key.digest):
+    with _build_lock(folder, key.digest) as exclusive:
         entry = _usable(folder / key.digest)
         if entry is not None:
             return entry  # another process built it while we waited
+        if exclusive:  # no other build of this entry runs: a folder of its is what a killed build left
+            for leftover in folder.glob(f"{staging_prefix(key.digest)}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
         return _build_into(folder, key, model, weights, size)
 
 
@@ -221,7 +247,7 @@ def _build_into(folder: Path, key: CacheKey, model: str | None, weights: Any, si
     _say(f"building the fast CPU engine for {key.weights} once: an ONNX export checked "
          f"against torch, kept in {folder} (`effnet cache list` shows it) ...")
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(key.digest), dir=folder))
     try:
         os.chmod(staging, 0o777 & ~current_umask())
         result = export(model, weights, staging / MODEL_FILE, size=size or NATIVE_SIZE, opset=CACHE_OPSET)

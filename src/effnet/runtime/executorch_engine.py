@@ -67,8 +67,8 @@ class ExecuTorchEngine(FileEngine):
 
         ``threads``: XNNPACK's thread pool, which is one per process (None: ExecuTorch's default).
         """
-        cls.check_options("executorch", weights, (".pte",), "--weights model.pte (create one with `effnet export "
-                          "--format executorch`)", device, threads)
+        cls.check_options("executorch", weights, (".pte",),
+                          "--weights model.pte (create one with `effnet export --format executorch`)", device, threads)
         if any(value is not None for value in (preprocessing or {}).values()):
             raise UsageError(f"{weights}: an ExecuTorch program is exported at a fixed size with its preprocessing "
                              "inside; --size, --crop-pct, --interpolation, --mean and --std cannot change it")
@@ -92,16 +92,17 @@ class ExecuTorchEngine(FileEngine):
                    labels=labels, method=method, path=str(weights), metadata=metadata)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return run_rows(self.method, batch)
+        return run_in_fixed_batches(lambda row: run_rows(self.method, row), np.asarray(batch, np.float32), 1)
 
 
 def run_rows(method: Any, batch: np.ndarray) -> np.ndarray:
     """``method`` (a batch-1 ``forward``) on each image of ``batch``, logits stacked."""
     import torch
 
-    def run(row: np.ndarray) -> np.ndarray:
+    logits = []
+    for row in np.asarray(batch, dtype=np.float32):
         # the runtime reads the tensor's memory as contiguous whatever its strides, and reuses
         # its output buffer on the next call: a contiguous copy in, a copy out
-        return method.execute([torch.from_numpy(np.ascontiguousarray(row))])[0].numpy().copy()
-
-    return run_in_fixed_batches(run, np.asarray(batch, dtype=np.float32), 1)
+        output = method.execute([torch.from_numpy(np.ascontiguousarray(row[None]))])[0]
+        logits.append(output.numpy()[0].copy())
+    return np.stack(logits)

@@ -42,7 +42,7 @@ from ..models.variants import canonical_name
 from ..runtime.predictor import Predictor, top_k
 from .batcher import DynamicBatcher, QueueFull
 from .metrics import RequestMetrics, ServeMetrics
-from .requests import DecodePool, PixelBudget, ServeError, decode, images_from_request
+from .requests import CONNECTION_FAULTS, DecodePool, PixelBudget, ServeError, decode, images_from_request
 from .schemas import (
     PREDICT_BODY,
     ErrorDetail,
@@ -261,6 +261,9 @@ def add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> Callable[..., JSO
 
     @app.exception_handler(ServeError)
     async def on_serve_error(request: Request, error: ServeError) -> JSONResponse:
+        if error.code in CONNECTION_FAULTS:  # the client's connection, not a server fault: a line, no traceback
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            log.info("%s: %s %s: %d %s", client, request.method, request.url.path, error.status, error.message)
         return error_response(error.status, error.code, error.message, error.headers)
 
     @app.exception_handler(StarletteHTTPException)

@@ -118,10 +118,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .app import create_app
-    from .server import server_config
+    from .server import serve_until_stopped, server_config
 
     settings = _settings(args)
     engine = resolve_engine(args.engine, args.weights)
@@ -156,5 +154,5 @@ def run(args: argparse.Namespace) -> int:
               "machine can use the server", file=sys.stderr)
     config = server_config(app, log_level=args.log_level, access_log=args.access_log,
                            shutdown_timeout=args.shutdown_timeout)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_until_stopped(config, sock)
     return 0

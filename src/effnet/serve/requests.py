@@ -38,6 +38,9 @@ except ImportError:  # optional accelerator: Pillow reads JPEG headers too
 RAW_TYPES = ("application/octet-stream", "")
 #: Status of a request whose client left before sending its body (nginx's "client closed request").
 CLIENT_CLOSED = 499
+#: Error codes of clients that left or stalled: an operator sees one log line for each (slow
+#: networks, killed clients), never a traceback, and they are not counted as server errors.
+CONNECTION_FAULTS = ("client_disconnected", "body_timeout")
 
 
 class ServeError(Exception):

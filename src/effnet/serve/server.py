@@ -4,7 +4,8 @@ command and the tests run the same server.
 uvicorn times out idle keep-alive connections but not a client that is slow to send a
 request's head: a connection that sends nothing, or its headers a byte at a time, would be
 held forever. ``HeadDeadlineProtocol`` gives the head ``--read-timeout`` seconds (the app
-gives the body the same, see requests.read_body).
+gives the body the same, see requests.read_body); each such client is one info line in the
+log and one ``header_timeout`` in the error counts, like a slow body's ``body_timeout``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
+import signal
+import socket
+from types import FrameType
 
 import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .metrics import ServeMetrics
+
+log = logging.getLogger("effnet.serve")
 
 
 def _timeout_answer(seconds: float) -> bytes:
@@ -35,6 +44,7 @@ class HeadDeadlineProtocol(H11Protocol):
     """
 
     head_timeout: float = 60.0
+    metrics: ServeMetrics | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -66,6 +76,11 @@ class HeadDeadlineProtocol(H11Protocol):
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self.transport.write(_timeout_answer(self.head_timeout))
             self.transport.close()
+            peer = self.client
+            log.info("%s: 408 the request line and headers did not arrive within %g seconds (--read-timeout)",
+                     f"{peer[0]}:{peer[1]}" if peer else "a client", self.head_timeout)
+            if self.metrics is not None:
+                self.metrics.errors.labels(code="header_timeout").inc()
 
 
 def server_config(app: FastAPI, *, log_level: str = "info", access_log: bool = False,
@@ -81,8 +96,28 @@ def server_config(app: FastAPI, *, log_level: str = "info", access_log: bool = F
                                              "propagate": False}
     # a malformed multipart body is the client's 400, already explained to it: not a server warning
     log_config["loggers"]["python_multipart"] = {"level": "ERROR"}
-    protocol = type("HeadDeadlineProtocol", (HeadDeadlineProtocol,), {"head_timeout": app.state.settings.read_timeout})
+    protocol = type("HeadDeadlineProtocol", (HeadDeadlineProtocol,),
+                    {"head_timeout": app.state.settings.read_timeout, "metrics": app.state.metrics})
     return uvicorn.Config(
         app, http=protocol, log_level=log_level, log_config=log_config, access_log=access_log,
         timeout_graceful_shutdown=shutdown_timeout, server_header=False,
     )
+
+
+def serve_until_stopped(config: uvicorn.Config, sock: socket.socket) -> None:
+    """Run the server on ``sock`` until SIGTERM or Ctrl-C, then shut down gracefully.
+
+    uvicorn re-raises the signal that stopped it once its shutdown is complete, so the
+    process would die of SIGTERM (exit status 143 to docker, Kubernetes and shells) after a
+    shutdown that went as planned. SIGTERM is how supervisors end a server's life, not a
+    failure: here it ends the process with status 0. Ctrl-C keeps its usual 130.
+    """
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

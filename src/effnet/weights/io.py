@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
 import pickletools
 import re
@@ -235,12 +236,21 @@ def _preprocessing_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 # -- our safetensors header -----------------------------------------------------------------
 def write_safetensors(state: StateDict, path: str | Path, metadata: Mapping[str, Any]) -> None:
-    """Write atomically (temp file + rename) with JSON-encoded metadata values."""
+    """Write atomically (temp file + rename) with JSON-encoded metadata values. A failed
+    write (a full disk) is the ``OSError`` it is, not safetensors' own error type."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     with staged(path) as temporary:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(temporary), metadata=encoded)
+        try:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(temporary), metadata=encoded)
+        except SafetensorError as error:
+            found = re.search(r"\(os error (\d+)\)", str(error))  # "I/O error: No space left ... (os error 28)"
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def metadata_from_entry(entry: WeightsEntry, **provenance: Any) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Each save goes to a temporary file in the same folder, is flushed to disk, and only then
 renamed over its final name (``os.replace`` is atomic), so a crash or a full disk mid-save
 leaves every earlier checkpoint untouched. Only after a successful save are the oldest
-checkpoints beyond ``keep`` removed. Files load with ``torch.load(weights_only=True)``:
-random-number states are stored as tensors and plain Python values, never pickled objects.
+checkpoints beyond ``keep`` removed, and the temporary files of saves that were killed.
+Files load with ``torch.load(weights_only=True)``: random-number states are stored as
+tensors and plain Python values, never pickled objects.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -61,11 +62,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _WriteWatch:
+    """A file's ``write`` for ``torch.save``, keeping the file system's error: torch's zip
+    writer replaces it with its own ("unexpected pos 704 vs 598")."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the file's interface, as it is
+        return getattr(self.handle, name)
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a staged file, fsynced with its folder: a kill or a power cut
-    mid-save leaves the previous checkpoints intact."""
+    mid-save leaves the previous checkpoints intact. A failed write raises the file system's
+    ``OSError`` (a full disk), not torch's account of it."""
     with staged(path, durable=True) as temporary, open(temporary, "wb") as handle:
-        torch.save(obj, handle)
+        watch = _WriteWatch(handle)
+        try:
+            torch.save(obj, watch)
+        except RuntimeError:
+            if watch.error is not None:
+                raise watch.error from None
+            raise
 
 
 class CheckpointManager:
@@ -103,6 +130,8 @@ class CheckpointManager:
             raise CheckpointError(f"could not write {path} ({reason}); {kept}") from None
         for old in self.checkpoints()[: -self.keep]:
             old.unlink(missing_ok=True)
+        for leftover in self.folder.glob(".checkpoint-*.tmp"):  # staged by a save that was killed (SIGKILL)
+            leftover.unlink(missing_ok=True)
         return path
 
     @staticmethod

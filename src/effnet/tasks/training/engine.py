@@ -311,7 +311,7 @@ class Trainer:
     def _state(self, rng: list[Any]) -> dict[str, Any]:
         return {
             "format": "effnet.train", "version": 1,
-            "config": self.config.model_dump(mode="json"),
+            "config": self.config.model_dump(mode="json"), "run_name": self.run_name,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -342,6 +342,8 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # the run's name (the recipe's) names its weights; a resume given only the folder keeps it
+        self.run_name = state.get("run_name", self.run_name)
         saved = Config.model_validate(state["config"])
         same_plan = (saved.train.epochs, saved.schedule, state.get("steps_per_epoch")) == (
             self.config.train.epochs, self.config.schedule, self.steps_per_epoch)

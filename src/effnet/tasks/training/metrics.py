@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..._files import staged
+from ..._files import name_out_of_space, staged
 
 EPOCH_COLUMNS = (
     "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
@@ -51,8 +51,12 @@ class MetricsLog:
         self.records.append(record)
         if not self.enabled:
             return
-        with open(self.jsonl, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.jsonl, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk: the line may be torn, which restore() drops
+            name_out_of_space(error, self.jsonl)
+            raise
         if record.get("event") == "epoch":
             self._write_csv()
 
