@@ -34,6 +34,13 @@ def report(name: str, diff: float, logits: torch.Tensor | np.ndarray) -> None:
     print(f"parity {name}: max abs diff {diff:.2e} (max |logit| {float(np.abs(np.asarray(logits)).max()):.2f})")
 
 
+def assert_close(name: str, actual: torch.Tensor | np.ndarray, expected: torch.Tensor | np.ndarray) -> None:
+    """Our logits within TOLERANCE of the reference's, the difference printed either way."""
+    diff = float(np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64)).max())
+    report(name, diff, expected)
+    assert diff < TOLERANCE
+
+
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
@@ -48,9 +55,7 @@ def assert_parity(twin: Callable[..., torch.nn.Module]) -> Checker:
         ours = twin(reference, batch, arch, source, padding, bn_eps)
         with torch.no_grad():
             expected, actual = reference(batch), ours(batch)
-        diff = max_abs_diff(expected, actual)
-        report(f"{name} {tuple(batch.shape[2:])}", diff, expected)
-        assert diff < TOLERANCE
+        assert_close(f"{name} {tuple(batch.shape[2:])}", actual, expected)
 
     return check
 
@@ -191,9 +196,7 @@ def test_real_lite0_weights(images: ImageMaker) -> None:
         batch = images(1, *size)
         with torch.no_grad():
             expected, actual = reference(batch), ours(batch)
-        diff = max_abs_diff(expected, actual)
-        report(f"real Lite0 weights {size}", diff, expected)
-        assert diff < TOLERANCE
+        assert_close(f"real Lite0 weights {size}", actual, expected)
 
 
 # -- keras.applications (torch backend), read from the files Keras writes -------------------
@@ -275,16 +278,12 @@ def test_keras_efficientnet_b0_imagenet_recipe(keras, tmp_path: Path, monkeypatc
     actual, entry = ours_on_pixels(weights_h5, "efficientnet_b0", batch)
     assert entry.preprocessing.mean == pytest.approx(IMAGENET_MEAN)
     assert entry.preprocessing.std == pytest.approx(IMAGENET_STD)
-    diff = float(np.abs(actual - expected).max())
-    report("keras EfficientNetB0 imagenet .h5 (224, 224)", diff, expected)
-    assert diff < TOLERANCE
+    assert_close("keras EfficientNetB0 imagenet .h5 (224, 224)", actual, expected)
 
     archive = tmp_path / "b0.keras"
     reference.save(archive)
     actual, entry = ours_on_pixels(archive, "efficientnet_b0", batch)
-    diff = float(np.abs(actual - expected).max())
-    report("keras EfficientNetB0 imagenet .keras (224, 224)", diff, expected)
-    assert diff < TOLERANCE
+    assert_close("keras EfficientNetB0 imagenet .keras (224, 224)", actual, expected)
 
 
 def test_keras_efficientnet_v2b0_odd_size_full_h5(keras, tmp_path: Path) -> None:
@@ -299,9 +298,7 @@ def test_keras_efficientnet_v2b0_odd_size_full_h5(keras, tmp_path: Path) -> None
     assert keras_trainable_params(reference) == resolve("efficientnetv2_b0").num_params()
     actual, entry = ours_on_pixels(path, "efficientnetv2_b0", batch)
     assert entry.preprocessing.mean == pytest.approx(IMAGENET_MEAN)  # V2-B: ImageNet mean/std
-    diff = float(np.abs(actual - expected).max())
-    report("keras EfficientNetV2B0 .h5 (65, 79)", diff, expected)
-    assert diff < TOLERANCE
+    assert_close("keras EfficientNetV2B0 .h5 (65, 79)", actual, expected)
 
     converted = tmp_path / "v2b0.safetensors"
     assert main(["convert", str(path), "--from", "keras", "--model", "v2_b0", "-o", str(converted)]) == 0
@@ -321,6 +318,4 @@ def test_keras_efficientnet_v2s_weights_only(keras, tmp_path: Path) -> None:
     assert keras_trainable_params(reference) == resolve("efficientnetv2_s").num_params()
     actual, entry = ours_on_pixels(path, "efficientnetv2_s", batch)
     assert entry.preprocessing.mean == pytest.approx((128 / 255,) * 3)  # S/M/L: x / 128 - 1
-    diff = float(np.abs(actual - expected).max())
-    report("keras EfficientNetV2S .weights.h5 (35, 33)", diff, expected)
-    assert diff < TOLERANCE
+    assert_close("keras EfficientNetV2S .weights.h5 (35, 33)", actual, expected)

@@ -92,17 +92,16 @@ class ExecuTorchEngine(FileEngine):
                    labels=labels, method=method, path=str(weights), metadata=metadata)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return run_in_fixed_batches(lambda row: run_rows(self.method, row), np.asarray(batch, np.float32), 1)
+        return run_rows(self.method, batch)
 
 
 def run_rows(method: Any, batch: np.ndarray) -> np.ndarray:
     """``method`` (a batch-1 ``forward``) on each image of ``batch``, logits stacked."""
     import torch
 
-    logits = []
-    for row in np.asarray(batch, dtype=np.float32):
+    def run(row: np.ndarray) -> np.ndarray:
         # the runtime reads the tensor's memory as contiguous whatever its strides, and reuses
         # its output buffer on the next call: a contiguous copy in, a copy out
-        output = method.execute([torch.from_numpy(np.ascontiguousarray(row[None]))])[0]
-        logits.append(output.numpy()[0].copy())
-    return np.stack(logits)
+        return method.execute([torch.from_numpy(np.ascontiguousarray(row))])[0].numpy().copy()
+
+    return run_in_fixed_batches(run, np.asarray(batch, dtype=np.float32), 1)

@@ -31,13 +31,9 @@ Triton writer start without it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +43,7 @@ import numpy as np
 import onnx
 
 from ..._files import check_writable, staged
+from ..._quiet import quiet
 from ...data.labels import resolve_labels
 from ...data.nv12 import check_frame_size, rgb_to_nv12
 from ...data.transforms import Preprocessing
@@ -130,9 +127,7 @@ def torch_to_onnx(net: Any, batch: int | None, size: int | None, opset: int, exa
         dims[2] = torch.export.Dim("height", min=8, max=8192)
         dims[3] = torch.export.Dim("width", min=8, max=8192)
     example = torch.randn(batch or 2, 3, size or example_size, size or example_size)
-    captured = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(captured), _quiet_logs():
-        warnings.simplefilter("ignore")
+    with quiet():  # a warning per missing torchvision op, progress lines: none of them concern us
         try:
             program = torch.onnx.export(
                 net, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
@@ -141,20 +136,6 @@ def torch_to_onnx(net: Any, batch: int | None, size: int | None, opset: int, exa
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
     return program.model_proto
-
-
-@contextlib.contextmanager
-def _quiet_logs():
-    """The exporter logs a warning per missing torchvision op; none of them concern us."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 # -- checks -------------------------------------------------------------------------------

@@ -15,19 +15,15 @@ opset (``ops_missing_at``): an op newer than the opset is named in one line.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import io
-import os
 import re
-import sys
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import onnx
 
+from ..._quiet import quiet
 from ...errors import UsageError
 from .preprocessing_graph import INPUT_NAME
 
@@ -137,13 +133,12 @@ def static_to_onnx(net: Any, batch: int | None, size: int, opset: int, output_na
     fixed spatial size, batch fixed or dynamic (``None``), constants folded, BatchNorm fused."""
     import torch
 
-    from .onnx import ExportError, _quiet_logs
+    from .onnx import ExportError
 
     frozen = freeze_padding(net, size)
     buffer = io.BytesIO()
     dynamic = {INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}} if batch is None else None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_descriptors(), _quiet_logs():
-        warnings.simplefilter("ignore")
+    with quiet():  # on an unsupported op the exporter's C++ log prints the whole IR graph; the one line is raised
         try:
             torch.onnx.export(frozen, (torch.zeros(batch or 1, 3, size, size),), buffer, dynamo=False,
                               opset_version=opset, input_names=[INPUT_NAME], output_names=[output_name],
@@ -161,24 +156,6 @@ def static_to_onnx(net: Any, batch: int | None, size: int, opset: int, output_na
         raise UsageError(f"--opset {opset} is too low for {net.plan.name}: {missing[0][0]} needs opset "
                          f"{missing[0][1]} or newer")
     return model
-
-
-@contextlib.contextmanager
-def _quiet_descriptors() -> Iterator[None]:
-    """Silence file descriptors 1 and 2 for a while: on an unsupported op the TorchScript
-    exporter's C++ log prints the whole IR graph, while the one line users need is raised."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved, devnull = [os.dup(1), os.dup(2)], os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for descriptor in (*saved, devnull):
-            os.close(descriptor)
 
 
 def _needs(exc: BaseException) -> str:
