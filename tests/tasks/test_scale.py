@@ -170,3 +170,10 @@ def test_target_latency_measures_candidates(tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     phi = float(out.split("phi = ")[1].split()[0])
     assert 0.0 < phi < 4.0
+
+
+def test_target_latency_refuses_an_engine_it_cannot_time_candidates_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """It accepted openvino, litert and executorch and timed torch instead, without saying so."""
+    for engine in ("openvino", "litert", "executorch"):
+        assert main(["scale", "--target-latency", "50ms", "--engine", engine]) == 2
+        assert "scale times candidates on torch or onnxruntime" in capsys.readouterr().err

@@ -46,6 +46,8 @@ DESCRIPTION = (
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 MAX_PHI = 12.0
+#: Engines --target-latency can time candidates on (it builds each candidate as a module).
+SCALE_ENGINES = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="round the resolution to a multiple of this (8 keeps stride-2 maps even)")
     latency = parser.add_argument_group("with --target-latency")
     add_options(latency, "engine", "device", "threads", engine={
-        "help": "engine the candidates run on: torch (channels_last, as predict runs it; auto means torch here) or "
-                "onnxruntime (exports every candidate, so each takes seconds longer)"})
+        "help": "engine the candidates run on: torch (channels_last, as --engine torch runs it) or onnxruntime "
+                "(exports every candidate, so each takes seconds longer); auto: onnxruntime on a CPU, as predict "
+                "runs by default"})
     latency.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
                          help="seconds of timing per candidate, split over its rounds (the base is timed as long "
                               "again beside it)")
@@ -300,6 +303,9 @@ def run(args: argparse.Namespace) -> int:
         limit = parse_latency(args.target_latency)
         engine = resolve_engine(args.engine, None)
         engine = auto_choice(args.device) if engine == AUTO else engine
+        if engine not in SCALE_ENGINES:
+            raise UsageError(f"--engine {engine}: scale times candidates on {' or '.join(SCALE_ENGINES)} "
+                             "(the other engines run exported files of one model)")
         with tempfile.TemporaryDirectory(prefix="effnet-scale-") as folder:
             engines = PlanEngines(engine, Path(folder), args.device, args.threads)
             probe = LatencyProbe(engines.forward, at(0.0).plan, rounds=args.rounds, budget=args.budget)
