@@ -158,11 +158,12 @@ def run_file(model: bytes | str | os.PathLike, inputs: np.ndarray, threads: int 
     """Logits of the TFLite ``model`` for each row of ``inputs`` (NHWC, the file's dtype)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    if isinstance(model, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
-    else:
-        interpreter = Interpreter(model_path=str(model), num_threads=threads)
-    interpreter.allocate_tensors()
+    with quiet():  # LiteRT's C++ announces its XNNPACK delegate on stderr
+        if isinstance(model, (bytes, bytearray)):
+            interpreter = Interpreter(model_content=bytes(model), num_threads=threads)
+        else:
+            interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     rows = []
     for row in inputs:

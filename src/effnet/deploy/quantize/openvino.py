@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._files import check_writable, staged
+from ..._quiet import quiet
 from ...runtime.openvino_engine import QUANTIZED_FOR, file_metadata, read_model, set_file_metadata
 from .calibration import load_crops, normalize, select_images
 from .recipe import QuantizeError
@@ -55,8 +56,9 @@ def quantize_openvino(model: str | os.PathLike, calib: str | os.PathLike, output
     side = preprocessing.size
     network.reshape({network.inputs[0]: ov.PartialShape([-1, 3, side, side])})
     dataset = nncf.Dataset(list(inputs), lambda image: image[None])
-    quantized = nncf.quantize(network, dataset, subset_size=len(inputs),
-                              model_type=None, preset=nncf.QuantizationPreset.PERFORMANCE)
+    with quiet():  # NNCF draws its own progress bars (rich) on stdout: effnet's output stays effnet's
+        quantized = nncf.quantize(network, dataset, subset_size=len(inputs),
+                                  model_type=None, preset=nncf.QuantizationPreset.PERFORMANCE)
     set_file_metadata(quantized, {
         "preprocessing": preprocessing.to_dict(),
         "quantization": {"engine": QUANTIZED_FOR, "tool": f"nncf {nncf.__version__}", "source": str(model),
