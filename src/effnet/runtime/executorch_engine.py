@@ -78,7 +78,8 @@ class ExecuTorchEngine(FileEngine):
         if threads is not None:
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-            _unsafe_reset_threadpool(threads)
+            with quiet():  # the runtime logs the reset on stderr
+                _unsafe_reset_threadpool(threads)
         arch = str(metadata.get("arch", "unknown"))
         if model is not None:
             from ..models.variants import canonical_name  # pure Python
