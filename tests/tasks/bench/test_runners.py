@@ -69,29 +69,17 @@ def test_openvino_runs_the_same_export_as_onnxruntime_in_fp32(tmp_path: Path) ->
     np.testing.assert_allclose(openvino_forward(), onnx_forward(), atol=1e-4)
 
 
-def test_litert_times_the_tflite_export_with_torch_answers(tmp_path: Path) -> None:
-    """The litert row runs the file `effnet export --format tflite` writes, at the weights' own
-    size (a .tflite file is fixed-size): the same logits as the onnx row's export, batch of 2."""
-    pytest.importorskip("litert_torch")
+@pytest.mark.parametrize(("runner", "package"), [("litert", "litert_torch"), ("executorch", "executorch")])
+def test_batch_one_file_rows_time_their_export_with_torch_answers(tmp_path: Path, runner: str, package: str) -> None:
+    """The litert and executorch rows run the file `effnet export --format tflite|executorch`
+    writes, at the weights' own size (those files are fixed-size): the same logits as the onnx
+    row's export, batch of 2 (run image by image)."""
+    pytest.importorskip(package)
     module = load_network("efficientnet_lite0")
     files = InputFiles(tmp_path)
     size = module.plan.eval_resolution
-    litert_forward = RUNNERS["litert"].prepare(module, 2, size, threads=1, files=files)
+    file_forward = RUNNERS[runner].prepare(module, 2, size, threads=1, files=files)
     onnx_forward = RUNNERS["onnx"].prepare(module, 2, size, threads=1, files=files)
-    np.testing.assert_allclose(litert_forward(), onnx_forward(), atol=1e-3)
+    np.testing.assert_allclose(file_forward(), onnx_forward(), atol=1e-3)
     with pytest.raises(UsageError, match="weights' own size"):
-        RUNNERS["litert"].prepare(module, 1, 64, files=files)
-
-
-def test_executorch_times_the_pte_export_with_torch_answers(tmp_path: Path) -> None:
-    """The executorch row runs the program `effnet export --format executorch` writes, at the
-    weights' own size: the same logits as the onnx row's export, batch of 2."""
-    pytest.importorskip("executorch")
-    module = load_network("efficientnet_lite0")
-    files = InputFiles(tmp_path)
-    size = module.plan.eval_resolution
-    pte_forward = RUNNERS["executorch"].prepare(module, 2, size, threads=1, files=files)
-    onnx_forward = RUNNERS["onnx"].prepare(module, 2, size, threads=1, files=files)
-    np.testing.assert_allclose(pte_forward(), onnx_forward(), atol=1e-3)
-    with pytest.raises(UsageError, match="weights' own size"):
-        RUNNERS["executorch"].prepare(module, 1, 64, files=files)
+        RUNNERS[runner].prepare(module, 1, 64, files=files)

@@ -28,7 +28,7 @@ from ..._quiet import quiet
 from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.executorch_engine import INPUT_FLOAT_NCHW, METADATA_METHOD, load_program, run_rows
-from .onnx import FLOAT32_SLACK, ExportError, _refuse_failed, _test_image, network_metadata
+from .onnx import FLOAT32_SLACK, ExportError, _refuse_failed, _test_image, network_metadata, weights_preprocessing
 
 #: Packages the export needs (the ``executorch`` extra) and how to install them.
 PACKAGES = ("executorch",)
@@ -121,8 +121,7 @@ def export_executorch_network(net: Any, output: str | os.PathLike, *,
     say = log or (lambda message: None)
     started = time.perf_counter()
     net = copy.deepcopy(net).cpu().eval()
-    entry = getattr(net, "pretrained_cfg", None)
-    preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
+    preprocessing = weights_preprocessing(net)
     size = preprocessing.size
     metadata = {**network_metadata(net, preprocessing, INPUT_FLOAT_NCHW), "precision": "fp32",
                 "delegate": "XNNPACK"}

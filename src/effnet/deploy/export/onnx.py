@@ -299,8 +299,7 @@ def export_network(net: Any, output: str | os.PathLike, *, log: Callable[[str], 
     say = log or (lambda message: None)
     started = time.perf_counter()
     net = export_friendly(copy.deepcopy(net).cpu().eval())
-    entry = getattr(net, "pretrained_cfg", None)
-    preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
+    preprocessing = weights_preprocessing(net)
     if size == NATIVE_SIZE:
         size = preprocessing.size
     elif size is not None:
@@ -346,6 +345,13 @@ def export_network(net: Any, output: str | os.PathLike, *, log: Callable[[str], 
         _refuse_failed(checks)
     return ExportResult(output, net.plan.name, opset, layout, checks, time.perf_counter() - started, metadata,
                         replaced)
+
+
+def weights_preprocessing(net: Any) -> Preprocessing:
+    """The preprocessing ``net``'s weights were made for (their entry's), else the plan's own
+    evaluation size with ImageNet's defaults (random weights)."""
+    entry = getattr(net, "pretrained_cfg", None)
+    return entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
 
 
 def network_metadata(net: Any, preprocessing: Preprocessing, layout: str) -> dict[str, Any]:

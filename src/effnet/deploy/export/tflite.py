@@ -44,7 +44,7 @@ from ..._quiet import quiet
 from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, write_metadata
-from .onnx import ExportError, _refuse_failed, _test_image, network_metadata
+from .onnx import ExportError, _refuse_failed, _test_image, network_metadata, weights_preprocessing
 from .tflite_int8 import DEFAULT_FLOAT_LAYERS, PERCENTILE, quantize_int8, set_interface
 
 #: Packages the export needs (the ``tflite`` extra) and how to install them.
@@ -243,8 +243,7 @@ def export_tflite_network(
     say = log or (lambda message: None)
     started = time.perf_counter()
     net = copy.deepcopy(net).cpu().eval()
-    entry = getattr(net, "pretrained_cfg", None)
-    preprocessing = entry.preprocessing if entry else Preprocessing(size=net.plan.eval_resolution)
+    preprocessing = weights_preprocessing(net)
     size = preprocessing.size
     crops, paths = _calibration_crops(calibration, num_images, preprocessing) if int8 else (None, [])
     float_module = nhwc_network(net)
