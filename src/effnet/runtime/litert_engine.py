@@ -10,6 +10,7 @@ have batch 1, so a batch runs image by image.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,8 @@ class LiteRtEngine(FileEngine):
         """``LiteRtEngine.load(None, "model.tflite")``: the file names its architecture.
 
         ``model``, when given, must agree with the file; ``device``: ``cpu`` only;
-        ``threads``: the interpreter's threads (None: LiteRT's default).
+        ``threads``: the interpreter's threads (None: every CPU this process may use, as
+        onnxruntime and ExecuTorch do; LiteRT's own default is one thread).
         """
         from ai_edge_litert.interpreter import Interpreter
 
@@ -70,7 +72,8 @@ class LiteRtEngine(FileEngine):
             raise TfliteModelError(f"{weights} has no effnet metadata: export it with `effnet export --format tflite`")
         try:
             with quiet():  # LiteRT's C++ announces its XNNPACK delegate on stderr at every load
-                interpreter = Interpreter(model_path=str(weights), num_threads=threads)
+                interpreter = Interpreter(model_path=str(weights),
+                                          num_threads=threads or len(os.sched_getaffinity(0)))
                 interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise TfliteModelError(f"{weights}: LiteRT cannot load this model ({str(exc).strip()[:300]})") from None
