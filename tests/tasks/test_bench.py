@@ -202,3 +202,20 @@ def test_file_backends_show_their_top1_agreement_with_torch(photo_tree, capsys: 
     assert rows == {"torch": None, "onnx": 1.0, "openvino": 1.0}
     assert main(["bench", *TINY, "--backends", "openvino", "--photos", str(tmp_path / "nothing")]) == 2
     assert "--photos" in capsys.readouterr().err
+
+
+def test_no_progress_silences_the_step_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal bench logs one line per step on stderr; ``--no-progress`` (as in every
+    command that draws a bar) turns those off too, and the table is unchanged."""
+    run = ["bench", *TINY, "--rounds", "1", "--batch-sizes", "1", "--backends", "torch"]
+    assert main(run) == 0
+    assert "[1/1] round 1/1" in capsys.readouterr().err
+    assert main([*run, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "round 1/1" not in captured.err and "lite0" in captured.out
+
+
+@pytest.mark.parametrize("command", ["eval", "quantize", "export", "info", "bench"])
+def test_every_command_that_draws_a_bar_takes_no_progress(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code([command, "--help"]) == 0
+    assert "--no-progress" in capsys.readouterr().out

@@ -32,7 +32,7 @@ TRITON_DEFAULTS = {"name": None, "max_batch": 16, "max_queue_delay_us": 5000, "i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, "model", "weights")
+    add_options(parser, "model", "weights", "no_progress")
     parser.add_argument("--output", "-o", required=True,
                         help="the .onnx file to write; with --format triton, the model repository folder")
     parser.add_argument("--format", choices=FORMATS, default="onnx",
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         report_dump(calibration.dump_calibration(
             result.path, args.calib, args.calib_dump, count=args.calib_count, file_format=args.calib_format,
             values=args.calib_values, layout=args.calib_layout, dtype=args.calib_dtype,
-            progress=not getattr(args, "no_progress", False),
+            progress=not args.no_progress,
         ))
     return 0
 

@@ -19,7 +19,7 @@ from .._progress import progress
 from ..errors import UsageError
 from ..models.counting import count_macs
 from ..models.variants import canonical_name, list_models, resolve
-from ..options import image_size
+from ..options import add_options, image_size
 from ..weights.registry import reported_entry
 
 DESCRIPTION = (
@@ -116,13 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format")
     parser.add_argument("--size", type=image_size, metavar="PIXELS",
                         help="count every model at this input size instead of its eval size")
+    add_options(parser, "no_progress")
 
 
 def run(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m.strip()] if args.models is not None else None
     if models == []:
         raise UsageError("--models names no model (e.g. --models b0,lite0)")
-    rows = info_rows(models, args.size)
+    rows = info_rows(models, args.size, show_progress=not args.no_progress)
     if args.format == "markdown":
         print(f"{CONVENTION}\n\n{to_markdown(rows)}")
     else:

@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                               "besides the table, or print them to stdout instead with '-' or no "
                                               "PATH"})
     parser.add_argument("--plot", metavar="PNG", help="write accuracy-vs-latency and throughput-vs-batch plots")
+    add_options(parser, "no_progress", no_progress={
+        "help": "no progress bar, and no step lines on stderr where a bar would not be drawn"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     networks: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="effnet-bench-") as folder:
         files = InputFiles(Path(folder), calibration)
-        trials = time_rounds(configurations, args.rounds, settings, files, args.size, networks)
+        trials = time_rounds(configurations, args.rounds, settings, files, args.size, networks,
+                             report=not args.no_progress)
         agreement = {} if photos is None else top1_agreement(
             [(c.model, c.runner) for c in configurations], networks, {t.configuration.model: t.size for t in trials},
             photos, files, threads=(args.threads or [None])[0])
@@ -166,21 +169,22 @@ def check_photos(args: argparse.Namespace, runners: list[str]) -> str | None:
 
 
 def time_rounds(configurations: list[Configuration], rounds: int, settings: TimingSettings, files: InputFiles,
-                size: int | None, networks: dict[str, Any] | None = None) -> list[Trial]:
+                size: int | None, networks: dict[str, Any] | None = None, report: bool = True) -> list[Trial]:
     """Every configuration timed ``rounds`` times, interleaved; each is prepared (and its model
     loaded into ``networks``, once per model) when the first round reaches it.
 
-    A bar on a terminal; elsewhere (logs, CI) one line per step on stderr instead.
+    A bar on a terminal; elsewhere (logs, CI) one line per step on stderr instead; neither
+    when ``report`` is false (``--no-progress``).
     """
     networks = {} if networks is None else networks
     trials: list[Trial] = []
     total = len(configurations) * rounds
-    with progress(total=total, desc="benchmarking", unit="configuration") as bar:
+    with progress(total=total, desc="benchmarking", unit="configuration", enabled=report) as bar:
         for round_index in range(rounds):
             for index, configuration in enumerate(configurations):
                 step = f"round {round_index + 1}/{rounds}: {configuration.describe()}"
                 bar.set_description_str(step)
-                if not shown():
+                if report and not shown():
                     print(f"[{round_index * len(configurations) + index + 1}/{total}] {step}", file=sys.stderr,
                           flush=True)
                 if round_index == 0:
