@@ -89,6 +89,24 @@ class FileEngine(Engine):
         if threads is not None and threads < 1:
             raise UsageError("--threads must be at least 1")
 
+    @staticmethod
+    def check_arch(path: Any, model: str | None, arch: str) -> None:
+        """``model``, when given, must name the architecture the file holds."""
+        if model is None:
+            return
+        from ..models.variants import canonical_name  # pure Python: no torch
+
+        if canonical_name(model) != arch:
+            raise UsageError(f"{path} holds {arch}, not {model}")
+
+    @staticmethod
+    def refuse_overrides(path: Any, preprocessing: Any, kind: str) -> None:
+        """A file whose preprocessing is fixed inside it (``kind``: "a TFLite file") takes no
+        ``--size``/``--crop-pct``/... override: one line, before the file is opened."""
+        if any(value is not None for value in (preprocessing or {}).values()):
+            raise UsageError(f"{path}: {kind} is exported at a fixed size with its preprocessing inside; --size, "
+                             "--crop-pct, --interpolation, --mean and --std cannot change it")
+
 
 def run_in_fixed_batches(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: int | None) -> np.ndarray:
     """``run`` over ``batch`` in runs of exactly ``size`` rows, for files compiled for one batch

@@ -19,7 +19,7 @@ import numpy as np
 from .._quiet import quiet
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
-from ..errors import EffnetError, UsageError
+from ..errors import EffnetError
 from .base import FileEngine, run_in_fixed_batches
 
 #: The constant method holding effnet's metadata (JSON) in a ``.pte`` program.
@@ -69,9 +69,7 @@ class ExecuTorchEngine(FileEngine):
         """
         cls.check_options("executorch", weights, (".pte",),
                           "--weights model.pte (create one with `effnet export --format executorch`)", device, threads)
-        if any(value is not None for value in (preprocessing or {}).values()):
-            raise UsageError(f"{weights}: an ExecuTorch program is exported at a fixed size with its preprocessing "
-                             "inside; --size, --crop-pct, --interpolation, --mean and --std cannot change it")
+        cls.refuse_overrides(weights, preprocessing, "an ExecuTorch program")
         program, metadata = load_program(str(weights))
         if not metadata:
             raise PteModelError(f"{weights} has no effnet metadata: export it with `effnet export --format executorch`")
@@ -81,11 +79,7 @@ class ExecuTorchEngine(FileEngine):
             with quiet():  # the runtime logs the reset on stderr
                 _unsafe_reset_threadpool(threads)
         arch = str(metadata.get("arch", "unknown"))
-        if model is not None:
-            from ..models.variants import canonical_name  # pure Python
-
-            if canonical_name(model) != arch:
-                raise UsageError(f"{weights} holds {arch}, not {model}")
+        cls.check_arch(weights, model, arch)
         with quiet():
             method = program.load_method("forward")
         labels = resolve_labels(metadata.get("labels", "imagenet1k"), int(metadata.get("num_classes", 1000)))

@@ -20,6 +20,7 @@ import numpy as np
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
 from ..errors import UsageError
+from .base import FileEngine
 from .onnx_metadata import INPUT_FLOAT
 
 
@@ -62,8 +63,8 @@ def file_facts(path: str | os.PathLike, model: str | None, metadata: Mapping[str
     fixed input side (None: dynamic). ``layout``: ``onnx_metadata``'s input layout.
     """
     arch = str(metadata.get("arch", "unknown"))
-    if model is not None and arch != "unknown" and _canonical(model) != arch:
-        raise UsageError(f"{path} holds {arch}, not {model}")
+    if arch != "unknown":  # a file without metadata cannot be checked
+        FileEngine.check_arch(path, model, arch)
     recipe = Preprocessing.from_dict(metadata.get("preprocessing") or {"size": side or 224})
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     if given:
@@ -74,12 +75,6 @@ def file_facts(path: str | os.PathLike, model: str | None, metadata: Mapping[str
     if layout != INPUT_FLOAT:
         recipe = PassThrough(**recipe.to_dict())
     return FileFacts(arch, recipe, labels)
-
-
-def _canonical(name: str) -> str:
-    from ..models.variants import canonical_name  # pure Python: no torch
-
-    return canonical_name(name)
 
 
 #: ``Preprocessing.with_overrides`` fields and the options that set them

@@ -20,7 +20,6 @@ import numpy as np
 from .._quiet import quiet
 from ..data.labels import resolve_labels
 from ..data.transforms import Preprocessing
-from ..errors import UsageError
 from .base import FileEngine, run_in_fixed_batches
 from .tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, TfliteModelError, read_metadata
 
@@ -64,9 +63,7 @@ class LiteRtEngine(FileEngine):
 
         cls.check_options("litert", weights, (".tflite",), "--weights model.tflite (create one with `effnet export "
                           "--format tflite`)", device, threads)
-        if any(value is not None for value in (preprocessing or {}).values()):
-            raise UsageError(f"{weights}: a TFLite file is exported at a fixed size with its preprocessing in its "
-                             "metadata; --size, --crop-pct, --interpolation, --mean and --std cannot change it")
+        cls.refuse_overrides(weights, preprocessing, "a TFLite file")
         metadata = read_metadata(weights)
         if not metadata:
             raise TfliteModelError(f"{weights} has no effnet metadata: export it with `effnet export --format tflite`")
@@ -78,11 +75,7 @@ class LiteRtEngine(FileEngine):
         except (RuntimeError, ValueError) as exc:
             raise TfliteModelError(f"{weights}: LiteRT cannot load this model ({str(exc).strip()[:300]})") from None
         arch = str(metadata.get("arch", "unknown"))
-        if model is not None:
-            from ..models.variants import canonical_name  # pure Python: no torch
-
-            if canonical_name(model) != arch:
-                raise UsageError(f"{weights} holds {arch}, not {model}")
+        cls.check_arch(weights, model, arch)
         layout = str(metadata.get("input", INPUT_FLOAT_NHWC))
         recipe = Preprocessing.from_dict(metadata["preprocessing"])
         if layout == INPUT_UINT8_NHWC:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..data.nv12 import RANGES
 from ..deploy.export import calibration_dump as calibration
@@ -131,11 +132,7 @@ def run(args: argparse.Namespace) -> int:
         log=_log,
     )
     report(result)
-    if result.replaced:
-        print(f"replaced {result.path}")
-    size_mb = result.path.stat().st_size / 1e6
-    print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, opset {result.opset}, input {result.input_layout}) "
-          f"in {result.seconds:.0f} s")
+    report_written(result, f"{result.arch}, opset {result.opset}, input {result.input_layout}")
     if args.calib_dump:
         report_dump(calibration.dump_calibration(
             result.path, args.calib, args.calib_dump, count=args.calib_count, file_format=args.calib_format,
@@ -212,11 +209,7 @@ def run_tflite(args: argparse.Namespace) -> int:
                            num_images=args.calib_images, int8_input=args.int8_input,
                            float_layers=args.int8_float_layers, log=_log)
     report_tflite(result)
-    if result.replaced:
-        print(f"replaced {result.path}")
-    size_mb = result.path.stat().st_size / 1e6
-    print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, {result.precision}, input {result.input_layout}) "
-          f"in {result.seconds:.0f} s")
+    report_written(result, f"{result.arch}, {result.precision}, input {result.input_layout}")
     return 0
 
 
@@ -232,23 +225,30 @@ def run_executorch(args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"{given[0]} does not apply to --format executorch (fp32, batch 1 at the weights' own size)")
     result = export_executorch(args.model, args.weights, args.output, log=_log)
-    for check in result.checks:
-        print(f"check {check['what']:<20} input {'x'.join(map(str, check['shape']))} max |executorch - torch| = "
-              f"{check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}), same top-1: "
-              f"{'yes' if check['same_top1'] else 'no'}")
+    report_checks(result.checks, "executorch")
+    report_written(result, f"{result.arch}, fp32, XNNPACK")
+    return 0
+
+
+def report_written(result: Any, what: str) -> None:
+    """The last lines of every export: the file it replaced, if any, and what it wrote."""
     if result.replaced:
         print(f"replaced {result.path}")
     size_mb = result.path.stat().st_size / 1e6
-    print(f"wrote {result.path} ({size_mb:.1f} MB, {result.arch}, fp32, XNNPACK) in {result.seconds:.0f} s")
-    return 0
+    print(f"wrote {result.path} ({size_mb:.1f} MB, {what}) in {result.seconds:.0f} s")
+
+
+def report_checks(checks: list[dict[str, Any]], engine: str) -> None:
+    """The file run in ``engine`` against torch, one line per check."""
+    for check in checks:
+        print(f"check {check['what']:<14} input {'x'.join(map(str, check['shape'])):<14} max |{engine} - torch| = "
+              f"{check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}), same top-1: "
+              f"{'yes' if check['same_top1'] else 'no'}")
 
 
 def report_tflite(result: TfliteExportResult) -> None:
     """The fp32 check against torch and, for int8, the agreement on the calibration images."""
-    for check in result.checks:
-        print(f"check {check['what']:<14} input {'x'.join(map(str, check['shape'])):<14} max |litert - torch| = "
-              f"{check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}), same top-1: "
-              f"{'yes' if check['same_top1'] else 'no'}")
+    report_checks(result.checks, "litert")
     if result.agreement is not None:
         print(f"int8 top-1 agreement with torch fp32: {100 * result.agreement:.1f}% on the {result.compared} "
               "calibration images")

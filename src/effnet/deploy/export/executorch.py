@@ -12,7 +12,6 @@ must match torch (logits within tolerance, same top-1); otherwise nothing is wri
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import time
@@ -27,12 +26,10 @@ from ..._files import check_writable, staged
 from ..._quiet import quiet
 from ...data.transforms import Preprocessing
 from ...errors import UsageError
+from ...runtime import ENGINES
 from ...runtime.executorch_engine import INPUT_FLOAT_NCHW, METADATA_METHOD, load_program, run_rows
 from .onnx import FLOAT32_SLACK, ExportError, _refuse_failed, _test_image, network_metadata, weights_preprocessing
 
-#: Packages the export needs (the ``executorch`` extra) and how to install them.
-PACKAGES = ("executorch",)
-INSTALL = "pip install 'effnet[executorch]'"
 #: Max abs logits difference accepted between the program and torch (measured on Lite0: 6e-6),
 #: unless torch's own float32 error is larger.
 TOLERANCE = 1e-3
@@ -50,14 +47,11 @@ class PteExportResult:
     replaced: bool = False
 
 
-def missing_packages() -> list[str]:
-    return [package for package in PACKAGES if importlib.util.find_spec(package) is None]
-
-
 def check_installed() -> None:
-    absent = missing_packages()
-    if absent:
-        raise UsageError(f"--format executorch needs {', '.join(absent)} (install it: {INSTALL})")
+    """The export needs what the executorch engine needs (the ``executorch`` extra)."""
+    reason = ENGINES["executorch"].missing()
+    if reason:
+        raise UsageError(f"--format executorch: {reason}")
 
 
 def lower(net: Any, size: int, metadata: dict[str, Any]) -> bytes:
