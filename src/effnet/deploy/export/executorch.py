@@ -28,7 +28,8 @@ from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime import ENGINES
 from ...runtime.executorch_engine import INPUT_FLOAT_NCHW, METADATA_METHOD, load_program, run_rows
-from .onnx import FLOAT32_SLACK, ExportError, _refuse_failed, _test_image, network_metadata, weights_preprocessing
+from .onnx import (FLOAT32_SLACK, ExportError, _refuse_failed, _test_image, float32_error, network_metadata,
+                   torch_logits, weights_preprocessing)
 
 #: Max abs logits difference accepted between the program and torch (measured on Lite0: 6e-6),
 #: unless torch's own float32 error is larger.
@@ -73,18 +74,13 @@ def lower(net: Any, size: int, metadata: dict[str, Any]) -> bytes:
 
 def check(path: Path, net: Any, preprocessing: Preprocessing) -> list[dict[str, Any]]:
     """The program (loaded from ``path`` as a user would) vs torch on photo-like images."""
-    import torch
-
     images = [_test_image(h, w, seed) for seed, (h, w) in enumerate([(301, 457), (480, 353), (256, 256)])]
     inputs = np.stack([preprocessing(image) for image in images]).astype(np.float32)
     program, _ = load_program(str(path))
     with quiet():
         actual = run_rows(program.load_method("forward"), inputs)
-    tensor = torch.from_numpy(inputs)
-    with torch.inference_mode():
-        expected = net(tensor).float().numpy()
-        exact = copy.deepcopy(net).double()(tensor.double()).numpy()
-    own_error = float(np.abs(expected - exact).max())
+    expected = torch_logits(net, inputs)
+    own_error = float32_error(net, inputs, expected)
     return [{"what": "ExecuTorch vs torch", "shape": list(inputs.shape),
              "max_abs_diff": float(np.abs(actual - expected).max()),
              "tolerance": max(TOLERANCE, FLOAT32_SLACK * own_error),

@@ -150,6 +150,25 @@ def _test_image(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(smooth + noise, 0, 255).astype(np.uint8)
 
 
+def torch_logits(module: Any, inputs: np.ndarray) -> np.ndarray:
+    """``module``'s float32 logits for ``inputs`` (what an exported file is compared with)."""
+    import torch
+
+    with torch.inference_mode():
+        return module(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))).float().numpy()
+
+
+def float32_error(module: Any, inputs: np.ndarray, expected: np.ndarray) -> float:
+    """How far torch's own float32 logits ``expected`` are from float64 (max abs): a file may
+    differ from torch by ``FLOAT32_SLACK`` times that (random-init nets round at 1e-3 too)."""
+    import torch
+
+    with torch.inference_mode():
+        float64 = np.asarray(inputs, dtype=np.float32).astype(np.float64)  # the same values torch saw
+        exact = copy.deepcopy(module).double()(torch.from_numpy(float64)).numpy()
+    return float(np.abs(expected - exact).max())
+
+
 def check_network(path: Path, net: Any, batch: int | None, size: int | None, default_size: int) -> list[dict[str, Any]]:
     """onnxruntime vs torch on random inputs at every shape the file promises to accept."""
     import torch

@@ -44,7 +44,8 @@ from ..._quiet import quiet
 from ...data.transforms import Preprocessing
 from ...errors import UsageError
 from ...runtime.tflite_metadata import INPUT_FLOAT_NHWC, INPUT_UINT8_NHWC, write_metadata
-from .onnx import ExportError, _refuse_failed, _test_image, network_metadata, weights_preprocessing
+from .onnx import (FLOAT32_SLACK, ExportError, _refuse_failed, _test_image, float32_error, network_metadata,
+                   torch_logits, weights_preprocessing)
 from .tflite_int8 import DEFAULT_FLOAT_LAYERS, PERCENTILE, quantize_int8, set_interface
 
 #: Packages the export needs (the ``tflite`` extra) and how to install them.
@@ -173,26 +174,15 @@ def run_file(model: bytes | str | os.PathLike, inputs: np.ndarray, threads: int 
     return np.stack(rows)
 
 
-def _torch_logits(module: Any, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The wrapper's logits in float32 and float64 (torch's own rounding error)."""
-    import torch
-
-    tensor = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-    with torch.inference_mode():
-        expected = module(tensor).float().numpy()
-        exact = copy.deepcopy(module).double()(tensor.double()).numpy()
-    return expected, exact
-
-
 def check_fp32(model: bytes, module: Any, preprocessing: Preprocessing) -> list[dict[str, Any]]:
     """The fp32 file vs torch on deterministic photo-like images: logits and top-1."""
     images = [_test_image(h, w, seed) for seed, (h, w) in enumerate([(301, 457), (480, 353), (256, 256)])]
     inputs = np.stack([preprocessing(image).transpose(1, 2, 0) for image in images])
     actual = run_file(model, inputs)
-    expected, exact = _torch_logits(module, inputs)
-    own_error = float(np.abs(expected - exact).max())
+    expected = torch_logits(module, inputs)
+    own_error = float32_error(module, inputs, expected)
     return [{"what": "fp32 vs torch", "shape": list(inputs.shape), "max_abs_diff": float(np.abs(actual - expected).max()),
-             "tolerance": max(TOLERANCE, 4.0 * own_error),
+             "tolerance": max(TOLERANCE, FLOAT32_SLACK * own_error),
              "same_top1": bool((actual.argmax(1) == expected.argmax(1)).all())}]
 
 
@@ -270,7 +260,7 @@ def export_tflite_network(
             quantized, floats = quantize_int8(source, inputs, pinned, float_layers, skip)
         data = set_interface(quantized, int8_input)
         say("checking: int8 top-1 agreement with torch on the calibration images ...")
-        expected, _ = _torch_logits(module, inputs)
+        expected = torch_logits(module, inputs)
         actual = run_file(data, feed)
         agreement, compared, precision = float((actual.argmax(1) == expected.argmax(1)).mean()), len(feed), "int8"
         extra = {"quantization": {
