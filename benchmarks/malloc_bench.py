@@ -120,13 +120,13 @@ def main() -> None:
             print(f"round {round_index + 1}/{args.rounds} {label}: "
                   f"{statistics.median(results[label][-1]['latency']) * 1e3:.0f} ms", file=sys.stderr)
 
-    import platform
+    from effnet.tasks.bench.machine import cpu_features, cpu_model
 
     import torch
 
     print(f"\n{args.model} batch {args.batch_size}, {args.threads} threads, "
           f"{'channels_last' if args.channels_last else 'NCHW'} eager, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"{cpu_model()} ({cpu_features()}), {os.cpu_count()} CPUs; "
           f"{args.rounds} subprocesses x {args.repeats} batches per configuration")
     header = f"{'allocator':<32}{'p50 ms':>9}{'min ms':>9}{'faults/batch':>14}{'kernel CPU':>12}{'speed-up':>10}"
     print(header)

@@ -49,15 +49,11 @@ from effnet.deploy.quantize.pipeline import quantize  # noqa: E402
 from effnet.deploy.quantize.recipe import FLOAT_OPS, QUANTIZED_OPS, WEIGHT_KINDS  # noqa: E402
 from effnet.deploy.quantize.report import build_report, measure_speed  # noqa: E402
 from effnet.runtime.onnx_metadata import read_metadata  # noqa: E402
+from effnet.tasks.bench.machine import cpu_features, cpu_model  # noqa: E402
 
 SIZE = 224
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def photo_sets(out: Path) -> dict[str, Path]:
@@ -163,7 +159,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     import onnxruntime
 
-    print(f"machine: {cpu_name()}, {threads_note(args.threads)}, onnxruntime {onnxruntime.__version__}, "
+    print(f"machine: {cpu_model()} ({cpu_features()}), {threads_note(args.threads)}, onnxruntime {onnxruntime.__version__}, "
           f"python {platform.python_version()}", flush=True)
     reports = {}
     photos = photo_sets(out)

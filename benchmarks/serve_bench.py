@@ -36,6 +36,7 @@ import numpy as np
 
 from effnet.runtime.predictor import Predictor
 from effnet.serve.command import threads_per_pass
+from effnet.tasks.bench.machine import cpu_features, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     images = [path.read_bytes() for path in args.images]
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"machine: {cpu_model()} ({cpu_features()}), {os.cpu_count()} cores; "
           f"python {platform.python_version()}; model {args.model}, engine {args.engine}"
           f"{', device ' + args.device if args.device else ''}")
     default = Offline(args, images, threads=None)

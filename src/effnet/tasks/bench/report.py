@@ -151,7 +151,7 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     throughput_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     sizes = sorted({r.size for r in results})
     figure.suptitle(
-        f"{machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'} | torch {machine['torch']}"
+        f"{machine['cpu']} ({machine.get('cpu_features', 'unknown')}), {machine['cores']} cores, GPU: {machine['gpu'] or 'none'} | torch {machine['torch']}"
         f" | input {'/'.join(map(str, sizes))} px | {machine['allocator']}", fontsize=9)
     figure.tight_layout()
     with staged(path, suffix=Path(path).suffix or ".png") as temporary:  # the suffix picks the image format
