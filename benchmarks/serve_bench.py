@@ -6,7 +6,7 @@ default) post one JPEG per request for a fixed time. Printed beside it, measured
 same run on the same machine:
 
 - engine: the engine's own throughput on ready-made batches of ``--max-batch`` images
-  (no decoding) with the server's thread layout (``--workers`` forward passes at once,
+  (no decoding) with the server's thread layout (``--instances`` forward passes at once,
   ``--threads`` each), measured again just before each row so that a shared machine's load
   drifts into both sides alike: the ceiling the issue's goal is stated against;
 - pipeline: decode + preprocess + forward in one process, as ``effnet predict`` does (the
@@ -80,7 +80,7 @@ class Offline:
 def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "effnet", "serve", "--port", "0", "--model", args.model,
                "--engine", args.engine, "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
-               "--workers", str(args.workers), "--queue-size", "1024", "--log-level", "warning"]
+               "--instances", str(args.instances), "--queue-size", "1024", "--log-level", "warning"]
     if args.device:
         command += ["--device", args.device]
     if args.threads:
@@ -185,10 +185,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per point (after warm-up)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=1, help="server --workers (default: the server's, 1)")
+    parser.add_argument("--instances", type=int, default=1, help="server --instances (default: the server's, 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="server --threads (default: the server's: the engine's own, or with several "
-                             "--workers the usable cores divided among them)")
+                             "--instances the usable cores divided among them)")
     parser.add_argument("--modes", nargs="+", choices=("batching", "unbatched"), default=["batching", "unbatched"],
                         help="server modes to measure: batching (--max-batch) and unbatched (--max-batch 1)")
     parser.add_argument("--images", nargs="+", type=Path,
@@ -204,9 +204,9 @@ def main() -> None:
     pipeline_rate = default.pipeline(args.seconds)
     print(f"offline, batch {args.max_batch}, default threads: engine {default_rate:.1f} img/s, "
           f"decode+preprocess+forward {pipeline_rate:.1f} img/s")
-    threads = threads_per_pass(args.threads, args.workers)
+    threads = threads_per_pass(args.threads, args.instances)
     reference = Offline(args, images, threads)  # the server's layout
-    layout = f"{args.workers} forward pass(es) at once, {threads or 'default'} thread(s) each"
+    layout = f"{args.instances} forward pass(es) at once, {threads or 'default'} thread(s) each"
     print(f"'engine': the engine offline on ready batches of {args.max_batch} with the server's layout "
           f"({layout}), measured just before each row, as the machine may be shared\n")
 
@@ -220,7 +220,7 @@ def main() -> None:
         process, url = start_server(args, max_batch)
         try:
             for concurrency in args.concurrency:
-                engine_rate = reference.engine(args.seconds / 2, args.workers)
+                engine_rate = reference.engine(args.seconds / 2, args.instances)
                 rate, latencies, client_cpu = asyncio.run(load(url, images, concurrency, args.seconds))
                 p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
                 print(f"{mode:<18} {concurrency:>7} {rate:>7.1f} {1000 * p50:>8.1f} {1000 * p99:>8.1f} "

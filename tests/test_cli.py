@@ -147,3 +147,44 @@ def test_help_command_shows_that_commands_help(capsys) -> None:
     assert stop.value.code == 0
     assert capsys.readouterr().out.startswith("usage: effnet predict")
     assert main(["help"]) == 0 and "commands:" in capsys.readouterr().out
+
+
+#: Flags that several commands declare themselves (not through ``options.OPTIONS``), each with the
+#: one meaning it has in all of them. A flag that two commands use for different things (serve's
+#: --workers vs eval's, convert's --labels vs eval's, info's --format vs export's, before 0.4.1)
+#: must get another name in one of them instead of a line here.
+SAME_MEANING = {
+    "--output": "the file or folder the command writes",
+    "--size": "the square network input side in pixels (export also takes 'dynamic')",
+    "--batch-size": "images per forward pass",
+    "--calib": "a folder of calibration images",
+    "--calib-images": "how many calibration images are used",
+    "--max-batch": "most images in one batch (serve's batcher, Triton's max_batch_size)",
+    "--models": "comma-separated variants",
+    "--rounds": "timing rounds, interleaved",
+    "--budget": "seconds of timing per configuration and round",
+    "--threads": "CPU threads in one forward pass (bench: a list of them)",
+    "--csv": "CSV to PATH, '-' for stdout",
+    "--instances": "model instances running at once (serve: threads sharing the weights; Triton: its count)",
+}
+
+
+def test_a_flag_means_one_thing_in_every_command() -> None:
+    from effnet.options import GROUPS, OPTIONS
+
+    shared = {flag for option in [*OPTIONS.values(), *(o for g in GROUPS.values() for o in g.options.values())]
+              for flag in option.flags}  # one Option each: one meaning, the help adjusted per command
+    helps: dict[str, dict[str, str]] = {}
+    for command, module_name in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module_name).add_arguments(parser)
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS:
+                continue  # old names kept working, hidden from --help
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    helps.setdefault(flag, {})[command] = action.help or ""
+    clashing = {flag: sorted(by_command) for flag, by_command in helps.items()
+                if len(set(by_command.values())) > 1 and flag not in SAME_MEANING and flag not in shared}
+    assert clashing == {}  # one shared Option, a line in SAME_MEANING, or another name
+    assert {flag for flag in SAME_MEANING if len(helps.get(flag, {})) < 2} == set()  # no stale lines

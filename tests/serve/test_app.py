@@ -196,6 +196,7 @@ def test_health_models_page_and_docs(server: LiveServer, lite0: Predictor) -> No
     (model,) = listing["models"]
     assert listing["default"] == model["name"] == "efficientnet_lite0"
     assert model["input_size"] == lite0.engine.preprocessing.size and model["num_classes"] == 1000
+    assert model["instances"] == model["workers"] == 1  # workers: the name before 0.4.1, for older clients
     assert model["preprocessing"] == lite0.engine.preprocessing.to_dict() | {
         "mean": list(lite0.engine.preprocessing.mean), "std": list(lite0.engine.preprocessing.std)}
 

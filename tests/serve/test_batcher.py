@@ -203,7 +203,7 @@ def test_settings_are_checked() -> None:
         DynamicBatcher(first_value, max_wait=-1)
 
 
-def test_workers_run_forward_passes_side_by_side() -> None:
+def test_instances_run_forward_passes_side_by_side() -> None:
     running, most = [0], [0]
     lock = threading.Lock()
     both_in = threading.Barrier(2, timeout=10)
@@ -218,7 +218,7 @@ def test_workers_run_forward_passes_side_by_side() -> None:
         return first_value(batch)
 
     async def scenario() -> list[float]:
-        batcher = DynamicBatcher(forward, max_batch=1, max_wait=0.0, workers=2, queue_size=8)
+        batcher = DynamicBatcher(forward, max_batch=1, max_wait=0.0, instances=2, queue_size=8)
         await batcher.start()
         outcomes = await asyncio.gather(*(batcher.run(item(i)) for i in range(4)))
         await batcher.close()

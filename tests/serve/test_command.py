@@ -25,10 +25,11 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--max-batch", "--max-wait-ms", "--workers", "--api-key", "--queue-size", "--max-body-mb",
+    for option in ("--max-batch", "--max-wait-ms", "--instances", "--api-key", "--queue-size", "--max-body-mb",
                    "--max-pixels", "--max-request-pixels", "--read-timeout", "--engine", "--device", "--threads",
                    "--host"):
         assert option in text
+    assert "--workers" not in text.replace("eval's --workers", "")  # the old name parses, hidden
     flat = " ".join(text.split())
     assert "(default: 127.0.0.1)" in flat and "(default: 16)" in flat  # from the CLI's formatter
     assert "(default: (default" not in flat and flat.count("(default: 127.0.0.1)") == 1
@@ -80,14 +81,16 @@ class Loaded(Exception):
 
 @pytest.mark.parametrize("argv, engine, options", [
     ([], "auto", {"device": None, "threads": None}),
-    (["--device", "cpu", "--threads", "3", "--workers", "2"], "auto", {"device": "cpu", "threads": 3}),
+    (["--device", "cpu", "--threads", "3", "--instances", "2"], "auto", {"device": "cpu", "threads": 3}),
+    (["--instances", "2"], "auto", {"device": None, "threads": max(1, len(os.sched_getaffinity(0)) // 2)}),
     (["--workers", "2"], "auto", {"device": None, "threads": max(1, len(os.sched_getaffinity(0)) // 2)}),
     (["--weights", "m.onnx", "--backend", "onnx"], "onnxruntime", {"device": None, "threads": None}),
 ])
 def test_engine_options_reach_the_predictor(argv: list[str], engine: str, options: dict,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """--engine/--device/--threads go to the engine through Predictor, for any engine; with
-    several workers and no --threads, each forward pass gets its share of the cores."""
+    several instances and no --threads, each forward pass gets its share of the cores (--workers is
+    the old name of --instances and still works)."""
     from effnet.serve import command
 
     def record(model: str | None, weights: str, **given: object) -> None:

@@ -46,7 +46,7 @@ def test_full_queue_answers_503_with_retry_after(lite0: Predictor, photo_files: 
             engine.gate.set()
             return list(await asyncio.gather(busy, *queued)), refused
 
-    with serve(predictor, max_batch=1, workers=1, queue_size=2, max_images=1) as live:
+    with serve(predictor, max_batch=1, instances=1, queue_size=2, max_images=1) as live:
         answered, refused = asyncio.run(scenario(live))
         metrics = httpx.get(f"{live.url}/metrics").text
     assert refused.status_code == 503
@@ -89,7 +89,7 @@ def test_api_key(lite0: Predictor, photo_files: dict[str, bytes], monkeypatch: p
 def test_shutdown_finishes_in_flight_requests(lite0: Predictor, photo_files: dict[str, bytes]) -> None:
     predictor, engine = gated(lite0)
     names = ["chelsea.jpg", "coffee.jpg", "camera.jpg"]
-    live = serve(predictor, max_batch=1, workers=1).start()
+    live = serve(predictor, max_batch=1, instances=1).start()
     port = int(live.url.rsplit(":", 1)[1])
     results: dict[str, httpx.Response] = {}
 
@@ -121,6 +121,7 @@ def test_shutdown_finishes_in_flight_requests(lite0: Predictor, photo_files: dic
 
 @pytest.mark.parametrize("settings, message", [
     ({"max_batch": 0}, "--max-batch"),
+    ({"instances": 0}, "--instances"),
     ({"max_wait_ms": -1}, "--max-wait-ms"),
     ({"queue_size": 4, "max_images": 8}, "--max-images (8) cannot exceed --queue-size (4)"),
     ({"api_key": ""}, "--api-key"),

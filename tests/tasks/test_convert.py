@@ -116,16 +116,16 @@ def test_fine_tuned_checkpoint_with_its_own_labels(tmp_path: Path, capsys: pytes
     labels.write_text("cat\ndog\nbird\n")
     out = tmp_path / "finetuned.safetensors"
     assert main(["convert", str(src), "--from", "timm", "--model", "lite0", "-o", str(out),
-                 "--entry", "tf_in1k", "--labels", str(labels)]) == 0
+                 "--entry", "tf_in1k", "--class-names", str(labels)]) == 0
     assert capsys.readouterr().err == ""  # --entry says how it was trained: nothing guessed
     meta = header(out)
     assert meta["num_classes"] == 3 and meta["labels"] == ["cat", "dog", "bird"] and meta["padding"] == "tf_same"
     names = {prediction.label for prediction in Predictor(weights=str(out), topk=3)(CAT)}
     assert names == {"cat", "dog", "bird"}
 
-    labels.write_text("cat\ndog\n")
+    labels.write_text("cat\ndog\n")  # --labels: the name before 0.4.1, still taken
     assert main(["convert", str(src), "--model", "lite0", "-o", str(out), "--force", "--labels", str(labels)]) == 1
-    assert "--labels has 2 names but the classifier has 3 classes" in capsys.readouterr().err
+    assert "--class-names has 2 names but the classifier has 3 classes" in capsys.readouterr().err
 
 
 def test_a_file_no_entry_describes_gets_its_source_defaults_with_a_warning(

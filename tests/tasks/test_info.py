@@ -56,3 +56,23 @@ def test_models_that_names_no_model_is_a_usage_error(capsys: pytest.CaptureFixtu
     if the option were absent; bench refuses it the same way."""
     assert main(["info", "--models", ","]) == 2
     assert capsys.readouterr().err == "effnet: error: --models names no model (e.g. --models b0,lite0)\n"
+
+
+def test_json_and_csv_go_to_files_or_stdout_as_in_bench(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json [PATH] and --csv PATH mean what they mean in bench and eval; --format (its name
+    before 0.4.1, a clash with export's --format) still prints that format."""
+    assert main(["info", "--models", "lite0", "--size", "64", "--json", str(tmp_path / "i.json"),
+                 "--csv", str(tmp_path / "i.csv")]) == 0
+    assert "multiply-adds" in capsys.readouterr().out  # the table still prints beside the files
+    document = json.loads((tmp_path / "i.json").read_text())
+    assert document["models"][0]["model"] == "efficientnet_lite0"
+    assert next(csv.DictReader((tmp_path / "i.csv").read_text().splitlines()))["size"] == "64"
+    assert main(["info", "--models", "lite0", "--size", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"][0]["size"] == 64  # stdout is JSON alone
+    assert main(["info", "--models", "lite0", "--size", "64", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("model,family,")
+    assert main(["info", "--models", "lite0", "--json", "--csv", "-"]) == 2
+    assert "cannot both print to stdout" in capsys.readouterr().err
+    (tmp_path / "folder.json").mkdir()
+    assert main(["info", "--models", "lite0", "--json", str(tmp_path / "folder.json")]) == 2  # before counting
+    assert "is a folder" in capsys.readouterr().err

@@ -185,6 +185,25 @@ def test_the_safetensors_header_round_trips_an_entry(tmp_path: Path) -> None:
     assert back.extra == entry.extra
 
 
+def test_the_same_weights_written_twice_are_the_same_bytes(tmp_path: Path, lite0: torch.nn.Module) -> None:
+    """safetensors writes its metadata map in a random order: two conversions of one checkpoint
+    had different sha256 sums. write_safetensors sorts the keys (and the file still loads)."""
+    from safetensors import safe_open
+
+    metadata = metadata_from_entry(lite0.pretrained_cfg)
+    state = {name: tensor for name, tensor in list(lite0.state_dict().items())[:6]}
+    files = [tmp_path / f"{index}.safetensors" for index in range(4)]
+    for path in files:
+        write_safetensors(state, path, metadata)
+    assert len({path.read_bytes() for path in files}) == 1
+    raw = files[0].read_bytes()
+    written = list(json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"])
+    assert written == sorted(written) and len(written) > 5
+    with safe_open(files[0], "pt") as handle:
+        assert set(handle.metadata()) == set(metadata)
+        assert torch.equal(handle.get_tensor(next(iter(state))), next(iter(state.values())))
+
+
 # -- crafted or corrupt safetensors headers ---------------------------------------------------
 @pytest.fixture(scope="module")
 def lite0_safetensors(tmp_path_factory: pytest.TempPathFactory, lite0: torch.nn.Module) -> Path:

@@ -92,6 +92,7 @@ class OnnxRuntimeEngine(FileEngine):
         device: str = "cpu",
         threads: int | None = None,
         preprocessing: Mapping[str, Any] | None = None,
+        stop_spinning: bool = False,
     ) -> "OnnxRuntimeEngine":
         """``OnnxRuntimeEngine.load(None, "model.onnx")``: the file names its architecture.
 
@@ -99,10 +100,11 @@ class OnnxRuntimeEngine(FileEngine):
         execution provider). ``threads``: intra-op threads. ``preprocessing``: fields of
         ``Preprocessing.with_overrides`` replacing what the file says, or what is guessed for
         a file without effnet metadata (a warning names the guess when nothing is given).
+        ``stop_spinning``: see ``open_session`` (for processes that run several sessions in turn).
         """
         cls.check_options("onnxruntime", weights, (".onnx",), "--weights model.onnx (create one with `effnet export`)",
                           device, threads)
-        session = open_session(weights, threads=threads)
+        session = open_session(weights, threads=threads, stop_spinning=stop_spinning)
         metadata = decode(session.get_modelmeta().custom_metadata_map)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         layout = _classifier_layout(weights, inputs, outputs, metadata)

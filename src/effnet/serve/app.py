@@ -77,7 +77,7 @@ class ServeSettings:
 
     max_batch: int = 16
     max_wait_ms: float = 5.0
-    workers: int = 1
+    instances: int = 1
     queue_size: int = 128
     max_body_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
@@ -93,7 +93,7 @@ class ServeSettings:
         if self.max_request_pixels is None:
             object.__setattr__(self, "max_request_pixels", 5 * self.max_pixels)
         checks = {
-            "--max-batch": self.max_batch >= 1, "--workers": self.workers >= 1,
+            "--max-batch": self.max_batch >= 1, "--instances": self.instances >= 1,
             "--queue-size": self.queue_size >= 1, "--max-body-mb": self.max_body_bytes >= 1,
             "--max-pixels": self.max_pixels >= 1, "--max-images": self.max_images >= 1,
             "--max-request-pixels": self.max_request_pixels >= 1, "preprocess threads": self.preprocess_threads >= 1,
@@ -125,8 +125,8 @@ class ModelService:
         return ModelInfo(
             name=self.name, engine=self.engine, backend=self.engine, input_size=preprocessing.size,
             num_classes=self.predictor.engine.num_classes, preprocessing=preprocessing.to_dict(),
-            max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, workers=settings.workers,
-            queue_size=settings.queue_size,
+            max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, instances=settings.instances,
+            workers=settings.instances, queue_size=settings.queue_size,
         )
 
 
@@ -172,14 +172,14 @@ def model_services(predictors: Mapping[str, Predictor] | Predictor, settings: Se
         predictor.max_pixels = settings.max_pixels
         batcher = DynamicBatcher(
             predictor.engine, max_batch=settings.max_batch, max_wait=settings.max_wait_ms / 1000,
-            workers=settings.workers, queue_size=settings.queue_size, observer=metrics.batch_observer(name),
+            instances=settings.instances, queue_size=settings.queue_size, observer=metrics.batch_observer(name),
         )
         services[name] = ModelService(name, predictor.engine.name, predictor, batcher)
         metrics.watch_queue(name, lambda b=batcher: b.depth, settings.queue_size)
         metrics.model.labels(model=name).info({
             "engine": predictor.engine.name, "input_size": str(predictor.engine.preprocessing.size),
             "max_batch": str(settings.max_batch), "max_wait_ms": str(settings.max_wait_ms),
-            "workers": str(settings.workers),
+            "instances": str(settings.instances),
         })
     return services
 

@@ -93,17 +93,17 @@ class DynamicBatcher:
         *,
         max_batch: int = 16,
         max_wait: float = 0.005,
-        workers: int = 1,
+        instances: int = 1,
         queue_size: int = 128,
         observer: BatchObserver | None = None,
     ) -> None:
-        if max_batch < 1 or workers < 1 or queue_size < 1 or max_wait < 0:
-            raise ValueError("max_batch, workers and queue_size must be >= 1 and max_wait >= 0")
+        if max_batch < 1 or instances < 1 or queue_size < 1 or max_wait < 0:
+            raise ValueError("max_batch, instances and queue_size must be >= 1 and max_wait >= 0")
         self.forward = forward
         self._collate: Callable[[list[np.ndarray]], Any] = getattr(forward, "collate", np.stack)
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.workers = workers
+        self.instances = instances
         self.queue_size = queue_size
         self._observer = observer
         self._items: deque[_Item] = deque()
@@ -120,17 +120,17 @@ class DynamicBatcher:
     async def start(self) -> None:
         """Start collecting; must be called from the event loop that will submit."""
         self._arrived = asyncio.Event()
-        self._free = asyncio.Semaphore(self.workers)
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="effnet-infer")
+        self._free = asyncio.Semaphore(self.instances)
+        self._executor = ThreadPoolExecutor(self.instances, thread_name_prefix="effnet-infer")
         self._closing = False
         self._collector = asyncio.get_running_loop().create_task(self._collect(), name="effnet-batcher")
 
     async def warm_up(self, batch: np.ndarray) -> None:
-        """Run ``batch`` once on every worker thread, outside the metrics: first passes
+        """Run ``batch`` once on every instance's thread, outside the metrics: first passes
         allocate memory and pick kernels, and no client should wait for that."""
         assert self._executor is not None, "start() first"
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, self.forward, batch) for _ in range(self.workers)))
+        await asyncio.gather(*(loop.run_in_executor(self._executor, self.forward, batch) for _ in range(self.instances)))
 
     async def close(self) -> None:
         """Refuse new work, finish everything already admitted, then stop the threads."""
@@ -157,7 +157,7 @@ class DynamicBatcher:
     # -- admission ------------------------------------------------------------------------
     def retry_after(self) -> int:
         """Seconds until the current backlog has likely drained (at least 1)."""
-        backlog = self._admitted * self._seconds_per_image / self.workers
+        backlog = self._admitted * self._seconds_per_image / self.instances
         return max(1, min(60, math.ceil(backlog)))
 
     def admit(self, places: int) -> Ticket:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "being the default (default: the architecture named by --weights, "
                                            "else lite0)"},
         threads={"help": "CPU threads inside one forward pass (default: the engine's own, one per core; with "
-                         "--workers N, the usable cores divided among the N)"},
+                         "--instances N, the usable cores divided among the N)"},
     )
     http = parser.add_argument_group("network")
     http.add_argument("--host", default="127.0.0.1",
@@ -53,9 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="most images in one forward pass; 1 turns batching off")
     batching.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                           help="longest an image waits for others to join its batch")
-    batching.add_argument("--workers", type=int, default=1, metavar="N",
-                          help="forward passes that may run at once: model instances, as threads sharing the "
-                               "weights")
+    instances = batching.add_argument(
+        "--instances", type=int, default=1, metavar="N",
+        help="forward passes that may run at once: model instances, as threads sharing the weights (Triton's "
+             "instance count; not eval's --workers, which are image-decoding processes)")
+    # the name before 0.4.1 (README changelog), kept working; hidden, as --workers means decoders in eval
+    batching.add_argument("--workers", type=int, dest=instances.dest, metavar="N",
+                          default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     batching.add_argument("--queue-size", type=int, default=128, metavar="N",
                           help="most images admitted and waiting; beyond it requests get 503 with Retry-After")
     batching.add_argument("--max-images", type=int, default=None, metavar="N",
@@ -77,7 +81,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from .app import ServeSettings
 
     return ServeSettings(
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, workers=args.workers, queue_size=args.queue_size,
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, instances=args.instances, queue_size=args.queue_size,
         max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels, max_images=args.max_images,
         max_request_pixels=args.max_request_pixels, read_timeout=args.read_timeout,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
@@ -99,13 +103,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def threads_per_pass(threads: int | None, workers: int) -> int | None:
-    """``--threads``, or with several workers the usable cores divided among them, so that
+def threads_per_pass(threads: int | None, instances: int) -> int | None:
+    """``--threads``, or with several instances the usable cores divided among them, so that
     concurrent forward passes do not oversubscribe the cores (None: the engine's default)."""
-    if threads is not None or workers == 1:
+    if threads is not None or instances == 1:
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // workers)
+    return max(1, cores // instances)
 
 
 def _is_loopback(host: str) -> bool:
@@ -128,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--weights applies to a single model; serve other weights as separate servers")
     if args.shutdown_timeout < 0:
         raise UsageError("--shutdown-timeout must be 0 or more")
-    threads = threads_per_pass(args.threads, settings.workers)
+    threads = threads_per_pass(args.threads, settings.instances)
     sock = _bind(args.host, args.port)  # before the slow model load: a busy port fails at once
     try:
         predictors: dict[str, Predictor] = {}
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"effnet serve: http://{shown}:{port}/  (page at /, API docs at /docs, metrics at /metrics; "
-          f"max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms, {settings.workers} worker(s)"
+          f"max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms, {settings.instances} instance(s)"
           f"{f' x {threads} thread(s)' if threads else ''})",
           file=sys.stderr, flush=True)
     if not _is_loopback(args.host) and not settings.api_key:

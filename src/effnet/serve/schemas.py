@@ -58,7 +58,9 @@ class ModelInfo(BaseModel):
     preprocessing: dict[str, Any]
     max_batch: int
     max_wait_ms: float
-    workers: int
+    instances: int = Field(description="forward passes that may run at once (--instances): model instances "
+                                       "as threads sharing the weights")
+    workers: int = Field(description="the same as instances: its name before effnet 0.4.1, kept for older clients")
     queue_size: int
 
 

@@ -43,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registry entry whose padding/eps/preprocessing/accuracy describe SRC, e.g. "
                              "tf_ap_in1k (default: the entry whose checksum SRC has, else the usual one for "
                              "--from; Keras files take their normalization from the file)")
-    parser.add_argument("--labels", default=None, metavar="FILE",
-                        help="class names, one per line (for a classifier that is not ImageNet-1k)")
+    names = parser.add_argument("--class-names", default=None, metavar="FILE",
+                                help="class names, one per line (for a classifier that is not ImageNet-1k)")
+    # the name before 0.4.1 (README changelog), kept working; hidden, as --labels is ground truth in eval
+    parser.add_argument("--labels", dest=names.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true", help=argparse.SUPPRESS)  # before 0.2: writers now replace
 
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--output must end in .safetensors, not '{out.name}'")
     if out.resolve() == src.resolve():
         raise UsageError("--output must not be the source file")
-    labels = _read_labels(args.labels) if args.labels else None
+    labels = _read_class_names(args.class_names) if args.class_names else None
     conversion = convert_file(src, arch, source=args.source, entry_name=args.entry, labels=labels)
     if conversion.guessed:
         entry = conversion.entry
@@ -74,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_labels(path: str) -> tuple[str, ...]:
+def _read_class_names(path: str) -> tuple[str, ...]:
     try:
         lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise UsageError(f"cannot read --labels {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read --class-names {path}: {exc.strerror or exc}") from None
     return tuple(line.strip() for line in lines if line.strip())
 
 

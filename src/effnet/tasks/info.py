@@ -16,15 +16,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._progress import progress
+from .._files import check_writable, staged
 from ..errors import UsageError
 from ..models.counting import count_macs
 from ..models.variants import canonical_name, list_models, resolve
-from ..options import add_options, image_size
+from ..options import add_options, check_json_destination, image_size, write_json
 from ..weights.registry import reported_entry
 
 DESCRIPTION = (
     "Parameters and FLOPs (multiply-adds) of every EfficientNet variant at its eval resolution, "
-    "with the accuracy its weights' authors reported. Markdown, CSV or JSON."
+    "with the accuracy its weights' authors reported: a markdown table, or CSV (--csv) and JSON (--json)."
 )
 
 CONVENTION = (
@@ -107,13 +108,21 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
+def to_document(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"convention": CONVENTION, "models": list(rows)}
+
+
 def to_json(rows: Sequence[dict[str, Any]]) -> str:
-    return json.dumps({"convention": CONVENTION, "models": list(rows)}, indent=2)
+    return json.dumps(to_document(rows), indent=2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", metavar="NAME[,NAME...]", help="comma-separated variants, e.g. b0,lite0,v2_s (default: every variant)")
-    parser.add_argument("--format", choices=FORMATS, default="markdown", help="output format")
+    add_options(parser, "json")
+    parser.add_argument("--csv", metavar="PATH", help="write the rows as CSV to PATH besides the table, or print "
+                                                      "them to stdout instead with '-'")
+    # before 0.4.1: --format csv|json printed that format (--format means the file format in export)
+    parser.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=image_size, metavar="PIXELS",
                         help="count every model at this input size instead of its eval size")
     add_options(parser, "no_progress")
@@ -123,9 +132,21 @@ def run(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m.strip()] if args.models is not None else None
     if models == []:
         raise UsageError("--models names no model (e.g. --models b0,lite0)")
+    legacy = getattr(args, "format", "markdown")
+    json_to, csv_to = args.json or ("-" if legacy == "json" else None), args.csv or ("-" if legacy == "csv" else None)
+    if json_to == "-" and csv_to == "-":
+        raise UsageError("--json and --csv cannot both print to stdout; give one of them a file")
+    check_json_destination(json_to)
+    if csv_to not in (None, "-"):
+        check_writable(csv_to)
     rows = info_rows(models, args.size, show_progress=not args.no_progress)
-    if args.format == "markdown":
+    if "-" not in (json_to, csv_to):
         print(f"{CONVENTION}\n\n{to_markdown(rows)}")
-    else:
-        print(to_csv(rows) if args.format == "csv" else to_json(rows))
+    if json_to:
+        write_json(json_to, to_document(rows))
+    if csv_to == "-":
+        print(to_csv(rows))
+    elif csv_to:
+        with staged(csv_to) as temporary:
+            temporary.write_text(to_csv(rows) + "\n")
     return 0

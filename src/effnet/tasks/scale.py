@@ -206,14 +206,14 @@ class LatencyProbe:
     with the base model; each round gives the candidate's p50 over the base's p50 measured
     right beside it, so load that comes and goes hits both alike. The estimate is the median
     ratio times the median of every base p50 measured so far: one disturbed round moves
-    neither median. ``budget`` seconds per candidate are split over its rounds, and the base
-    is timed as long again beside it.
+    neither median. ``budget`` seconds of timing per candidate and round, as ``effnet bench
+    --budget`` means per configuration and round; the base is timed as long again beside it.
     """
 
     open_forward: Callable[[NetworkPlan], Forward]
     base: NetworkPlan
     rounds: int = 3
-    budget: float = 1.0
+    budget: float = 0.2
     base_p50s: list[float] = field(default_factory=list)
     _base_forward: Forward | None = field(default=None, init=False, repr=False)
 
@@ -221,12 +221,11 @@ class LatencyProbe:
         if self._base_forward is None:
             self._base_forward = self.open_forward(self.base)
         candidate = self._base_forward if plan == self.base else self.open_forward(plan)
-        share = self.budget / self.rounds / 2
         ratios = []
         for round_index in range(self.rounds):
             warmup = 3 if round_index == 0 else 0  # later rounds: the first call (untimed) is warm-up enough
-            base = time_calls(self._base_forward, warmup=warmup, budget=share, min_repeats=3).p50
-            own = time_calls(candidate, warmup=warmup, budget=share, min_repeats=3).p50
+            base = time_calls(self._base_forward, warmup=warmup, budget=self.budget, min_repeats=3).p50
+            own = time_calls(candidate, warmup=warmup, budget=self.budget, min_repeats=3).p50
             self.base_p50s.append(base)
             ratios.append(own / base)
         ratio, base_p50 = statistics.median(ratios), statistics.median(self.base_p50s)
@@ -249,9 +248,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "help": "engine the candidates run on: torch (channels_last, as --engine torch runs it) or onnxruntime "
                 "(exports every candidate, so each takes seconds longer); auto: onnxruntime on a CPU, as predict "
                 "runs by default"})
-    latency.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
-                         help="seconds of timing per candidate, split over its rounds (the base is timed as long "
-                              "again beside it)")
+    latency.add_argument("--budget", type=float, default=0.2, metavar="SECONDS",
+                         help="seconds of timing per candidate and round, as in effnet bench (the base is timed as "
+                              "long again beside it; before 0.4.1 this was per candidate, split over its rounds)")
     latency.add_argument("--rounds", type=int, default=3, metavar="N",
                          help="rounds per candidate, each timing it right after the base; the median ratio decides")
 

@@ -184,7 +184,7 @@ def convert_file(
         entry = replace(chosen, file=str(src), url=None, sha256=None)
     num_classes = classifier_rows(state, source) or entry.num_classes
     if labels is not None and len(labels) != num_classes:
-        raise WeightsError(f"--labels has {len(labels)} names but the classifier has {num_classes} classes")
+        raise WeightsError(f"--class-names has {len(labels)} names but the classifier has {num_classes} classes")
     entry = replace(entry, num_classes=num_classes,
                     labels=labels or ("imagenet1k" if num_classes == 1000 else entry.labels))
     plan = resolve(arch, num_classes=num_classes, **entry.extra.get("shape", {}))

@@ -21,6 +21,7 @@ import os
 import pickle
 import pickletools
 import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -251,6 +252,28 @@ def write_safetensors(state: StateDict, path: str | Path, metadata: Mapping[str,
                 raise
             code = int(found.group(1))
             raise OSError(code, os.strerror(code), str(path)) from None
+        _sort_metadata(temporary)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the header's ``__metadata__`` with its keys sorted, in place.
+
+    safetensors keeps the metadata in a hash map and writes it in a random order, so the same
+    weights converted twice gave two files with different sha256 sums. The sorted header has
+    the same keys and values, hence the same length (the spaces safetensors pads with fill any
+    difference in escaping); if it would not fit, the file is left as written.
+    """
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        if "__metadata__" not in header:
+            return
+        metadata = header.pop("__metadata__")
+        ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= length:
+            handle.seek(8)
+            handle.write(text.ljust(length, b" "))
 
 
 def metadata_from_entry(entry: WeightsEntry, **provenance: Any) -> dict[str, Any]:

@@ -57,6 +57,9 @@ def test_onnx_files_carry_full_metadata_and_are_made_once(tmp_path: Path) -> Non
         expected = module(torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 64, 64),
                                                                                    dtype=np.float32))).numpy()
     assert np.abs(forward() - expected).max() < 1e-3
+    engine = RUNNERS["onnx"].file_engine(module, 64, 1, files)
+    # bench keeps many sessions alive: an idle one's spinning threads slowed the next row
+    assert engine.session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def test_openvino_runs_the_same_export_as_onnxruntime_in_fp32(tmp_path: Path) -> None:

@@ -75,10 +75,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def features(machine: dict[str, Any]) -> str:
+    """`` (AVX2 AVX512 VNNI)`` after the CPU's name; nothing for results recorded before it was."""
+    return f" ({machine['cpu_features']})" if machine.get("cpu_features") else ""
+
+
 def header_lines(machine: dict[str, Any]) -> list[str]:
     gpu = machine["gpu"] or "none"
     return [
-        f"machine: {machine['cpu']} ({machine.get('cpu_features', 'unknown')}), {machine['cores']} cores, GPU: {gpu}; {machine['date']}",
+        f"machine: {machine['cpu']}{features(machine)}, {machine['cores']} cores, GPU: {gpu}; {machine['date']}",
         f"libraries: torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
         f"openvino {machine.get('openvino')}, numpy {machine['numpy']}, python {machine['python']}",
         f"allocator: {machine['allocator']}",

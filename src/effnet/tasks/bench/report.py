@@ -18,6 +18,7 @@ from typing import Any
 from ..._files import staged
 from ...errors import UsageError
 from ...models.variants import VARIANTS, short_name
+from .machine import features
 from .trials import BenchResult
 
 
@@ -83,34 +84,47 @@ def check_plot_path(path: str) -> None:
 
 
 def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> None:
-    """Two panels: reported top-1 vs latency (the paper's Figure 1 shape), throughput vs batch size."""
+    """Two panels: reported top-1 vs latency (the paper's Figure 1 shape), throughput vs batch size.
+
+    One colour per series (backend and threads) in both panels, named once in a legend below
+    them; markers tell the models (throughput) or families (accuracy) apart, each model's name
+    written once beside its fastest point, so ten backends of two models stay readable.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.lines import Line2D
 
     figure, (accuracy_axis, throughput_axis) = plt.subplots(1, 2, figsize=(13, 5.2))
     series = sorted({(r.backend, r.threads) for r in results})
+    palette = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
+    colour = {key: palette(index % palette.N) for index, key in enumerate(series)}
     smallest_batch = min((r.batch_size for r in results), default=1)
     unranked = sorted({r.model for r in results if r.top1 is None})
     order = {name: index for index, name in enumerate(VARIANTS)}
     families = sorted({VARIANTS[r.model].family.name for r in results})
-    for series_index, (backend, threads) in enumerate(series):
-        for family_index, family in enumerate(families):
+    family_marker = {family: "osD^v"[index % 5] for index, family in enumerate(families)}
+    fastest: dict[str, tuple[float, float]] = {}
+    for key in series:
+        for family in families:
             # one line per family in variant order (B0, B1, ...), like the paper's Figure 1
             points = sorted(
                 (order[r.model], r.p50 * 1e3, r.top1, r.model) for r in results
-                if (r.backend, r.threads) == (backend, threads) and r.batch_size == smallest_batch
+                if (r.backend, r.threads) == key and r.batch_size == smallest_batch
                 and r.top1 is not None and VARIANTS[r.model].family.name == family
             )
             if not points:
                 continue
             _, xs, ys, names = zip(*points)
-            accuracy_axis.plot(xs, ys, color=f"C{series_index % 10}", marker="osD^v"[family_index % 5],
-                               label=f"{_series(backend, threads)} ({family})")
+            accuracy_axis.plot(xs, ys, color=colour[key], marker=family_marker[family], alpha=0.85)
             for x, y, name in zip(xs, ys, names):
-                accuracy_axis.annotate(short_name(name), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+                if name not in fastest or x < fastest[name][0]:
+                    fastest[name] = (x, y)
+    for name, (x, y) in fastest.items():
+        accuracy_axis.annotate(short_name(name), (x, y), textcoords="offset points", xytext=(-6, 7), fontsize=9,
+                               ha="right", weight="bold")
     accuracy_axis.set_xscale("log")
     # label 1-2-5 steps only: every minor tick labelled overlaps once the range spans decades
     accuracy_axis.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
@@ -121,25 +135,27 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     accuracy_axis.set_ylabel("ImageNet top-1 (%) reported for the weights")
     accuracy_axis.set_title("accuracy vs latency")
     accuracy_axis.grid(alpha=0.3)
-    if accuracy_axis.lines:
-        accuracy_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # off the data
+    accuracy_axis.margins(x=0.12, y=0.15)
+    if len(families) > 1 and accuracy_axis.lines:
+        accuracy_axis.legend([Line2D([], [], color="0.3", marker=family_marker[f], linestyle="") for f in families],
+                             families, fontsize=8, loc="center right", title="family", title_fontsize=8)
     if unranked:
         accuracy_axis.text(0.02, 0.98 if accuracy_axis.lines else 0.5,
                            "no reported top-1: " + ", ".join(map(short_name, unranked)),
                            transform=accuracy_axis.transAxes, fontsize=8, va="top", color="0.35")
 
-    models = sorted({r.model for r in results})
-    markers = "osD^vP*X"
-    dashes = ("-", "--", ":", "-.")
-    for model_index, model in enumerate(models):
-        for series_index, (backend, threads) in enumerate(series):
+    models = sorted({r.model for r in results}, key=lambda name: order.get(name, len(order)))
+    markers, dashes = "osD^vP*X", ("-", "--", ":", "-.")
+    model_style = {model: (markers[i % len(markers)], dashes[i // len(markers) % len(dashes)])
+                   for i, model in enumerate(models)}
+    for model in models:
+        for key in series:
             points = sorted((r.batch_size, r.throughput) for r in results
-                            if (r.model, r.backend, r.threads) == (model, backend, threads))
+                            if (r.model, r.backend, r.threads) == (model, *key))
             if points:
                 xs, ys = zip(*points)
-                throughput_axis.plot(xs, ys, color=f"C{model_index % 10}", marker=markers[series_index % len(markers)],
-                                     linestyle=dashes[series_index // len(markers) % len(dashes)],
-                                     label=f"{short_name(model)} {_series(backend, threads, short=True)}")
+                marker, dash = model_style[model]
+                throughput_axis.plot(xs, ys, color=colour[key], marker=marker, linestyle=dash, alpha=0.85)
     batch_sizes = sorted({r.batch_size for r in results})
     throughput_axis.set_xscale("log", base=2)
     throughput_axis.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
@@ -148,12 +164,19 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
     throughput_axis.set_ylabel("throughput (images/s)")
     throughput_axis.set_title("throughput vs batch size")
     throughput_axis.grid(alpha=0.3, which="both")
-    throughput_axis.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    throughput_axis.legend([Line2D([], [], color="0.3", marker=model_style[m][0], linestyle=model_style[m][1])
+                            for m in models], [short_name(m) for m in models], fontsize=8, loc="best",
+                           title="model", title_fontsize=8)
+    figure.legend([Line2D([], [], color=colour[key], marker="s", linestyle="-", linewidth=3) for key in series],
+                  [_series(*key) for key in series], loc="lower center", ncol=min(len(series), 5), fontsize=9,
+                  frameon=False)
     sizes = sorted({r.size for r in results})
     figure.suptitle(
-        f"{machine['cpu']} ({machine.get('cpu_features', 'unknown')}), {machine['cores']} cores, GPU: {machine['gpu'] or 'none'} | torch {machine['torch']}"
-        f" | input {'/'.join(map(str, sizes))} px | {machine['allocator']}", fontsize=9)
-    figure.tight_layout()
+        f"{machine['cpu']}{features(machine)}, {machine['cores']} cores, "
+        f"GPU: {machine['gpu'] or 'none'} | torch {machine['torch']} | input {'/'.join(map(str, sizes))} px | "
+        f"{machine['allocator']}", fontsize=9)
+    rows = -(-len(series) // 5)
+    figure.tight_layout(rect=(0, 0.05 + 0.04 * rows, 1, 1))  # room for the series legend below
     with staged(path, suffix=Path(path).suffix or ".png") as temporary:  # the suffix picks the image format
         figure.savefig(temporary, dpi=110, bbox_inches="tight")
     plt.close(figure)
