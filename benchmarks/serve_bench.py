@@ -179,7 +179,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--engine", default="torch", help="server --engine")
+    parser.add_argument("--engine", default="auto", help="server --engine (default: auto, as effnet serve)")
     parser.add_argument("--device", default=None, help="server --device (e.g. cuda)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per point (after warm-up)")
