@@ -123,8 +123,10 @@ def plot(path: str, results: Sequence[BenchResult], machine: dict[str, Any]) -> 
                 if name not in fastest or x < fastest[name][0]:
                     fastest[name] = (x, y)
     for name, (x, y) in fastest.items():
-        accuracy_axis.annotate(short_name(name), (x, y), textcoords="offset points", xytext=(-6, 7), fontsize=9,
-                               ha="right", weight="bold")
+        accuracy_axis.annotate(short_name(name), (x, y), textcoords="offset points", xytext=(-7, 0), fontsize=9,
+                               ha="right", va="center", weight="bold",
+                               bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                                     "alpha": 0.8})
     accuracy_axis.set_xscale("log")
     # label 1-2-5 steps only: every minor tick labelled overlaps once the range spans decades
     accuracy_axis.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
