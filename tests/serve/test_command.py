@@ -160,3 +160,31 @@ def test_served_by_a_real_process_and_stopped_by_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_accepted_connections_send_without_waiting_for_acks() -> None:
+    """The listening socket must say it is TCP: asyncio sets TCP_NODELAY only on sockets whose
+    protocol is IPPROTO_TCP, and ``socket.socket(AF_INET, SOCK_STREAM)`` says 0. Without it
+    uvicorn's body write waited for the client's delayed ACK of the headers (40 ms per answer)."""
+    import asyncio
+
+    from effnet.serve.command import _bind
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            option = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            seen.set_result(option)
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=_bind("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        option = await asyncio.wait_for(seen, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return option
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -89,11 +89,17 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """Bind here, not in uvicorn, so a busy port is a one-line error and port 0 is reportable."""
+    """Bind here, not in uvicorn, so a busy port is a one-line error and port 0 is reportable.
+
+    The protocol is named (``IPPROTO_TCP``, not the default 0): asyncio turns Nagle's algorithm
+    off (``TCP_NODELAY``) only for sockets that say they are TCP. Without it uvicorn's body
+    write waited for the client's delayed ACK of the headers: every answer took 40 ms longer
+    (one client: 52 ms for a request the server handled in 10 ms).
+    """
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -111,9 +110,6 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 def to_document(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"convention": CONVENTION, "models": list(rows)}
 
-
-def to_json(rows: Sequence[dict[str, Any]]) -> str:
-    return json.dumps(to_document(rows), indent=2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
