@@ -41,9 +41,11 @@ TOPK = 5
 
 
 def default_workers() -> int:
-    """One decoding worker per core, at most 8. Workers mostly wait on the bounded prefetch
-    queue, so they share cores with the model well: on 2 cores, 2 workers gave 0.97 of the
-    model-only throughput and 1 worker 0.83 (benchmarks/eval_throughput.py, docs/evaluate.md)."""
+    """One decoding worker per core, at most 8, so that decoding keeps up on machines with
+    many cores. On 2 cores the choice hardly matters: on an idle one 0, 1 and 2 workers gave
+    0.83, 0.83 and 0.80 of the model-only throughput, the model waiting on data 2-9% of the
+    time; the rest is decoding taking CPU from the model (benchmarks/eval_throughput.py,
+    docs/evaluate.md)."""
     return max(1, min(8, os.cpu_count() or 2))
 
 
