@@ -24,6 +24,8 @@ def test_tails_give_the_percentile_of_all_images_exactly() -> None:
     assert tails.range(clip=True) == (everything[skip], everything[-1 - skip])
     assert tails.range(clip=False) == (everything[0], everything[-1])
     assert skip > 0 and everything[skip] > everything[0]
+    # memory: the tails hold one image's quota times the images, not that times the images again
+    assert tails.low.size == tails.high.size == skip + 1 < everything.size // 100
 
 
 def test_ranges_always_hold_zero() -> None:

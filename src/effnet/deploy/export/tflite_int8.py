@@ -98,25 +98,42 @@ def _dequantized(parsed: Any, tensor: Any) -> np.ndarray:
 # -- calibration --------------------------------------------------------------------------
 class _Tails:
     """The most extreme values one tensor took over all images: enough of them to read the
-    ``PERCENTILE`` of its whole distribution exactly."""
+    ``PERCENTILE`` of its whole distribution exactly.
+
+    Only the ``keep`` smallest and largest values seen so far are held (each image's own are
+    merged in and cut back), so memory is one image's share times the images' count, not its
+    square: keeping every image's full quota made Lite0 + B0 calibration on 100 images peak
+    at 24 GB.
+    """
 
     def __init__(self, images: int) -> None:
         self.images, self.size = images, 0
-        self.low: list[np.ndarray] = []
-        self.high: list[np.ndarray] = []
+        self.low = np.empty(0, np.float32)
+        self.high = np.empty(0, np.float32)
+
+    def _keep(self) -> int:
+        return int(self.size * self.images * (1 - PERCENTILE / 100)) + 1
 
     def add(self, values: np.ndarray) -> None:
         flat = values.ravel()
         self.size = flat.size
-        keep = min(flat.size, int(flat.size * self.images * (1 - PERCENTILE / 100)) + 1)
-        self.low.append(np.partition(flat, keep - 1)[:keep])
-        self.high.append(np.partition(flat, flat.size - keep)[flat.size - keep:])
+        keep = self._keep()
+        self.low = _smallest(np.concatenate([self.low, _smallest(flat, keep)]), keep)
+        self.high = _largest(np.concatenate([self.high, _largest(flat, keep)]), keep)
 
     def range(self, clip: bool) -> tuple[float, float]:
-        low, high = np.sort(np.concatenate(self.low)), np.sort(np.concatenate(self.high))
+        low, high = np.sort(self.low), np.sort(self.high)
         skip = int(self.size * self.images * (1 - PERCENTILE / 100)) if clip else 0
         skip = min(skip, low.size - 1, high.size - 1)
         return min(float(low[skip]), 0.0), max(float(high[-1 - skip]), 0.0)
+
+
+def _smallest(values: np.ndarray, count: int) -> np.ndarray:
+    return values if values.size <= count else np.partition(values, count - 1)[:count]
+
+
+def _largest(values: np.ndarray, count: int) -> np.ndarray:
+    return values if values.size <= count else np.partition(values, values.size - count)[values.size - count:]
 
 
 def calibrate(float_model: bytes, inputs: np.ndarray,
