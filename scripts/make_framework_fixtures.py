@@ -4,11 +4,11 @@ Runs inside a virtualenv that has the framework, not effnet's. The committed fix
 made with paddlepaddle 3.3.1 + paddleclas 2.6.0 and mindspore 2.10.0 + mindcv 0.3.0 (Python
 3.11, CPU)::
 
-    python -m venv /tmp/paddle && /tmp/paddle/bin/pip install paddlepaddle paddleclas
-    /tmp/paddle/bin/python scripts/make_framework_fixtures.py paddle tests/weights/fixtures
+    python -m venv .venv-paddle && .venv-paddle/bin/pip install paddlepaddle paddleclas
+    .venv-paddle/bin/python scripts/make_framework_fixtures.py paddle tests/weights/fixtures
 
-    python -m venv /tmp/mindspore && /tmp/mindspore/bin/pip install "numpy<2" mindspore mindcv
-    /tmp/mindspore/bin/python scripts/make_framework_fixtures.py mindspore tests/weights/fixtures
+    python -m venv .venv-mindspore && .venv-mindspore/bin/pip install "numpy<2" mindspore mindcv
+    .venv-mindspore/bin/python scripts/make_framework_fixtures.py mindspore tests/weights/fixtures
 
 For every model it builds the framework's own EfficientNet, fills every parameter and
 BatchNorm statistic with seeded random values (so BatchNorm matters), saves the checkpoint
