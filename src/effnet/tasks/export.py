@@ -192,13 +192,19 @@ def run_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _onnx_graph_options(args: argparse.Namespace) -> list[str]:
+    """The options given that shape an ONNX graph only (batch 1 at the weights' own size is what
+    the tflite and executorch files are)."""
+    return [flag for flag, given in (("--batch", args.batch is not None), ("--size", args.size is not None),
+                                     ("--opset", args.opset != DEFAULT_OPSET),
+                                     ("--with-preprocessing", args.with_preprocessing), ("--bgr", args.bgr))
+            if given]
+
+
 def run_tflite(args: argparse.Namespace) -> int:
     if not str(args.output).endswith(".tflite"):
         raise UsageError(f"--output should end in .tflite: {args.output}")
-    onnx_only = [flag for flag, given in (("--batch", args.batch is not None), ("--size", args.size is not None),
-                                          ("--opset", args.opset != DEFAULT_OPSET),
-                                          ("--with-preprocessing", args.with_preprocessing), ("--bgr", args.bgr))
-                 if given]
+    onnx_only = _onnx_graph_options(args)
     if onnx_only:
         raise UsageError(f"{onnx_only[0]} does not apply to --format tflite (batch 1 at the weights' own size)")
     if args.calib and not args.int8:
@@ -216,12 +222,10 @@ def run_tflite(args: argparse.Namespace) -> int:
 def run_executorch(args: argparse.Namespace) -> int:
     if not str(args.output).endswith(".pte"):
         raise UsageError(f"--output should end in .pte: {args.output}")
-    given = [flag for flag, set_ in (("--batch", args.batch is not None), ("--size", args.size is not None),
-                                     ("--opset", args.opset != DEFAULT_OPSET),
-                                     ("--with-preprocessing", args.with_preprocessing), ("--bgr", args.bgr),
-                                     ("--int8", args.int8), ("--calib", args.calib is not None),
-                                     ("--calib-dump", args.calib_dump is not None), ("--input", args.input != "float"))
-             if set_]
+    given = _onnx_graph_options(args) + [
+        flag for flag, set_ in (("--int8", args.int8), ("--calib", args.calib is not None),
+                                ("--calib-dump", args.calib_dump is not None), ("--input", args.input != "float"))
+        if set_]
     if given:
         raise UsageError(f"{given[0]} does not apply to --format executorch (fp32, batch 1 at the weights' own size)")
     result = export_executorch(args.model, args.weights, args.output, log=_log)
