@@ -123,7 +123,7 @@ class _Tails:
 
     def range(self, clip: bool) -> tuple[float, float]:
         low, high = np.sort(self.low), np.sort(self.high)
-        skip = int(self.size * self.images * (1 - PERCENTILE / 100)) if clip else 0
+        skip = self._keep() - 1 if clip else 0  # the values past the percentile, each side
         skip = min(skip, low.size - 1, high.size - 1)
         return min(float(low[skip]), 0.0), max(float(high[-1 - skip]), 0.0)
 
